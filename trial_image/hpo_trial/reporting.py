@@ -1,0 +1,139 @@
+"""The small public API for trial processes, the built-in runner's and a custom container's alike.
+
+A custom training loop needs five calls::
+
+    from hpo_trial import reporting
+
+    trial = reporting.current_trial()          # reads the trial contract from the environment
+    lr = trial.params["learning_rate"]
+    for epoch in range(10):
+        score = train_one_epoch(lr)
+        trial.report(score, step=epoch)        # intermediate value, for the study's pruner
+        if trial.should_prune():
+            trial.prune()                      # marks the trial PRUNED; then exit 0
+            raise SystemExit(0)
+    trial.complete(score)                      # the final objective value (a list for multi-objective)
+
+``trial.fail(reason)`` ends the trial as FAIL with a reason the operator shows in the study's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo_trial.contract import ATTR_FAIL_REASON, TrialContract
+from hpo_trial.pruners import build_pruner
+
+log = logging.getLogger("hpo_trial")
+
+
+class MetricNotFound(KeyError):
+    """The evaluation did not produce the objective's metric; the message lists those it did."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The shared Optuna storage, with engine options fit for long-lived pools and concurrent writers."""
+    if url.startswith("sqlite"):
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+class TrialHandle:
+    """One running trial of the shared study, as the trial process sees it."""
+
+    def __init__(self, contract: TrialContract, storage: optuna.storages.BaseStorage | None = None) -> None:
+        self.contract = contract
+        self.storage = storage if storage is not None else open_storage(contract.storage_url)
+        self.study = optuna.load_study(
+            study_name=contract.study_name,
+            storage=self.storage,
+            pruner=build_pruner(contract.pruner),
+        )
+        study_id = self.storage.get_study_id_from_name(contract.study_name)
+        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, contract.trial_number)
+        self._trial = optuna.Trial(self.study, self.trial_id)
+        self.finished = False
+
+    @property
+    def number(self) -> int:
+        return self.contract.trial_number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.contract.params)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(o.metric for o in self.contract.objectives)
+
+    def state(self) -> TrialState:
+        return self.storage.get_trial(self.trial_id).state
+
+    def report(self, value: float, step: int) -> None:
+        """Report an intermediate value of the first objective at a progress step (same units in every trial)."""
+        if len(self.contract.objectives) > 1:
+            return  # Optuna prunes single-objective studies only
+        self._trial.report(float(value), int(step))
+
+    def should_prune(self) -> bool:
+        if len(self.contract.objectives) > 1:
+            return False
+        return self._trial.should_prune()
+
+    def prune(self) -> None:
+        self._finish(state=TrialState.PRUNED)
+        log.info("Trial %d pruned.", self.number)
+
+    def complete(self, values: float | Sequence[float]) -> None:
+        vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
+        if len(vals) != len(self.contract.objectives):
+            raise ValueError(f"trial {self.number} expects {len(self.contract.objectives)} value(s), got {len(vals)}")
+        bad = [v for v in vals if math.isnan(v) or math.isinf(v)]
+        if bad:
+            self.fail(f"objective value is {bad[0]}")
+            return
+        self._finish(values=vals)
+
+    def complete_from_metrics(self, metrics: Mapping[str, float]) -> list[float]:
+        """Complete with the objective metrics looked up by their exact names in ``metrics``."""
+        missing = [m for m in self.metrics if m not in metrics]
+        if missing:
+            raise MetricNotFound(
+                f"objective metric {missing[0]!r} was not produced by the evaluation; "
+                f"the metrics that exist are: {', '.join(sorted(metrics))}"
+            )
+        values = [float(metrics[m]) for m in self.metrics]
+        self.complete(values)
+        return values
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def fail(self, reason: str) -> None:
+        """End the trial as FAIL with a reason; the operator shows it in the study's status."""
+        self.set_attr(ATTR_FAIL_REASON, reason[:1000])
+        self._finish(state=TrialState.FAIL)
+        log.error("Trial %d failed: %s", self.number, reason)
+
+    def _finish(self, values: list[float] | None = None, state: TrialState | None = None) -> None:
+        if self.finished or self.state().is_finished():
+            self.finished = True
+            return
+        self.study.tell(self.number, values=values, state=state, skip_if_finished=True)
+        self.finished = True
+
+
+def current_trial() -> TrialHandle:
+    """The trial this process runs, from the environment the operator (or ``hpo run``) set."""
+    return TrialHandle(TrialContract.from_env())
