@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# The operator image: the kopf operator (`python -m hpo_operator`) and its clients for Kubernetes,
+# PostgreSQL and Prometheus. No torch and no training code: trials run in the trial image
+# (trial_image/Dockerfile). Build from the repository root:
+#
+#   docker build -t ghcr.io/hpo-dev/hpo-operator:0.1.0 .
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/hpo
+WORKDIR /src
+# Only what the package build reads; the operator extra pulls kopf, kubernetes, psycopg2-binary and
+# prometheus-client on top of the core (optuna, sqlalchemy, pydantic). A non-editable install, so
+# /src is not needed at run time.
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY trial_image/hpo_trial/ trial_image/hpo_trial/
+RUN /opt/hpo/bin/pip install ".[operator]" \
+ && /opt/hpo/bin/python -c "import hpo_operator, kopf, kubernetes, psycopg2, prometheus_client" \
+ && ! /opt/hpo/bin/python -c "import torch" 2>/dev/null
+
+FROM python:${PYTHON_VERSION}-slim-bookworm
+LABEL org.opencontainers.image.title="hpo-operator" \
+      org.opencontainers.image.description="Kubernetes operator running HPOStudy resources as Optuna studies" \
+      org.opencontainers.image.source="https://github.com/hpo-dev/hpo-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/hpo /opt/hpo
+ENV PATH=/opt/hpo/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# A numeric non-root user, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+USER 65532:65532
+WORKDIR /tmp
+# kopf's liveness endpoint (HPO_LIVENESS_ENDPOINT) and Prometheus metrics (HPO_METRICS_PORT).
+EXPOSE 8080 8000
+ENTRYPOINT ["python", "-m", "hpo_operator"]
