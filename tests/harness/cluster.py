@@ -1,0 +1,491 @@
+"""Start and stop a real Kubernetes control plane as local processes, plus the test node agent.
+
+``Cluster(state_dir).start()`` generates certificates, starts etcd and kube-apiserver (RBAC and Node
+authorization, service-account token signing, an admin client certificate in ``system:masters``),
+then kube-controller-manager, kube-scheduler and the node agent (``node_agent.py``), and waits until the
+API server is ready, both controllers report healthy, the node is Ready and schedulable and the
+``default`` ServiceAccount exists. Everything listens on 127.0.0.1 on free ports; all state (etcd data,
+certificates, kubeconfigs, logs, pod directories) lives in ``state_dir``. ``stop()`` ends every process
+it started (and any pod process left behind) and waits until their ports are closed.
+
+The pids, ports and paths are written to ``<state_dir>/harness.json`` as soon as they are known, so
+``Cluster.load(state_dir).stop()`` can tear down a detached cluster from another process
+(``python -m tests.harness down``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import pki
+from .binaries import K8S_VERSION, ensure_control_plane
+
+NODE_AGENT = Path(__file__).resolve().parent / "node_agent.py"
+STATE_FILE = "harness.json"
+DEFAULT_NODE_NAME = "hpo-test-node"
+SERVICE_CIDR = "10.0.0.0/24"
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+# All on-by-default controllers (garbage collector, namespace, serviceaccount and its token
+# controller, root-ca-certificate-publisher, node-lifecycle, job, replicaset, ...). Release 1.37 has
+# no cloud-provider controllers left in kube-controller-manager, so nothing needs turning off.
+CONTROLLERS = "*"
+# Variables of the starting process that must not reach the node agent or its pods.
+_PRIVATE_ENV_PREFIXES = ("KUBECONFIG", "KUBERNETES_", "PYTEST_", "HPO_HARNESS_")
+
+
+class HarnessError(RuntimeError):
+    """A harness component failed to start or stop."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def set_pdeathsig() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the harness process
+
+
+def agent_base_env(extra_path: str | None = None) -> dict[str, str]:
+    """The node agent's environment: ours without Kubernetes/pytest internals, venv bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
+    bin_dir = extra_path or os.path.dirname(sys.executable)
+    path = [
+        p for p in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep) if p and p != bin_dir
+    ]
+    env["PATH"] = os.pathsep.join([bin_dir, *path])
+    env.setdefault("HOME", str(Path.home()))
+    return env
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int
+    log: str
+    ports: list[int] = field(default_factory=list)
+
+
+class Cluster:
+    """A local control plane and one test node. Use ``start()``/``stop()`` or ``with Cluster(...)``."""
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        node_name: str = DEFAULT_NODE_NAME,
+        gpus: int = 2,
+        detached: bool = False,
+    ) -> None:
+        if gpus < 0:
+            raise ValueError(f"gpus must be >= 0, got {gpus}")
+        self.state_dir = Path(state_dir).resolve()
+        self.node_name = node_name
+        self.gpus = gpus
+        self.detached = detached
+        self.server = ""
+        self.components: dict[str, Component] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.startup_seconds: float | None = None
+
+    # ---- paths -------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (client certificate in ``system:masters``)."""
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.state_dir / "pods"
+
+    def pod_dir(self, namespace: str, name: str) -> Path:
+        """The node agent's directory for a pod: ``log``, ``pid`` and the working directory ``work``."""
+        return self.pods_dir / namespace / name
+
+    # ---- state file --------------------------------------------------------------------------
+    def _save(self) -> None:
+        data = {
+            "version": K8S_VERSION,
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "node_name": self.node_name,
+            "gpus": self.gpus,
+            "state_dir": str(self.state_dir),
+            "components": {n: vars(c) for n, c in self.components.items()},
+        }
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.state_dir / STATE_FILE)
+
+    @classmethod
+    def load(cls, state_dir: Path | str) -> Cluster:
+        """The cluster described by ``<state_dir>/harness.json`` (started by this or another process)."""
+        path = Path(state_dir) / STATE_FILE
+        if not path.is_file():
+            raise HarnessError(f"no harness cluster state at {path}")
+        data = json.loads(path.read_text())
+        cluster = cls(data["state_dir"], node_name=data["node_name"], gpus=data["gpus"], detached=True)
+        cluster.server = data["server"]
+        cluster.components = {n: Component(**c) for n, c in data["components"].items()}
+        return cluster
+
+    # ---- process control ---------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], ports: list[int], env: dict[str, str] | None = None) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log = self.logs_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,  # own process group: signals reach the whole component
+                preexec_fn=None if self.detached else set_pdeathsig,
+            )
+        self._procs[name] = proc
+        self.components[name] = Component(name, proc.pid, str(log), ports)
+        self._save()
+
+    def _log_tail(self, name: str, lines: int = 40) -> str:
+        comp = self.components.get(name)
+        if comp is None or not Path(comp.log).exists():
+            return "(no log)"
+        return "\n".join(Path(comp.log).read_text(errors="replace").splitlines()[-lines:])
+
+    def _check_alive(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError(
+                f"{name} exited with code {proc.returncode} during start-up; last lines of "
+                f"{self.components[name].log}:\n{self._log_tail(name)}"
+            )
+
+    def _wait(self, what: str, check: Callable[[], bool], timeout: float, watch: tuple[str, ...]) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: object = None
+        while time.monotonic() < deadline:
+            for name in watch:
+                self._check_alive(name)
+            try:
+                if check():
+                    return
+            except Exception as exc:  # not ready yet: connection refused, 500, 404 ...
+                last_error = exc
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {n} ({self.components[n].log}):\n{self._log_tail(n)}" for n in watch)
+        raise HarnessError(
+            f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})\n{logs}"
+        )
+
+    # ---- start -------------------------------------------------------------------------------
+    def start(self, timeout: float = START_TIMEOUT_S) -> Cluster:
+        started = time.monotonic()
+        binaries = ensure_control_plane()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if (self.state_dir / STATE_FILE).exists() and any(
+            pid_alive(c.pid) for c in Cluster.load(self.state_dir).components.values()
+        ):
+            raise HarnessError(f"a harness cluster is already running from {self.state_dir}; stop it first")
+        try:
+            self._start(binaries, started + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _start(self, binaries: dict[str, Path], deadline: float) -> None:
+        def left() -> float:
+            return max(1.0, deadline - time.monotonic())
+
+        keys = pki.create_pki(self.pki_dir, self.node_name)
+        etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
+        self.server = f"https://127.0.0.1:{api_port}"
+        kubeconfigs = self.state_dir / "kubeconfigs"
+        kubeconfigs.mkdir(exist_ok=True)
+        pki.write_kubeconfig(self.kubeconfig, self.server, keys.ca_pem, keys.clients["admin"], "admin")
+        kcfg = {
+            name: str(
+                pki.write_kubeconfig(kubeconfigs / f"{name}.yaml", self.server, keys.ca_pem, pair, name)
+            )
+            for name, pair in keys.clients.items()
+            if name != "admin"
+        }
+
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{etcd_peer}"
+        self._spawn(
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name=harness",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=harness={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            [etcd_port, etcd_peer],
+        )
+        # The API server retries etcd on its own, so both start together.
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(binaries["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={keys.apiserver_cert}",
+                f"--tls-private-key-file={keys.apiserver_key}",
+                f"--client-ca-file={keys.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={keys.sa_pub}",
+                f"--service-account-signing-key-file={keys.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                f"--cert-dir={self.state_dir / 'apiserver'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+            [api_port],
+        )
+        self._save()
+        admin_ctx = ssl.create_default_context(cafile=str(keys.ca_cert))
+        admin_ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        self._wait(
+            "kube-apiserver /readyz",
+            lambda: _https_ok(f"{self.server}/readyz", admin_ctx),
+            left(),
+            ("etcd", "kube-apiserver"),
+        )
+
+        def delegated(name: str, port: int) -> list[str]:
+            return [
+                f"--kubeconfig={kcfg[name]}",
+                f"--authentication-kubeconfig={kcfg[name]}",
+                f"--authorization-kubeconfig={kcfg[name]}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.state_dir / name}",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=1",
+            ]
+
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                *delegated("kube-controller-manager", kcm_port),
+                "--use-service-account-credentials=true",
+                f"--root-ca-file={keys.ca_cert}",
+                f"--service-account-private-key-file={keys.sa_key}",
+                f"--cluster-signing-cert-file={keys.ca_cert}",
+                f"--cluster-signing-key-file={keys.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--cluster-name=hpo-harness",
+                f"--controllers={CONTROLLERS}",
+            ],
+            [kcm_port],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [str(binaries["kube-scheduler"]), *delegated("kube-scheduler", sched_port)],
+            [sched_port],
+        )
+        self._spawn(
+            "node-agent",
+            [
+                sys.executable,
+                str(NODE_AGENT),
+                f"--kubeconfig={kcfg['node']}",
+                f"--node-name={self.node_name}",
+                f"--gpus={self.gpus}",
+                f"--state-dir={self.state_dir}",
+            ],
+            [],
+            env=agent_base_env(),
+        )
+        all_components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
+            self._wait(
+                f"{name} /healthz",
+                lambda port=port: _https_ok(f"https://127.0.0.1:{port}/healthz", insecure),
+                left(),
+                all_components,
+            )
+        self._wait("the test node to be Ready and schedulable", self._node_ready, left(), all_components)
+        self._wait(
+            "the default ServiceAccount and kube-root-ca.crt (controller-manager)",
+            self._service_accounts_ready,
+            left(),
+            all_components,
+        )
+
+    def _get(self, path: str) -> dict[str, Any]:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        with urllib.request.urlopen(f"{self.server}{path}", context=ctx, timeout=5) as resp:
+            result: dict[str, Any] = json.load(resp)
+            return result
+
+    def _node_ready(self) -> bool:
+        node = self._get(f"/api/v1/nodes/{self.node_name}")
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
+        blocking = [t for t in node.get("spec", {}).get("taints", []) if t.get("effect") == "NoSchedule"]
+        return ready and not blocking
+
+    def _service_accounts_ready(self) -> bool:
+        self._get("/api/v1/namespaces/default/serviceaccounts/default")
+        self._get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+        return True
+
+    # ---- stop --------------------------------------------------------------------------------
+    def pids(self) -> dict[str, int]:
+        return {n: c.pid for n, c in self.components.items()}
+
+    def ports(self) -> list[int]:
+        return [p for c in self.components.values() for p in c.ports]
+
+    def leftover_pod_pids(self) -> list[int]:
+        """Pids of pod processes the agent recorded and that are still alive."""
+        pids = []
+        for pid_file in self.pods_dir.glob("*/*/pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(json.loads(pid_file.read_text())["pid"])
+                if pid_alive(pid):
+                    pids.append(pid)
+        return pids
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the node agent (it ends its pods), then the controllers, the API server and etcd."""
+        order = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        for name in order:
+            comp = self.components.get(name)
+            if comp is not None:
+                self._terminate(name, comp.pid, timeout)
+            if name == "node-agent":
+                for pid in self.leftover_pod_pids():
+                    self._terminate(f"pod process {pid}", pid, 5.0)
+        deadline = time.monotonic() + timeout
+        busy = self.ports()
+        while busy and time.monotonic() < deadline:
+            busy = [p for p in busy if port_is_listening(p)]
+            if busy:
+                time.sleep(0.1)
+        if busy:
+            raise HarnessError(f"ports still listening after stop: {busy}")
+
+    def _terminate(self, name: str, pid: int, timeout: float) -> None:
+        proc = self._procs.get(name)
+        if not pid_alive(pid):
+            if proc is not None:
+                proc.wait()
+            return
+        _signal_group(pid, signal.SIGTERM)
+        if not _wait_dead(pid, proc, timeout):
+            _signal_group(pid, signal.SIGKILL)
+            if not _wait_dead(pid, proc, 10.0):
+                raise HarnessError(f"{name} (pid {pid}) did not exit after SIGKILL")
+        # The process group may hold children that outlived their leader.
+        _signal_group(pid, signal.SIGKILL)
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError:
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _wait_dead(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    if proc is not None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not pid_alive(pid)
