@@ -107,7 +107,9 @@ class TrialContract:
                 raise ContractError(f"{OBJECTIVE}[{i}] must be an object with a 'metric' string")
             direction = o.get("direction", "maximize")
             if direction not in ("maximize", "minimize"):
-                raise ContractError(f"{OBJECTIVE}[{i}].direction must be maximize or minimize, got {direction!r}")
+                raise ContractError(
+                    f"{OBJECTIVE}[{i}].direction must be maximize or minimize, got {direction!r}"
+                )
             objectives.append(Objective(o["metric"], direction))
         if not objectives:
             raise ContractError(f"{OBJECTIVE} must name at least one metric")

@@ -81,7 +81,7 @@ class TrialHandle:
         return self.storage.get_trial(self.trial_id).state
 
     def report(self, value: float, step: int) -> None:
-        """Report an intermediate value of the first objective at a progress step (same units in every trial)."""
+        """Report the first objective's intermediate value at a progress step (same units in every trial)."""
         if len(self.contract.objectives) > 1:
             return  # Optuna prunes single-objective studies only
         self._trial.report(float(value), int(step))
@@ -98,22 +98,28 @@ class TrialHandle:
     def complete(self, values: float | Sequence[float]) -> None:
         vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
         if len(vals) != len(self.contract.objectives):
-            raise ValueError(f"trial {self.number} expects {len(self.contract.objectives)} value(s), got {len(vals)}")
+            raise ValueError(
+                f"trial {self.number} expects {len(self.contract.objectives)} value(s), got {len(vals)}"
+            )
         bad = [v for v in vals if math.isnan(v) or math.isinf(v)]
         if bad:
             self.fail(f"objective value is {bad[0]}")
             return
         self._finish(values=vals)
 
-    def complete_from_metrics(self, metrics: Mapping[str, float]) -> list[float]:
-        """Complete with the objective metrics looked up by their exact names in ``metrics``."""
+    def objective_values(self, metrics: Mapping[str, Any]) -> list[float]:
+        """The objectives' values looked up by their exact names; :class:`MetricNotFound` lists the names."""
         missing = [m for m in self.metrics if m not in metrics]
         if missing:
             raise MetricNotFound(
                 f"objective metric {missing[0]!r} was not produced by the evaluation; "
                 f"the metrics that exist are: {', '.join(sorted(metrics))}"
             )
-        values = [float(metrics[m]) for m in self.metrics]
+        return [float(metrics[m]) for m in self.metrics]
+
+    def complete_from_metrics(self, metrics: Mapping[str, Any]) -> list[float]:
+        """Complete with the objective metrics looked up by their exact names in ``metrics``."""
+        values = self.objective_values(metrics)
         self.complete(values)
         return values
 

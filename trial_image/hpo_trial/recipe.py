@@ -1,0 +1,390 @@
+"""A validated ``spec.trainer`` → the objects one trial trains with.
+
+Everything is built fresh for each trial: the ``SentenceTransformerTrainingArguments`` from the recipe's
+fixed ``arguments`` plus the trial's parameters (so ``warmup_ratio`` and friends take effect the way the
+library means them), the model, and the loss with its tuned ``loss.*`` arguments.
+
+:func:`prepare` works from cheap to expensive, so a bad recipe fails before the model is loaded:
+parameter names and training arguments, then the datasets and their columns, then the evaluator,
+and only then the model and the loss. Every error is a :class:`RecipeError` naming the field.
+
+The Hub code paths are the library's own (``datasets.load_dataset``, ``SentenceTransformer(name)``);
+local paths go through the same calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import inspect
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, util
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+from sentence_transformers.sentence_transformer import evaluation, losses
+from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+from transformers import TrainerCallback, set_seed
+
+from hpo_trial.trainer_spec import (
+    DatasetSpec,
+    EvaluatorSpec,
+    LossSpec,
+    TrainerSpec,
+    TrainerSpecError,
+    split_params,
+    validate_param_names,
+)
+
+try:
+    from sentence_transformers.base.data_collator import DEFAULT_LABEL_COLUMNS
+except ImportError:  # older library layouts
+    DEFAULT_LABEL_COLUMNS = ("label", "labels", "score", "scores")
+
+log = logging.getLogger("hpo_trial")
+
+__all__ = [
+    "Recipe",
+    "RecipeError",
+    "build_evaluator",
+    "build_loss",
+    "build_model",
+    "build_training_args",
+    "check_argument_names",
+    "check_param_names",
+    "load_data",
+    "make_trainer",
+    "prepare",
+    "training_argument_names",
+]
+
+
+class RecipeError(TrainerSpecError):
+    """The recipe cannot be built against the installed library or the real data; names the field."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Names that need the library.
+# --------------------------------------------------------------------------------------------------
+
+
+def training_argument_names() -> frozenset[str]:
+    """Every field ``SentenceTransformerTrainingArguments`` accepts."""
+    return frozenset(f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init)
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_argument_names(names: Iterable[str], path: str = "trainer.arguments") -> None:
+    known = training_argument_names()
+    for name in names:
+        if name not in known:
+            raise RecipeError(
+                f"{path}.{name}: not a SentenceTransformerTrainingArguments field{_suggest(name, known)}"
+            )
+
+
+def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "searchSpace") -> None:
+    """:func:`validate_param_names` plus: training-argument names must be real fields of the library's."""
+    names = list(names)
+    validate_param_names(spec, names, path)
+    known = training_argument_names()
+    for i, name in enumerate(names):
+        if not name.startswith("loss.") and name not in known:
+            raise RecipeError(
+                f"{path}[{i}].name: {name!r} is not a SentenceTransformerTrainingArguments field"
+                f"{_suggest(name, known)}"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Data.
+# --------------------------------------------------------------------------------------------------
+
+
+def load_data(ds: DatasetSpec, path: str) -> datasets.Dataset:
+    """Load a dataset spec (Hub or local files), then apply ``rename`` and ``columns``."""
+    call = ds.load_call()
+    if call.data_files is not None:
+        for f in call.data_files:
+            if "://" not in f and not glob.has_magic(f) and not os.path.exists(f):
+                raise RecipeError(f"{path}.files: {f} does not exist")
+    args, kwargs = call.arguments()
+    try:
+        data = datasets.load_dataset(*args, **kwargs)
+    except Exception as e:
+        raise RecipeError(f"{path}: cannot load {ds.describe()}: {type(e).__name__}: {e}") from e
+    if not isinstance(data, datasets.Dataset):
+        raise RecipeError(
+            f"{path}.split: {ds.describe()} did not give one dataset split ({type(data).__name__})"
+        )
+    columns = list(data.column_names)
+    for source in ds.rename:
+        if source not in columns:
+            raise RecipeError(
+                f"{path}.rename.{source}: no column {source!r}; the columns are: {', '.join(columns)}"
+            )
+    if ds.rename:
+        data = data.rename_columns(dict(ds.rename))
+        columns = list(data.column_names)
+    if ds.columns is not None:
+        for col in ds.columns:
+            if col not in columns:
+                raise RecipeError(f"{path}.columns: no column {col!r}; the columns are: {', '.join(columns)}")
+        data = data.select_columns(list(ds.columns))
+    if len(data) == 0:
+        raise RecipeError(f"{path}: {ds.describe()} has no rows")
+    return data
+
+
+def check_loss_columns(loss: LossSpec, data: datasets.Dataset, path: str) -> None:
+    """The data's columns fit what the loss takes: N text columns (in order) and maybe a label column."""
+    base = loss.base()
+    info = base.info
+    columns = list(data.column_names)
+    labels = [c for c in columns if c in DEFAULT_LABEL_COLUMNS]
+    texts = [c for c in columns if c not in DEFAULT_LABEL_COLUMNS]
+    lo, hi = info.texts
+    want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+    label = " and a 'label' or 'score' column" if info.label else " and no label column"
+    problem = None
+    if info.label and not labels:
+        problem = "has no 'label' or 'score' column"
+    elif not info.label and labels:
+        problem = f"has the label column {labels[0]!r}"
+    elif len(texts) < lo or (hi is not None and len(texts) > hi):
+        problem = f"has {len(texts)} text column(s)"
+    if problem:
+        raise RecipeError(
+            f"{path}: {base.name} takes {want} text column(s){label}; the dataset {problem} "
+            f"(columns: {', '.join(columns)}); pick and order them with columns: and rename:"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluator.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_evaluator(
+    ev: EvaluatorSpec, eval_data: datasets.Dataset | None, path: str = "trainer.evaluator"
+) -> BaseEvaluator:
+    if ev.name == "SequentialEvaluator":
+        subs = [
+            build_evaluator(s, eval_data, f"{path}.evaluators[{i}]")
+            for i, s in enumerate(ev.evaluators or ())
+        ]
+        return evaluation.SequentialEvaluator(subs)
+    if ev.dataset is not None:
+        data = load_data(ev.dataset, f"{path}.dataset")
+    elif eval_data is not None:
+        data = eval_data
+    else:
+        raise RecipeError(f"{path}.dataset: required when the recipe has no eval dataset")
+    columns = list(data.column_names)
+    inputs: dict[str, list[Any]] = {}
+    for name, col in ev.input_columns().items():
+        if col not in columns:
+            hint = "" if name in ev.columns else f" (the default for {name}; map it with columns.{name})"
+            raise RecipeError(
+                f"{path}.columns.{name}: no column {col!r} in the evaluator's dataset{hint}; "
+                f"the columns are: {', '.join(columns)}"
+            )
+        inputs[name] = list(data[col])
+    kwargs = dict(ev.args)
+    if ev.name == "InformationRetrievalEvaluator":
+        kwargs.update(_retrieval_inputs(inputs["queries"], inputs["corpus"]))
+    else:
+        kwargs.update(inputs)
+    cls = getattr(evaluation, ev.name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, KeyError) as e:
+        raise RecipeError(f"{path}: {ev.name} rejected its arguments: {e}") from e
+
+
+def _retrieval_inputs(queries: Sequence[str], documents: Sequence[str]) -> dict[str, Any]:
+    """(query, relevant document) rows → the InformationRetrievalEvaluator's three mappings."""
+    qids: dict[str, str] = {}
+    dids: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
+    for q, d in zip(queries, documents, strict=True):
+        qid = qids.setdefault(q, f"q{len(qids)}")
+        did = dids.setdefault(d, f"d{len(dids)}")
+        relevant.setdefault(qid, set()).add(did)
+    return {
+        "queries": {qid: q for q, qid in qids.items()},
+        "corpus": {did: d for d, did in dids.items()},
+        "relevant_docs": relevant,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Model and loss.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer:
+    accepted = set(inspect.signature(SentenceTransformer.__init__).parameters) - {
+        "self",
+        "model_name_or_path",
+    }
+    for key in spec.model_args:
+        if key not in accepted:
+            raise RecipeError(
+                f"{path}.modelArgs.{key}: not an argument of SentenceTransformer{_suggest(key, accepted)}"
+            )
+    try:
+        model = SentenceTransformer(spec.model, **spec.model_args)
+    except Exception as e:
+        raise RecipeError(f"{path}.model: cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
+    if spec.max_seq_length is not None:
+        model.max_seq_length = spec.max_seq_length
+    return model
+
+
+_DISTANCES: dict[str, Any] = {
+    "TripletLoss": losses.TripletDistanceMetric,
+    "ContrastiveLoss": losses.SiameseDistanceMetric,
+    "OnlineContrastiveLoss": losses.SiameseDistanceMetric,
+    "BatchAllTripletLoss": losses.BatchHardTripletLossDistanceFunction,
+    "BatchHardTripletLoss": losses.BatchHardTripletLossDistanceFunction,
+    "BatchSemiHardTripletLoss": losses.BatchHardTripletLossDistanceFunction,
+}
+
+
+def _loss_kwargs(spec: LossSpec, values: Mapping[str, Any], model: SentenceTransformer) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "similarity_fct":
+            value = getattr(util, value)
+        elif key == "distance_metric":
+            value = getattr(_DISTANCES[spec.name], value)
+        elif key == "loss_fct":
+            value = getattr(torch.nn, value)()
+        elif key == "directions":
+            value = tuple(value)
+        kwargs[key] = value
+    if spec.name == "SoftmaxLoss" and "embedding_dimension" not in kwargs:
+        kwargs["embedding_dimension"] = model.get_sentence_embedding_dimension()
+    return kwargs
+
+
+def build_loss(
+    spec: LossSpec,
+    model: SentenceTransformer,
+    tuned: Mapping[str, Any] | None = None,
+    tuned_inner: Mapping[str, Any] | None = None,
+    path: str = "trainer.loss",
+) -> torch.nn.Module:
+    """The loss, built fresh, with the trial's ``loss.<arg>`` (and ``loss.inner.<arg>``) values applied."""
+    tuned = dict(tuned or {})
+    info = spec.info
+    for key, value in tuned.items():
+        arg = info.args.get(key)
+        if arg is None:
+            raise RecipeError(f"HPO_TRIAL_PARAMS.loss.{key}: not an argument of {spec.name}")
+        problem = arg.check(value)
+        if problem:
+            raise RecipeError(f"HPO_TRIAL_PARAMS.loss.{key}: {problem}")
+    kwargs = _loss_kwargs(spec, {**spec.args, **tuned}, model)
+    if spec.inner is not None:
+        kwargs["loss"] = build_loss(spec.inner, model, tuned_inner, None, f"{path}.inner")
+    cls = getattr(losses, spec.name)
+    try:
+        return cls(model, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"{path}: {spec.name} rejected its arguments: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Training arguments.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_training_args(
+    spec: TrainerSpec, params: Mapping[str, Any], output_dir: str
+) -> SentenceTransformerTrainingArguments:
+    """Fresh arguments: runner defaults, then the recipe's fixed ``arguments``, then the trial's parameters.
+
+    Runner defaults (a recipe may override them): ``report_to="none"``, ``save_strategy="no"`` (no
+    checkpoints; ``saveModel`` keeps the final model) and ``disable_tqdm=True`` (the runner logs progress
+    lines itself). With ``evalEveryEpochs`` the runner triggers evaluations, so
+    ``eval_strategy`` stays ``"no"``.
+    """
+    training, _, _ = split_params(params)
+    check_argument_names(spec.arguments, "trainer.arguments")
+    check_argument_names(training, "HPO_TRIAL_PARAMS")
+    kwargs: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True}
+    kwargs.update(spec.arguments)
+    kwargs.update(training)
+    kwargs["output_dir"] = output_dir
+    try:
+        return SentenceTransformerTrainingArguments(**kwargs)
+    except (TypeError, ValueError) as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in training.items())
+        with_params = f" (with the trial's parameters {given})" if given else ""
+        raise RecipeError(f"trainer.arguments{with_params}: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything together.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recipe:
+    """What one trial trains with, all built fresh for it."""
+
+    spec: TrainerSpec
+    params: dict[str, Any]
+    args: SentenceTransformerTrainingArguments
+    train_dataset: datasets.Dataset
+    eval_dataset: datasets.Dataset | None
+    evaluator: BaseEvaluator | None
+    model: SentenceTransformer
+    loss: torch.nn.Module
+
+
+def prepare(spec: TrainerSpec, params: Mapping[str, Any], output_dir: str) -> Recipe:
+    """Build everything for one trial, cheapest checks first (see the module docstring)."""
+    params = dict(params)
+    check_param_names(spec, params, "HPO_TRIAL_PARAMS")
+    args = build_training_args(spec, params, output_dir)
+
+    train = load_data(spec.train, "trainer.train")
+    check_loss_columns(spec.loss, train, "trainer.train")
+    log.info("Training data: %s, %d rows, columns %s", spec.train.describe(), len(train), train.column_names)
+    eval_data = None
+    if spec.eval is not None:
+        eval_data = load_data(spec.eval, "trainer.eval")
+        check_loss_columns(spec.loss, eval_data, "trainer.eval")
+        log.info("Eval data: %s, %d rows", spec.eval.describe(), len(eval_data))
+    evaluator = build_evaluator(spec.evaluator, eval_data) if spec.evaluator is not None else None
+
+    set_seed(args.seed)  # the model's new layers and the loss's own parameters start the same in every trial
+    model = build_model(spec)
+    _, tuned, tuned_inner = split_params(params)
+    loss = build_loss(spec.loss, model, tuned, tuned_inner)
+    return Recipe(spec, params, args, train, eval_data, evaluator, model, loss)
+
+
+def make_trainer(recipe: Recipe, callbacks: Sequence[TrainerCallback] = ()) -> SentenceTransformerTrainer:
+    return SentenceTransformerTrainer(
+        model=recipe.model,
+        args=recipe.args,
+        train_dataset=recipe.train_dataset,
+        eval_dataset=recipe.eval_dataset,
+        loss=recipe.loss,
+        evaluator=recipe.evaluator,
+        callbacks=list(callbacks),
+    )

@@ -1,0 +1,366 @@
+"""One trial of the built-in runner: read the contract, build the recipe, train, report, prune, finish.
+
+The order of work, and what happens when something is wrong:
+
+1. Read the trial contract from the environment (no contract: exit 2, nothing can be told).
+2. Open the study with its own pruner (rank 0 only; in a multi-GPU pod the other ranks never touch
+   the storage).
+3. Validate the recipe and the parameter names (parse only, before torch is imported), then build
+   arguments, data, evaluator, model and loss (:func:`hpo_trial.recipe.prepare`). A bad recipe ends the
+   trial FAIL with ``hpo:fail_reason`` naming the field, and the process exits 1.
+4. Train with ``SentenceTransformerTrainer``. After every evaluation, the first objective is reported at
+   step ``round(epoch * 100)`` (hundredths of an epoch: the same progress in every trial whatever its
+   batch size; with ``evalEveryEpochs`` the step is the scheduled mark itself) and the study's pruner
+   is asked; when it says prune, training stops, the trial is told PRUNED and the process exits 0.
+5. Evaluate at the end, optionally save the model (``saveModel``, recorded in ``hpo:model_path``), and
+   tell the objective values looked up by their exact metric names. A missing name fails the trial
+   with the list of names that exist.
+
+Exit codes: 0 for a trial completed or pruned, 1 for a trial failed (told FAIL), 2 when the contract or
+the storage could not be read (nothing told; the operator fails the trial).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract
+from hpo_trial.reporting import MetricNotFound, TrialHandle
+from hpo_trial.trainer_spec import TrainerSpec, TrainerSpecError, validate_param_names, validate_trainer
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+log = logging.getLogger("hpo_trial")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NO_CONTRACT = 2
+
+CONTINUE = "continue"
+PRUNE = "prune"
+
+
+@dataclass
+class TrialOutcome:
+    """What one run of the runner did (returned by :func:`run_trial`, for tests and benchmarks)."""
+
+    state: TrialState
+    exit_code: int
+    values: list[float] | None = None
+    reason: str | None = None
+    reported: dict[int, float] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    model_path: str | None = None
+
+
+class _Failed(Exception):
+    """Ends the trial as FAIL with this reason."""
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _broadcast(decision: str) -> str:
+    """Rank 0's decision, on every rank (a no-op without a multi-process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [decision]
+        dist.broadcast_object_list(box, src=0)
+        return str(box[0])
+    return decision
+
+
+def make_trial_callback(
+    handle: TrialHandle | None, objective: str, every_epochs: float | None, trial_number: int
+) -> TrainerCallback:
+    """The callback that schedules evaluations, reports them, asks the pruner and stops training."""
+    from transformers import TrainerCallback
+
+    class TrialCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.training = False
+            self.marks_done = 0
+            self.pending_mark: float | None = None
+            self.decision = CONTINUE
+            self.reason: str | None = None
+            self.reported: dict[int, float] = {}
+            self.last_eval: tuple[int, dict[str, float]] | None = None
+            self.started = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.training = True
+            self.started = time.monotonic()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.training = False
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if every_epochs is None or state.epoch is None:
+                return
+            # Evaluate at the first optimizer step at or past each mark (every_epochs, 2 * every_epochs, ...).
+            next_mark = (self.marks_done + 1) * every_epochs
+            if state.epoch + 1e-9 >= next_mark:
+                while (self.marks_done + 1) * every_epochs <= state.epoch + 1e-9:
+                    self.marks_done += 1
+                self.pending_mark = self.marks_done * every_epochs
+                control.should_evaluate = True
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any
+        ) -> None:
+            if not self.training:
+                return
+            progress = self.pending_mark if self.pending_mark is not None else float(state.epoch or 0.0)
+            self.pending_mark = None
+            step = round(progress * 100)
+            self.last_eval = (state.global_step, dict(metrics))
+            decision = CONTINUE
+            if handle is not None:
+                decision = self._decide(metrics, step, progress)
+            decision = _broadcast(decision)
+            if decision != CONTINUE:
+                self.decision = decision
+                control.should_training_stop = True
+
+        def _decide(self, metrics: dict[str, float], step: int, progress: float) -> str:
+            assert handle is not None
+            try:
+                value = handle.objective_values(metrics)[0]
+            except MetricNotFound as e:
+                self.reason = str(e)
+                return f"fail: {e}"
+            if step in self.reported:
+                return CONTINUE
+            handle.report(value, step)
+            self.reported[step] = value
+            log.info(
+                "Trial %d: epoch %.2f: %s = %.6g (reported at step %d)",
+                trial_number,
+                progress,
+                objective,
+                value,
+                step,
+            )
+            if handle.should_prune():
+                log.info("Trial %d: the study's pruner stops it at epoch %.2f", trial_number, progress)
+                return PRUNE
+            return CONTINUE
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            elapsed = time.monotonic() - self.started
+            lr = logs.get("learning_rate")
+            log.info(
+                "Trial %d: epoch %.2f step %d/%d loss %.4f%s (%.0f s)",
+                trial_number,
+                state.epoch or 0.0,
+                state.global_step,
+                state.max_steps,
+                float(logs["loss"]),
+                f" lr {lr:.3g}" if isinstance(lr, int | float) else "",
+                elapsed,
+            )
+
+    return TrialCallback()
+
+
+def _output_dirs(contract: TrialContract, spec: TrainerSpec, base: str) -> tuple[str, str | None]:
+    trial_dir = str(Path(base) / f"trial-{contract.trial_number}")
+    model_dir = None
+    if spec.save_model:
+        root = Path(spec.save_model)
+        if not root.is_absolute():
+            root = Path(contract.output_dir or os.getcwd()) / root
+        model_dir = str((root / f"trial-{contract.trial_number}").resolve())
+    return trial_dir, model_dir
+
+
+def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
+    """Run one trial; ``handle`` is None on ranks other than 0. Tells the storage through ``handle``."""
+    try:
+        return _run(contract, handle)
+    except _Failed as e:
+        reason = str(e)
+    except TrainerSpecError as e:
+        reason = str(e)
+    except Exception as e:  # training or evaluation broke: the trial fails with what broke
+        log.error("Trial %d: %s", contract.trial_number, traceback.format_exc())
+        reason = f"{type(e).__name__}: {e}"
+    if handle is not None:
+        handle.fail(reason)
+    else:
+        log.error("Trial %d failed: %s", contract.trial_number, reason)
+    return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
+
+
+def _run(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
+    spec = validate_trainer(contract.trainer)
+    validate_param_names(spec, list(contract.params), "HPO_TRIAL_PARAMS")
+    objective = contract.objectives[0].metric
+    if contract.output_dir:
+        return _train(contract, handle, spec, objective, contract.output_dir)
+    with tempfile.TemporaryDirectory(prefix="hpo-trial-") as tmp:
+        return _train(contract, handle, spec, objective, tmp)
+
+
+def _train(
+    contract: TrialContract, handle: TrialHandle | None, spec: TrainerSpec, objective: str, base: str
+) -> TrialOutcome:
+    import datasets
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from hpo_trial import recipe as recipes
+
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+    number = contract.trial_number
+    trial_dir, model_dir = _output_dirs(contract, spec, base)
+    started = time.monotonic()
+    r = recipes.prepare(spec, contract.params, trial_dir)
+    log.info(
+        "Trial %d: recipe ready in %.1f s (model %s, loss %s)",
+        number,
+        time.monotonic() - started,
+        spec.model,
+        spec.loss.name,
+    )
+
+    callback = make_trial_callback(handle, objective, spec.eval_every_epochs, number)
+    trainer = recipes.make_trainer(r, [callback])
+    if "disable_tqdm" not in spec.arguments and "disable_tqdm" not in contract.params:
+        trainer.remove_callback(PrinterCallback)  # our progress lines replace the raw dicts
+    if handle is not None and callback_needs_warning(spec, handle):
+        log.warning(
+            "Trial %d: the study has a pruner but the recipe never evaluates during training; "
+            "set trainer.evalEveryEpochs (for example 0.25) to let the pruner act",
+            number,
+        )
+    train_output = trainer.train()
+    train_metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
+    reported = dict(callback.reported)  # type: ignore[attr-defined]
+    decision: str = callback.decision  # type: ignore[attr-defined]
+    if decision == PRUNE:
+        if handle is not None:
+            handle.prune()
+        return TrialOutcome(TrialState.PRUNED, EXIT_OK, reported=reported, train_metrics=train_metrics)
+    if decision != CONTINUE:
+        raise _Failed(callback.reason or decision.removeprefix("fail: "))  # type: ignore[attr-defined]
+
+    last_eval = callback.last_eval  # type: ignore[attr-defined]
+    if last_eval is not None and last_eval[0] == trainer.state.global_step:
+        eval_metrics = last_eval[1]  # the last scheduled evaluation was at the final step: reuse it
+    else:
+        eval_metrics = trainer.evaluate()
+        step = round(float(trainer.state.epoch or 0.0) * 100)
+        if handle is not None and objective in eval_metrics and step not in reported:
+            handle.report(float(eval_metrics[objective]), step)
+            reported[step] = float(eval_metrics[objective])
+    metrics: dict[str, Any] = {**train_metrics, **eval_metrics}
+    values = None
+    if handle is not None:
+        try:
+            values = handle.objective_values(metrics)
+        except MetricNotFound as e:
+            raise _Failed(str(e)) from None
+    if model_dir is not None:
+        trainer.save_model(model_dir)
+        if handle is not None:
+            handle.set_attr(ATTR_MODEL_PATH, model_dir)
+        log.info("Trial %d: model saved to %s", number, model_dir)
+    if handle is not None and values is not None:
+        bad = [v for v in values if math.isnan(v) or math.isinf(v)]
+        if bad:
+            raise _Failed(f"objective value is {bad[0]}")
+        handle.complete(values)
+        shown = ", ".join(f"{o.metric} = {v:.6g}" for o, v in zip(contract.objectives, values, strict=True))
+        log.info("Trial %d finished in %.0f s: %s", number, time.monotonic() - started, shown)
+    return TrialOutcome(
+        TrialState.COMPLETE,
+        EXIT_OK,
+        values=values,
+        reported=reported,
+        train_metrics=train_metrics,
+        eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, int | float)},
+        model_path=model_dir,
+    )
+
+
+def callback_needs_warning(spec: TrainerSpec, handle: TrialHandle) -> bool:
+    pruning = handle.contract.pruner.get("type", "None") != "None" and len(handle.contract.objectives) == 1
+    evaluates = spec.eval_every_epochs is not None or spec.arguments.get("eval_strategy", "no") != "no"
+    return pruning and not evaluates
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpo_trial``: run the trial the environment describes; returns the exit code."""
+    _setup_logging()
+    rank = _rank()
+    try:
+        contract = TrialContract.from_env()
+    except ContractError as e:
+        log.error("%s", e)
+        return EXIT_NO_CONTRACT
+    handle: TrialHandle | None = None
+    if rank == 0:
+        try:
+            handle = TrialHandle(contract)
+        except ValueError as e:  # the pruner configuration: tell FAIL with the reason
+            try:
+                handle = TrialHandle(dataclasses.replace(contract, pruner={"type": "None"}))
+            except Exception:
+                log.error("Trial %d: cannot open the study: %s", contract.trial_number, e)
+                return EXIT_NO_CONTRACT
+            handle.fail(f"HPO_PRUNER: {e}")
+            return EXIT_FAILED
+        except Exception as e:
+            log.error(
+                "Trial %d: cannot open study %r in the storage: %s: %s",
+                contract.trial_number,
+                contract.study_name,
+                type(e).__name__,
+                e,
+            )
+            return EXIT_NO_CONTRACT
+    log.info(
+        "Trial %d (attempt %d) of study %s%s: parameters %s",
+        contract.trial_number,
+        contract.attempt,
+        contract.study_name,
+        f" on rank {rank}" if rank else "",
+        json.dumps(contract.params, sort_keys=True),
+    )
+    outcome = run_trial(contract, handle)
+    if outcome.state == TrialState.PRUNED:
+        log.info("Trial %d pruned after reporting steps %s", contract.trial_number, sorted(outcome.reported))
+    return outcome.exit_code

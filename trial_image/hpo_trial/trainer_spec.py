@@ -1,0 +1,708 @@
+"""``spec.trainer``: the Sentence Transformers recipe the built-in runner executes, as typed objects.
+
+Parse only. This module imports pydantic and the standard library, never torch, sentence_transformers or
+datasets: the operator and the ``hpo`` command validate manifests with it before any pod runs, and the
+trial process validates with it before it imports anything heavy. What can only be checked against the
+installed library (training-argument names, column names in the data) is checked by
+:mod:`hpo_trial.recipe` at the start of the trial, before the model is loaded.
+
+Errors are :class:`TrainerSpecError` (a ``ValueError``) whose message starts with the field's path::
+
+    trainer.loss.name: unknown loss 'Foo'; known: AdaptiveLayerLoss, AnglELoss, ...
+
+The losses and evaluators a recipe may name, and the arguments each accepts, are listed in :data:`LOSSES`
+and :data:`EVALUATORS`; a test keeps these tables equal to the installed library's signatures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "EVALUATORS",
+    "LOSSES",
+    "Arg",
+    "DatasetSpec",
+    "EvaluatorInfo",
+    "EvaluatorSpec",
+    "LoadCall",
+    "LossInfo",
+    "LossSpec",
+    "TrainerSpec",
+    "TrainerSpecError",
+    "split_params",
+    "validate_param_names",
+    "validate_trainer",
+]
+
+
+class TrainerSpecError(ValueError):
+    """A recipe (or a search-space name) is not valid; the message starts with the field's path."""
+
+
+# --------------------------------------------------------------------------------------------------
+# What the recipe may name: losses, evaluators and their arguments.
+# --------------------------------------------------------------------------------------------------
+
+ArgKind = Literal["float", "int", "bool", "str", "choice", "int_list", "float_list", "str_list"]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One keyword argument of a loss or evaluator, as a recipe may give it (JSON values only)."""
+
+    kind: ArgKind
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+    @property
+    def tunable(self) -> bool:
+        """Whether a search-space parameter (``loss.<name>``) may set it."""
+        return self.kind in ("float", "int", "bool", "choice")
+
+    def check(self, value: Any) -> str | None:
+        """None when ``value`` fits, else what is wrong with it."""
+        kind = self.kind
+        if kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            return None if ok else f"must be a number, got {value!r}"
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            return None if ok else f"must be an integer, got {value!r}"
+        if kind == "bool":
+            return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        if kind == "str":
+            return None if isinstance(value, str) else f"must be a string, got {value!r}"
+        if kind == "choice":
+            if value not in self.choices:
+                return f"must be one of {', '.join(self.choices)}; got {value!r}"
+            return None
+        if not isinstance(value, list) or not value:
+            return f"must be a non-empty list, got {value!r}"
+        item = {"int_list": Arg("int"), "float_list": Arg("float"), "str_list": Arg("str")}[kind]
+        if self.choices:
+            item = Arg("choice", self.choices)
+        for i, v in enumerate(value):
+            problem = item.check(v)
+            if problem:
+                return f"item {i} {problem}"
+        return None
+
+
+# Choices shared by several losses, named as the library names the objects.
+_MATRIX_SIMILARITY = ("cos_sim", "dot_score", "euclidean_sim", "manhattan_sim")
+_PAIRWISE_SIMILARITY = (
+    "pairwise_cos_sim",
+    "pairwise_dot_score",
+    "pairwise_euclidean_sim",
+    "pairwise_manhattan_sim",
+    "pairwise_angle_sim",
+)
+_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+_HARDNESS = ("in_batch_negatives", "hard_negatives", "all_negatives")
+_LAYER_WEIGHTING = ("uniform", "log", "linear")
+_BATCH_TRIPLET_DISTANCE = ("cosine_distance", "euclidean_distance")
+_SIMILARITY_NAMES = ("cosine", "dot", "euclidean", "manhattan")
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """A loss the recipe may name: its arguments and what its training data must look like."""
+
+    args: Mapping[str, Arg]
+    texts: tuple[int, int | None] = (2, None)  # how many text columns (min, max; None: no limit)
+    label: bool = False  # needs a "label" or "score" column
+    wraps: bool = False  # wraps another loss (``inner``)
+
+
+def _mnrl_args(**extra: Arg) -> dict[str, Arg]:
+    return {
+        "scale": Arg("float"),
+        "similarity_fct": Arg("choice", _MATRIX_SIMILARITY),
+        **extra,
+        "gather_across_devices": Arg("bool"),
+        "directions": Arg("str_list", _DIRECTIONS),
+        "partition_mode": Arg("choice", ("joint", "per_direction")),
+        "hardness_mode": Arg("choice", _HARDNESS),
+        "hardness_strength": Arg("float"),
+    }
+
+
+_ADAPTIVE_LAYER_ARGS = {
+    "n_layers_per_step": Arg("int"),
+    "last_layer_weight": Arg("float"),
+    "prior_layers_weight": Arg("float"),
+    "kl_div_weight": Arg("float"),
+    "kl_temperature": Arg("float"),
+    "layer_weighting": Arg("choice", _LAYER_WEIGHTING),
+}
+
+LOSSES: Mapping[str, LossInfo] = {
+    "MultipleNegativesRankingLoss": LossInfo(_mnrl_args()),
+    "CachedMultipleNegativesRankingLoss": LossInfo(
+        _mnrl_args(
+            mini_batch_size=Arg("int"),
+            mini_batch_num_tokens=Arg("int"),
+            show_progress_bar=Arg("bool"),
+        )
+    ),
+    "MultipleNegativesSymmetricRankingLoss": LossInfo(
+        {
+            "scale": Arg("float"),
+            "similarity_fct": Arg("choice", _MATRIX_SIMILARITY),
+            "gather_across_devices": Arg("bool"),
+        }
+    ),
+    "CoSENTLoss": LossInfo(
+        {"scale": Arg("float"), "similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY)},
+        texts=(2, 2),
+        label=True,
+    ),
+    "AnglELoss": LossInfo({"scale": Arg("float")}, texts=(2, 2), label=True),
+    "CosineSimilarityLoss": LossInfo(
+        {"loss_fct": Arg("choice", ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss"))},
+        texts=(2, 2),
+        label=True,
+    ),
+    "TripletLoss": LossInfo(
+        {
+            "distance_metric": Arg("choice", ("COSINE", "EUCLIDEAN", "MANHATTAN")),
+            "triplet_margin": Arg("float"),
+        },
+        texts=(3, 3),
+    ),
+    "SoftmaxLoss": LossInfo(
+        {
+            "num_labels": Arg("int", required=True),
+            "embedding_dimension": Arg("int"),  # default: the model's sentence-embedding dimension
+            "concatenation_sent_rep": Arg("bool"),
+            "concatenation_sent_difference": Arg("bool"),
+            "concatenation_sent_multiplication": Arg("bool"),
+        },
+        texts=(2, 2),
+        label=True,
+    ),
+    "ContrastiveLoss": LossInfo(
+        {
+            "distance_metric": Arg("choice", ("EUCLIDEAN", "MANHATTAN", "COSINE_DISTANCE")),
+            "margin": Arg("float"),
+            "size_average": Arg("bool"),
+        },
+        texts=(2, 2),
+        label=True,
+    ),
+    "OnlineContrastiveLoss": LossInfo(
+        {
+            "distance_metric": Arg("choice", ("EUCLIDEAN", "MANHATTAN", "COSINE_DISTANCE")),
+            "margin": Arg("float"),
+        },
+        texts=(2, 2),
+        label=True,
+    ),
+    "BatchAllTripletLoss": LossInfo(
+        {"distance_metric": Arg("choice", _BATCH_TRIPLET_DISTANCE), "margin": Arg("float")},
+        texts=(1, 1),
+        label=True,
+    ),
+    "BatchHardTripletLoss": LossInfo(
+        {"distance_metric": Arg("choice", _BATCH_TRIPLET_DISTANCE), "margin": Arg("float")},
+        texts=(1, 1),
+        label=True,
+    ),
+    "BatchSemiHardTripletLoss": LossInfo(
+        {"distance_metric": Arg("choice", _BATCH_TRIPLET_DISTANCE), "margin": Arg("float")},
+        texts=(1, 1),
+        label=True,
+    ),
+    "MatryoshkaLoss": LossInfo(
+        {
+            "matryoshka_dims": Arg("int_list", required=True),
+            "matryoshka_weights": Arg("float_list"),
+            "n_dims_per_step": Arg("int"),
+        },
+        wraps=True,
+    ),
+    "AdaptiveLayerLoss": LossInfo(dict(_ADAPTIVE_LAYER_ARGS), wraps=True),
+    "Matryoshka2dLoss": LossInfo(
+        {
+            "matryoshka_dims": Arg("int_list", required=True),
+            "matryoshka_weights": Arg("float_list"),
+            "n_dims_per_step": Arg("int"),
+            **_ADAPTIVE_LAYER_ARGS,
+        },
+        wraps=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EvaluatorInfo:
+    """An evaluator the recipe may name: its inputs (taken from dataset columns) and its arguments."""
+
+    inputs: Mapping[str, str] = field(default_factory=dict)  # input → default column name
+    args: Mapping[str, Arg] = field(default_factory=dict)
+
+
+_COMMON_EVAL_ARGS = {
+    "name": Arg("str"),
+    "batch_size": Arg("int"),
+    "show_progress_bar": Arg("bool"),
+    "write_csv": Arg("bool"),
+    "truncate_dim": Arg("int"),
+}
+
+EVALUATORS: Mapping[str, EvaluatorInfo] = {
+    "EmbeddingSimilarityEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "scores": "score"},
+        {
+            **_COMMON_EVAL_ARGS,
+            "main_similarity": Arg("choice", _SIMILARITY_NAMES),
+            "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES),
+            "precision": Arg("choice", ("float32", "int8", "uint8", "binary", "ubinary")),
+        },
+    ),
+    "TripletEvaluator": EvaluatorInfo(
+        {"anchors": "anchor", "positives": "positive", "negatives": "negative"},
+        {
+            **_COMMON_EVAL_ARGS,
+            "main_similarity_function": Arg("choice", _SIMILARITY_NAMES),
+            "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES),
+            "margin": Arg("float"),
+        },
+    ),
+    "BinaryClassificationEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "labels": "label"},
+        {**_COMMON_EVAL_ARGS, "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES)},
+    ),
+    # Built from (query, relevant document) rows: each distinct query text is a query, each distinct
+    # document text a corpus entry, and every row marks its document relevant to its query.
+    "InformationRetrievalEvaluator": EvaluatorInfo(
+        {"queries": "anchor", "corpus": "positive"},
+        {
+            **_COMMON_EVAL_ARGS,
+            "corpus_chunk_size": Arg("int"),
+            "mrr_at_k": Arg("int_list"),
+            "ndcg_at_k": Arg("int_list"),
+            "accuracy_at_k": Arg("int_list"),
+            "precision_recall_at_k": Arg("int_list"),
+            "map_at_k": Arg("int_list"),
+            "main_score_function": Arg("choice", _SIMILARITY_NAMES),
+            "query_prompt": Arg("str"),
+            "query_prompt_name": Arg("str"),
+            "corpus_prompt": Arg("str"),
+            "corpus_prompt_name": Arg("str"),
+        },
+    ),
+    "SequentialEvaluator": EvaluatorInfo(),
+}
+
+# Training arguments the runner sets itself; a recipe or search space may not.
+RESERVED_ARGUMENTS = {"output_dir": "it writes under HPO_OUTPUT_DIR, or a temporary directory"}
+
+FILE_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
+_EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# `train`, `train[:10000]`, `train[10%:20%]`, `train[-100:]`, joined by `+`.
+_SPLIT = re.compile(r"^[\w.-]+(\[-?\d*%?(:-?\d*%?)?\])?(\+[\w.-]+(\[-?\d*%?(:-?\d*%?)?\])?)*$")
+
+
+# --------------------------------------------------------------------------------------------------
+# The recipe, as pydantic models.
+# --------------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+
+@dataclass(frozen=True)
+class LoadCall:
+    """The ``datasets.load_dataset(path, name, split=...)`` call that a dataset spec stands for."""
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    data_files: tuple[str, ...] | None = None
+    revision: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword arguments for ``datasets.load_dataset``."""
+        args: tuple[Any, ...] = (self.path,) if self.name is None else (self.path, self.name)
+        kwargs: dict[str, Any] = {"split": self.split}
+        if self.data_files is not None:
+            kwargs["data_files"] = list(self.data_files)
+        if self.revision is not None:
+            kwargs["revision"] = self.revision
+        kwargs.update(self.kwargs)
+        return args, kwargs
+
+
+class DatasetSpec(_Model):
+    """A dataset: from the Hugging Face Hub (``dataset``) or local files (``files``).
+
+    ``rename`` maps source column → new name and is applied first; ``columns`` then keeps the listed
+    columns, in that order (the order matters: losses take their text columns in order, and a column
+    named ``label`` or ``score`` is the label).
+    """
+
+    dataset: str | None = None
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    files: list[str] | None = None
+    format: Literal["json", "jsonl", "csv", "tsv", "parquet"] | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
+    columns: list[str] | None = None
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_file(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def load_call(self) -> LoadCall:
+        """The ``load_dataset`` call this spec stands for (made without touching the network)."""
+        split = self.split or "train"
+        if self.dataset is not None:
+            return LoadCall(self.dataset, self.config, split, revision=self.revision)
+        assert self.files is not None
+        fmt = self.file_format()
+        kwargs: dict[str, Any] = {}
+        if fmt == "tsv":
+            kwargs = {"delimiter": "\t", "quoting": 3}  # csv.QUOTE_NONE: tab-separated text has no quoting
+        builder = {"jsonl": "json", "tsv": "csv"}.get(fmt, fmt)
+        return LoadCall(builder, None, split, data_files=tuple(self.files), kwargs=kwargs)
+
+    def file_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        formats = {_EXTENSIONS.get(_extension(f)) for f in self.files or ()}
+        if len(formats) != 1 or None in formats:
+            raise ValueError("cannot infer the format")
+        return formats.pop()  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        if self.dataset is not None:
+            cfg = f" ({self.config})" if self.config else ""
+            return f"{self.dataset}{cfg} split {self.split or 'train'}"
+        return f"{', '.join(self.files or ())} split {self.split or 'train'}"
+
+
+def _extension(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    for ext in (".gz", ".bz2", ".xz", ".zst"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+    return "." + base.rsplit(".", 1)[-1].lower() if "." in base else ""
+
+
+class LossSpec(_Model):
+    """A loss by name with its keyword arguments; wrapper losses (MatryoshkaLoss, ...) wrap ``inner``."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    inner: LossSpec | None = None
+
+    @property
+    def info(self) -> LossInfo:
+        return LOSSES[self.name]
+
+    def base(self) -> LossSpec:
+        """The innermost loss (the one that sees the data)."""
+        return self.inner.base() if self.inner is not None else self
+
+
+class EvaluatorSpec(_Model):
+    """An evaluator by name: its inputs come from ``dataset`` columns (``columns``: input → column)."""
+
+    name: str
+    dataset: DatasetSpec | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)
+    evaluators: list[EvaluatorSpec] | None = None  # SequentialEvaluator only
+
+    @property
+    def info(self) -> EvaluatorInfo:
+        return EVALUATORS[self.name]
+
+    def input_columns(self) -> dict[str, str]:
+        """Evaluator input → dataset column, the defaults filled in."""
+        return {k: self.columns.get(k, default) for k, default in self.info.inputs.items()}
+
+    def metric_prefix(self) -> str:
+        """What the evaluator's metric names start with after the trainer's ``eval_`` prefix."""
+        name = self.args.get("name", "")
+        return f"eval_{name}_" if name else "eval_"
+
+
+class TrainerSpec(_Model):
+    """``spec.trainer``: what the built-in runner trains in every trial."""
+
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
+    max_seq_length: int | None = Field(default=None, alias="maxSeqLength", gt=0)
+    train: DatasetSpec
+    eval: DatasetSpec | None = None
+    loss: LossSpec
+    evaluator: EvaluatorSpec | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    eval_every_epochs: float | None = Field(default=None, alias="evalEveryEpochs", gt=0)
+    save_model: str | None = Field(default=None, alias="saveModel", min_length=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-ready data with the spec's field names (what ``HPO_TRAINER`` carries)."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation.
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_trainer(d: Mapping[str, Any] | TrainerSpec, path: str = "trainer") -> TrainerSpec:
+    """Parse and check ``spec.trainer``; raise :class:`TrainerSpecError` naming the first bad field."""
+    if isinstance(d, TrainerSpec):
+        spec = d
+    else:
+        if not isinstance(d, Mapping):
+            raise TrainerSpecError(f"{path}: must be an object, got {type(d).__name__}")
+        if not d:
+            raise TrainerSpecError(
+                f"{path}: is empty; the built-in runner needs a recipe (model, train, loss, evaluator), "
+                "or set template.command to run your own container"
+            )
+        try:
+            spec = TrainerSpec.model_validate(dict(d))
+        except ValidationError as e:
+            raise TrainerSpecError(_pydantic_message(e, path)) from None
+    _check(spec, path)
+    return spec
+
+
+def _pydantic_message(e: ValidationError, path: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = _loc(path, err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown field")
+        elif err["type"] == "missing":
+            parts.append(f"{loc}: required field is missing")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _loc(path: str, loc: Sequence[int | str]) -> str:
+    out = path
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _check(spec: TrainerSpec, path: str) -> None:
+    if not spec.model.strip():
+        raise TrainerSpecError(f"{path}.model: must name a model (a Hub id or a local path)")
+    for key in spec.model_args:
+        if key in ("model_name_or_path", "device"):
+            raise TrainerSpecError(f"{path}.modelArgs.{key}: set by the runner, not by the recipe")
+    _check_dataset(spec.train, f"{path}.train")
+    if spec.eval is not None:
+        _check_dataset(spec.eval, f"{path}.eval")
+    _check_loss(spec.loss, f"{path}.loss")
+    if spec.evaluator is not None:
+        _check_evaluator(spec.evaluator, f"{path}.evaluator", has_eval=spec.eval is not None)
+    elif spec.eval is None:
+        raise TrainerSpecError(
+            f"{path}.evaluator: a recipe needs an evaluator or an eval dataset (for eval_loss) to produce "
+            "the objective"
+        )
+    for key in spec.arguments:
+        if not _IDENTIFIER.match(key):
+            raise TrainerSpecError(f"{path}.arguments.{key}: not a training-argument name")
+        if key in RESERVED_ARGUMENTS:
+            raise TrainerSpecError(f"{path}.arguments.{key}: set by the runner ({RESERVED_ARGUMENTS[key]})")
+    if "warmup_ratio" in spec.arguments and "warmup_steps" in spec.arguments:
+        raise TrainerSpecError(
+            f"{path}.arguments: set warmup_ratio or warmup_steps, not both (one would be ignored)"
+        )
+    if spec.eval_every_epochs is not None:
+        strategy = spec.arguments.get("eval_strategy", "no")
+        if strategy != "no":
+            raise TrainerSpecError(
+                f"{path}.evalEveryEpochs: the runner schedules evaluations itself; remove "
+                f'{path}.arguments.eval_strategy ({strategy!r}) or set it to "no"'
+            )
+
+
+def _check_dataset(ds: DatasetSpec, path: str) -> None:
+    if (ds.dataset is None) == (ds.files is None):
+        raise TrainerSpecError(f"{path}: set exactly one of dataset (a Hub id) or files (local files)")
+    if ds.dataset is not None:
+        if not ds.dataset.strip():
+            raise TrainerSpecError(f"{path}.dataset: must not be empty")
+        if ds.format is not None:
+            raise TrainerSpecError(f"{path}.format: only for local files")
+    else:
+        if not ds.files or any(not f.strip() for f in ds.files):
+            raise TrainerSpecError(f"{path}.files: must list at least one file")
+        for key in ("config", "revision"):
+            if getattr(ds, key) is not None:
+                raise TrainerSpecError(f"{path}.{key}: only for Hub datasets")
+        try:
+            ds.file_format()
+        except ValueError:
+            raise TrainerSpecError(
+                f"{path}.format: cannot infer the format of {', '.join(ds.files)} from the file names; "
+                f"set format to one of {', '.join(FILE_FORMATS)}"
+            ) from None
+    if ds.split is not None and not _SPLIT.match(ds.split):
+        raise TrainerSpecError(
+            f"{path}.split: {ds.split!r} is not a split (examples: train, train[:10000], validation[:10%])"
+        )
+    targets = list(ds.rename.values())
+    dup = {t for t in targets if targets.count(t) > 1}
+    if dup:
+        raise TrainerSpecError(f"{path}.rename: two columns renamed to {sorted(dup)[0]!r}")
+    if ds.columns is not None:
+        if not ds.columns:
+            raise TrainerSpecError(f"{path}.columns: must list at least one column")
+        dup = {c for c in ds.columns if ds.columns.count(c) > 1}
+        if dup:
+            raise TrainerSpecError(f"{path}.columns: {sorted(dup)[0]!r} is listed twice")
+
+
+def _check_loss(loss: LossSpec, path: str) -> None:
+    if loss.name not in LOSSES:
+        raise TrainerSpecError(f"{path}.name: unknown loss {loss.name!r}; known: {', '.join(sorted(LOSSES))}")
+    info = loss.info
+    _check_args(loss.args, info.args, f"{path}.args", loss.name)
+    if info.wraps and loss.inner is None:
+        raise TrainerSpecError(f"{path}.inner: {loss.name} wraps another loss; name it in inner")
+    if not info.wraps and loss.inner is not None:
+        raise TrainerSpecError(f"{path}.inner: {loss.name} does not wrap another loss")
+    if loss.inner is not None:
+        _check_loss(loss.inner, f"{path}.inner")
+
+
+def _check_args(args: Mapping[str, Any], known: Mapping[str, Arg], path: str, owner: str) -> None:
+    for key, value in args.items():
+        if key not in known:
+            names = ", ".join(sorted(known)) or "(none)"
+            raise TrainerSpecError(f"{path}.{key}: not an argument of {owner}; its arguments are: {names}")
+        problem = known[key].check(value)
+        if problem:
+            raise TrainerSpecError(f"{path}.{key}: {problem}")
+    for key, arg in known.items():
+        if arg.required and key not in args:
+            raise TrainerSpecError(f"{path}.{key}: required by {owner}")
+
+
+def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
+    if ev.name not in EVALUATORS:
+        raise TrainerSpecError(
+            f"{path}.name: unknown evaluator {ev.name!r}; known: {', '.join(sorted(EVALUATORS))}"
+        )
+    info = ev.info
+    _check_args(ev.args, info.args, f"{path}.args", ev.name)
+    if ev.name == "SequentialEvaluator":
+        if not ev.evaluators:
+            raise TrainerSpecError(f"{path}.evaluators: SequentialEvaluator needs a list of evaluators")
+        for key in ("dataset", "columns"):
+            if getattr(ev, key):
+                raise TrainerSpecError(
+                    f"{path}.{key}: set it on each of the SequentialEvaluator's evaluators"
+                )
+        for i, sub in enumerate(ev.evaluators):
+            _check_evaluator(sub, f"{path}.evaluators[{i}]", has_eval)
+        return
+    if ev.evaluators is not None:
+        raise TrainerSpecError(f"{path}.evaluators: only for SequentialEvaluator")
+    for key in ev.columns:
+        if key not in info.inputs:
+            raise TrainerSpecError(
+                f"{path}.columns.{key}: not an input of {ev.name}; its inputs are: {', '.join(info.inputs)}"
+            )
+    if ev.dataset is None and not has_eval:
+        raise TrainerSpecError(f"{path}.dataset: required when the recipe has no eval dataset")
+    if ev.dataset is not None:
+        _check_dataset(ev.dataset, f"{path}.dataset")
+
+
+def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Trial parameters → (training arguments, ``loss.<arg>`` values, ``loss.inner.<arg>`` values)."""
+    training: dict[str, Any] = {}
+    loss: dict[str, Any] = {}
+    inner: dict[str, Any] = {}
+    for name, value in params.items():
+        if name.startswith("loss.inner."):
+            inner[name[len("loss.inner.") :]] = value
+        elif name.startswith("loss."):
+            loss[name[len("loss.") :]] = value
+        else:
+            training[name] = value
+    return training, loss, inner
+
+
+def validate_param_names(
+    trainer: TrainerSpec | Mapping[str, Any], names: Iterable[str], path: str = "searchSpace"
+) -> None:
+    """Check search-space parameter names against the recipe (syntax only for training arguments).
+
+    A name is a training-argument name (``learning_rate``), ``loss.<arg>`` for an argument of the recipe's
+    loss, or ``loss.inner.<arg>`` for the loss a wrapper loss wraps. Whether a training-argument name is a
+    real ``SentenceTransformerTrainingArguments`` field needs the library:
+    :func:`hpo_trial.recipe.check_param_names` checks that at the start of the trial.
+    Errors start with ``searchSpace[<index>].name``.
+    """
+    spec = trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer)
+    names = list(names)
+    warmup = [n for n in ("warmup_ratio", "warmup_steps") if n in names or n in spec.arguments]
+    if len(warmup) == 2:
+        where = f"{path}[{names.index('warmup_ratio' if 'warmup_ratio' in names else 'warmup_steps')}].name"
+        raise TrainerSpecError(
+            f"{where}: warmup_ratio and warmup_steps are both set (in the search space or "
+            "trainer.arguments); keep one, the other would be ignored"
+        )
+    for i, name in enumerate(names):
+        where = f"{path}[{i}].name"
+        if name.startswith("loss."):
+            loss = spec.loss
+            arg = name[len("loss.") :]
+            if arg.startswith("inner."):
+                if loss.inner is None:
+                    raise TrainerSpecError(f"{where}: {name!r}: {loss.name} does not wrap another loss")
+                loss, arg = loss.inner, arg[len("inner.") :]
+            known = loss.info.args
+            if arg not in known:
+                if loss.inner is not None and arg in loss.inner.info.args:
+                    raise TrainerSpecError(
+                        f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
+                        f"for the wrapped {loss.inner.name} write 'loss.inner.{arg}'"
+                    )
+                tunable = ", ".join(sorted(k for k, a in known.items() if a.tunable)) or "(none)"
+                raise TrainerSpecError(
+                    f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
+                    f"its tunable arguments are: {tunable}"
+                )
+            if not known[arg].tunable:
+                raise TrainerSpecError(f"{where}: {name!r}: the list argument {arg!r} cannot be tuned")
+            if arg in loss.args:
+                raise TrainerSpecError(
+                    f"{where}: {name!r} is also fixed in trainer.loss.args; remove one of the two"
+                )
+            continue
+        if not _IDENTIFIER.match(name):
+            raise TrainerSpecError(
+                f"{where}: {name!r} is neither a training-argument name (like learning_rate) nor loss.<arg>"
+            )
+        if name in RESERVED_ARGUMENTS:
+            raise TrainerSpecError(f"{where}: {name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
+        if name in spec.arguments:
+            raise TrainerSpecError(
+                f"{where}: {name!r} is also fixed in trainer.arguments; remove one of the two"
+            )
