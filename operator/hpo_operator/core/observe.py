@@ -1,0 +1,265 @@
+"""What was seen, as plain values: the study and its trials in storage, the trials' runs on the cluster.
+
+The shell builds an :class:`Observed` every reconcile and hands it to
+:func:`hpo_operator.core.reconcile.decide`. Nothing here talks to a database or an API server:
+:func:`trial_view` reads an Optuna ``FrozenTrial`` and :func:`run_view` reads a pod as the plain dict
+the API server returns, so both are tested with literal values.
+
+A *run* is one execution of one attempt of a trial: a pod on a cluster, a subprocess in local mode.
+
+**Order of observation.** The shell lists the runs *before* it reads the trials. A trial process tells
+its final value before it exits, so a run seen as ``Succeeded`` or ``Failed`` had told (if it ever did)
+before the trials were read: ``decide`` never mistakes a trial that just finished for one whose
+process exited without reporting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
+
+from hpo_operator.core import names
+
+TrialState = Literal["WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"]
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+# Trial system attribute: the highest attempt whose run the operator created (absent: none yet).
+ATTR_LAUNCHED = "hpo:launched"
+# Study system attributes: how many of spec.enqueue were enqueued; which trials were announced.
+ATTR_ENQUEUED = "hpo:enqueued"
+ATTR_ANNOUNCED = "hpo:announced"
+
+
+@dataclass(frozen=True)
+class Announced:
+    """The trials whose outcome was posted as an Event: all numbered below ``below``, plus ``extra``.
+
+    Trials finish roughly in order, so ``extra`` stays about as small as the parallelism.
+    """
+
+    below: int = 0
+    extra: frozenset[int] = frozenset()
+
+    def __contains__(self, number: object) -> bool:
+        return isinstance(number, int) and (number < self.below or number in self.extra)
+
+    def add(self, numbers: Iterable[int]) -> Announced:
+        extra = set(self.extra) | {n for n in numbers if n >= self.below}
+        below = self.below
+        while below in extra:
+            extra.discard(below)
+            below += 1
+        return Announced(below, frozenset(extra))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"below": self.below, "extra": sorted(self.extra)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Announced:
+        if not isinstance(value, Mapping):
+            return cls()
+        return cls(int(value.get("below", 0)), frozenset(int(n) for n in value.get("extra", ())))
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """The Optuna study as stored: its directions and the operator's bookkeeping attributes."""
+
+    name: str
+    directions: tuple[str, ...]
+    enqueued: int = 0
+    announced: Announced = field(default_factory=Announced)
+
+
+@dataclass(frozen=True)
+class TrialView:
+    number: int
+    state: TrialState
+    params: Mapping[str, Any] = field(default_factory=dict)
+    values: tuple[float, ...] | None = None
+    attempt: int = 0  # the current attempt, 0-based (user attribute hpo:attempts, minus one)
+    launched: int = -1  # the highest attempt whose run was created (-1: none)
+    fail_reason: str | None = None
+    last_step: int | None = None  # the last intermediate step reported
+    last_intermediate: float | None = None
+    started: dt.datetime | None = None
+    completed: dt.datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def value(self) -> float | None:
+        return self.values[0] if self.values else None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run (pod) of one attempt of one trial."""
+
+    name: str
+    trial: int
+    attempt: int
+    phase: RunPhase
+    owner_uid: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None  # OOMKilled, Error, Evicted, Unschedulable, ...
+    message: str | None = None  # termination message, or why it is pending
+    deleting: bool = False
+    created: dt.datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        """Still using (or waiting for) its accelerator."""
+        return self.phase in ("Pending", "Running")
+
+    def describe_failure(self) -> str:
+        parts = [f"pod {self.name} failed"]
+        detail = []
+        if self.exit_code is not None:
+            detail.append(f"exit code {self.exit_code}")
+        if self.reason:
+            detail.append(self.reason)
+        if detail:
+            parts.append(f" ({', '.join(detail)})")
+        if self.message:
+            tail = self.message.strip().splitlines()[-3:]
+            parts.append(": " + " | ".join(line.strip() for line in tail)[-500:])
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything ``decide`` may look at, for one HPOStudy, at one moment."""
+
+    name: str  # the HPOStudy's name (runs are named after it)
+    study_name: str  # the Optuna study's name, derived from namespace, name and uid
+    owner_uid: str  # the HPOStudy's uid: runs owned by another uid belong to an older namesake
+    study: StudyView | None  # None: the Optuna study does not exist yet
+    trials: tuple[TrialView, ...] = ()
+    runs: tuple[RunView, ...] = ()
+    previous_phase: str | None = None  # status.phase as last written
+
+
+# --------------------------------------------------------------------------------------- conversions
+
+_OPTUNA_STATES: dict[str, TrialState] = {
+    "WAITING": "WAITING",
+    "RUNNING": "RUNNING",
+    "COMPLETE": "COMPLETE",
+    "PRUNED": "PRUNED",
+    "FAIL": "FAIL",
+}
+
+
+def trial_view(trial: Any) -> TrialView:
+    """An Optuna ``FrozenTrial`` → :class:`TrialView`."""
+    attempts = trial.user_attrs.get(ATTR_ATTEMPTS)
+    launched = trial.system_attrs.get(ATTR_LAUNCHED)
+    last_step = trial.last_step
+    reason = trial.user_attrs.get(ATTR_FAIL_REASON)
+    return TrialView(
+        number=trial.number,
+        state=_OPTUNA_STATES[trial.state.name],
+        params=dict(trial.params),
+        values=tuple(float(v) for v in trial.values) if trial.values is not None else None,
+        attempt=max(int(attempts) - 1, 0) if isinstance(attempts, int) else 0,
+        launched=int(launched) if isinstance(launched, int) else -1,
+        fail_reason=str(reason) if reason is not None else None,
+        last_step=last_step,
+        last_intermediate=trial.intermediate_values.get(last_step) if last_step is not None else None,
+        started=_aware(trial.datetime_start),
+        completed=_aware(trial.datetime_complete),
+    )
+
+
+def study_view(name: str, directions: Iterable[Any], system_attrs: Mapping[str, Any]) -> StudyView:
+    """A stored study's name, directions (Optuna ``StudyDirection`` or strings) and system attributes."""
+    dirs = tuple(getattr(d, "name", str(d)).lower() for d in directions)
+    enqueued = system_attrs.get(ATTR_ENQUEUED, 0)
+    return StudyView(
+        name=name,
+        directions=dirs,
+        enqueued=int(enqueued) if isinstance(enqueued, int) else 0,
+        announced=Announced.from_json(system_attrs.get(ATTR_ANNOUNCED)),
+    )
+
+
+def run_view(pod: Mapping[str, Any]) -> RunView | None:
+    """A pod (the API server's JSON, camelCase keys) → :class:`RunView`; ``None`` if it is not a trial's."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    try:
+        trial = int(labels[names.LABEL_TRIAL])
+        attempt = int(labels.get(names.LABEL_ATTEMPT, 0))
+    except (KeyError, ValueError):
+        return None
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Unknown":
+        phase = "Running"  # the node stopped reporting; Kubernetes fails the pod if it does not come back
+    owner = next(
+        (
+            o.get("uid")
+            for o in meta.get("ownerReferences") or ()
+            if o.get("kind") == names.KIND and o.get("controller")
+        ),
+        None,
+    )
+    exit_code = reason = message = None
+    for cs in status.get("containerStatuses") or ():
+        terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            reason = terminated.get("reason")
+            message = terminated.get("message")
+            break
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            reason, message = waiting.get("reason"), waiting.get("message")
+    if status.get("reason") and phase == "Failed" and not reason:
+        reason, message = status.get("reason"), status.get("message")
+    if phase == "Pending" and reason is None:
+        for c in status.get("conditions") or ():
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                reason, message = c.get("reason"), c.get("message")
+    return RunView(
+        name=str(meta.get("name")),
+        trial=trial,
+        attempt=attempt,
+        phase=phase if phase in ("Pending", "Running", "Succeeded", "Failed") else "Running",
+        owner_uid=owner,
+        exit_code=int(exit_code) if exit_code is not None else None,
+        reason=reason,
+        message=message,
+        deleting=bool(meta.get("deletionTimestamp")),
+        created=parse_time(meta.get("creationTimestamp")),
+    )
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return _aware(value)
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """Optuna stores naive local times; everything here is compared in UTC."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC) if value.tzinfo is None else value
+
+
+def dumps_params(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True)

@@ -1,0 +1,540 @@
+"""``decide(spec, observed, now) -> Plan``: the one place where the operator's policy lives.
+
+The shell observes (runs first, then the study and its trials in storage), calls :func:`decide`,
+and carries out the returned :class:`Plan` action by action (``hpo_operator.apply``), and the same
+function drives ``hpo run`` in local mode, where a run is a subprocess instead of a pod.
+
+**Idempotency.** ``decide`` is a pure function of what was observed. Carrying out a plan and deciding
+again on a fresh observation never repeats an action's effect: every action is keyed by something
+the storage or the cluster records (trial numbers, deterministic run names, the study's
+``hpo:enqueued`` and ``hpo:announced`` attributes), and the shell treats "already exists" and "already
+gone" as success. A plan may be cut short at any action (a crash, a database blip): the next
+observation sees what was done and the next plan does the rest.
+
+**Ownership of RUNNING trials.** A trial is asked only by the operator, and only by ``AskTrials``. A
+RUNNING trial is never asked again: if it has no run for its current attempt it gets one back from
+its stored parameters (``LaunchRun``), so a crash between ``ask`` and the run's creation neither loses
+nor duplicates a trial. A trial whose ``ask`` was cut short before all its parameters were stored has
+them completed (``FinishAsk``) before its run is created. A run that was created
+(``hpo:launched``) and is gone counts as a failed attempt.
+
+**A finished trial is final.** COMPLETE, PRUNED and FAIL trials are never changed. Their runs are
+left alone (their logs are the user's), except a run still active a minute after its trial finished
+and runs beyond the most recent ``FINISHED_RUNS_KEPT``, which are deleted.
+
+**Retries run the same trial again.** A run that failed (or exited 0 without telling a final value,
+which is failed without retry: the process is broken, not unlucky) before its trial finished is a
+failed attempt. While attempts remain (``spec.trials.retries``) the same Optuna trial runs again with
+the same parameters as attempt + 1, in a new run; then the trial is told FAIL with the reason. A
+trial process that told FAIL itself (a recipe error) is final: retrying it would fail the same way.
+
+**Parallelism.** At most ``spec.trials.parallelism`` trials are busy at once, a trial being busy while
+it is RUNNING or while one of its runs is active (pending or running), so a run that lingers after its
+trial finished still holds its slot: there are never more active runs than the parallelism.
+
+**Budget.** ``spec.trials.total`` counts Optuna trials that were started (asked), whatever their
+outcome; a trial that failed after all its retries counts once. Enqueued parameter sets wait in the
+study (Optuna's WAITING trials) and are the first ones ``ask`` returns.
+
+**Failure.** The study fails when more than ``spec.trials.maxFailed`` trials have failed, when a trial
+reports that the objective's metric does not exist (every trial would fail the same way), or when the
+stored study's directions differ from the spec's. A failing study asks nothing more, tells its
+RUNNING trials FAIL ("stopped: ...") and deletes their runs, like a Kubernetes Job past its backoff
+limit. Since the phase is derived from the storage, raising ``maxFailed`` or ``total`` later resumes it.
+
+**Finishing.** The study succeeds once ``total`` trials have started, none is RUNNING, no run is active
+and at least one trial completed (none completed: it fails with ``NoTrialCompleted``).
+
+**Announcements.** Every finished trial is announced once, as an Event in the seed's words, in the
+order trials finished; the announced set is recorded in the study (``hpo:announced``) after the
+Events are posted, so an Event may repeat after a crash but is never lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hpo_operator.core import events, names
+from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
+from hpo_operator.core.spec import StudySpec
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+# A run still active this long after its trial finished is deleted.
+FINISHED_RUN_GRACE = dt.timedelta(seconds=60)
+# Runs (pods) of finished attempts kept for their logs; older ones are deleted.
+FINISHED_RUNS_KEPT = 100
+# At most this many trials are announced per plan; a larger backlog (an old study adopted, an operator
+# down for hours) announces the most recent ones and marks the rest announced.
+MAX_ANNOUNCEMENTS = 50
+STOPPED_PREFIX = "stopped: "
+
+# The trial side's MetricNotFound (hpo_trial.reporting) message: the objective's metric does not exist.
+_METRIC_NOT_FOUND = re.compile(r"objective metric '(?P<metric>[^']+)' was not produced by the evaluation")
+
+
+# ------------------------------------------------------------------------------------------ the plan
+
+
+@dataclass(frozen=True)
+class CreateStudy:
+    """Create the Optuna study (idempotent: an existing study of that name is loaded)."""
+
+    study_name: str
+    directions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """Enqueue ``spec.enqueue[start:]`` (skipping sets already in the study), then record the count."""
+
+    start: int
+    params: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class FinishAsk:
+    """Store the missing parameters of a RUNNING trial whose ``ask`` was cut short."""
+
+    trial: int
+
+
+@dataclass(frozen=True)
+class AskTrials:
+    """Ask ``count`` new trials with the spec's distributions and create attempt 0's run of each."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class LaunchRun:
+    """Create the run of ``attempt`` of a RUNNING trial (record the attempt first, then create)."""
+
+    trial: int
+    attempt: int
+    params: Mapping[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class MarkLaunched:
+    """Record that the run of ``attempt`` exists (so its disappearance is noticed)."""
+
+    trial: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class FailTrial:
+    """Tell a RUNNING trial FAIL with a reason (``hpo:fail_reason``); skipped if it already finished."""
+
+    trial: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteRun:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PostEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RecordAnnounced:
+    """Store the announced set; ``states`` are the newly announced trials' states (for metrics)."""
+
+    announced: Announced
+    states: tuple[str, ...]
+
+
+Action = (
+    CreateStudy
+    | Enqueue
+    | FinishAsk
+    | AskTrials
+    | LaunchRun
+    | MarkLaunched
+    | FailTrial
+    | DeleteRun
+    | PostEvent
+    | RecordAnnounced
+)
+
+
+@dataclass(frozen=True)
+class Counts:
+    budget: int  # spec.trials.total
+    started: int  # trials asked so far (every state but WAITING)
+    waiting: int  # enqueued, not asked yet
+    running: int
+    complete: int
+    pruned: int
+    failed: int
+    active_runs: int
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Where the study stands: phase, a CamelCase reason, a sentence, and the spec field to blame."""
+
+    phase: Phase
+    reason: str
+    message: str
+    counts: Counts
+    field: str | None = None
+    best: tuple[int, float] | None = None  # single objective: (trial number, value)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    assessment: Assessment
+    actions: tuple[Action, ...] = ()
+
+    def of(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+# --------------------------------------------------------------------------------------------- decide
+
+
+@dataclass
+class _Draft:
+    actions: list[Action] = field(default_factory=list)
+    failing: dict[int, str] = field(default_factory=dict)  # trial number → reason told FAIL this pass
+    launches: list[LaunchRun] = field(default_factory=list)
+    deletes: dict[str, str] = field(default_factory=dict)  # run name → reason
+    retry_events: list[PostEvent] = field(default_factory=list)
+
+
+def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
+    """What to do next for one HPOStudy, given what was observed. See the module docstring."""
+    draft = _Draft()
+    study = observed.study
+    trials = sorted(observed.trials, key=lambda t: t.number)
+    by_number = {t.number: t for t in trials}
+    owned = [r for r in observed.runs if r.owner_uid in (None, observed.owner_uid)]
+    foreign = {r.name: r for r in observed.runs if r.owner_uid not in (None, observed.owner_uid)}
+    runs_of: dict[int, list[RunView]] = {}
+    for r in owned:
+        runs_of.setdefault(r.trial, []).append(r)
+
+    best = _best(spec, trials)
+    counts = _counts(spec, trials, owned)
+
+    if study is not None and study.directions != spec.directions:
+        message = (
+            f"the stored study {study.name} optimizes {list(study.directions)}, the spec asks for "
+            f"{list(spec.directions)}; the objectives of a study cannot change (create a new HPOStudy)"
+        )
+        assessment = Assessment("Failed", "InvalidSpec", message, counts, field="spec.objective", best=best)
+        return Plan(assessment, tuple(_phase_events(observed, assessment)))
+
+    if study is None:
+        draft.actions.append(CreateStudy(observed.study_name, spec.directions))
+    enqueued = study.enqueued if study is not None else 0
+    if enqueued < len(spec.enqueue):
+        draft.actions.append(Enqueue(enqueued, tuple(spec.enqueue[enqueued:])))
+
+    # Running trials: recover, follow and retry their runs.
+    for t in trials:
+        if t.state == "RUNNING":
+            _follow_running(spec, observed, t, runs_of.get(t.number, []), foreign, draft)
+
+    # Why the study has to stop, if it has to.
+    stop = _stop_reason(spec, trials, draft)
+    if stop is not None:
+        draft.launches.clear()
+        draft.retry_events.clear()
+        draft.actions = [a for a in draft.actions if not isinstance(a, FinishAsk | MarkLaunched)]
+        for t in trials:
+            if t.state == "RUNNING" and t.number not in draft.failing:
+                draft.failing[t.number] = f"{STOPPED_PREFIX}the study failed ({stop[0]})"
+        for r in owned:
+            if r.active and not r.deleting:
+                draft.deletes[r.name] = f"the study failed ({stop[0]})"
+
+    # Runs of finished trials: the lingering ones and the oldest ones go.
+    _tidy_finished_runs(trials, by_number, owned, now, draft)
+
+    # New trials, up to the parallelism, while the budget lasts.
+    running_after = {t.number for t in trials if t.state == "RUNNING" and t.number not in draft.failing}
+    busy = running_after | {r.trial for r in owned if r.active}
+    asks = 0
+    if stop is None:
+        slots = spec.trials.parallelism - len(busy)
+        asks = max(0, min(slots, spec.trials.total - counts.started))
+
+    # The plan, in the order it is carried out.
+    draft.actions += [FailTrial(n, reason) for n, reason in sorted(draft.failing.items())]
+    draft.actions += [DeleteRun(name, reason) for name, reason in sorted(draft.deletes.items())]
+    draft.actions += draft.launches
+    draft.actions += draft.retry_events
+    if asks:
+        draft.actions.append(AskTrials(asks))
+
+    active_after = any(r.active and r.name not in draft.deletes for r in owned) or bool(draft.launches)
+    assessment = _assess(spec, observed, trials, owned, counts, best, stop, running_after, asks, active_after)
+    draft.actions += _announcements(spec, study.announced if study else Announced(), trials)
+    draft.actions += _phase_events(observed, assessment)
+    return Plan(assessment, tuple(draft.actions))
+
+
+def _follow_running(
+    spec: StudySpec,
+    observed: Observed,
+    t: TrialView,
+    runs: list[RunView],
+    foreign: Mapping[str, RunView],
+    draft: _Draft,
+) -> None:
+    attempt = max([t.attempt, *(r.attempt for r in runs)])
+    run = next((r for r in runs if r.attempt == attempt), None)
+    study_name = observed.name
+    if run is None:
+        if t.launched >= attempt:
+            _failed_attempt(
+                spec, t, attempt, f"pod {names.pod_name(study_name, t.number, attempt)} disappeared", draft
+            )
+            return
+        missing = [n for n in spec.param_names if n not in t.params]
+        if missing:
+            draft.actions.append(FinishAsk(t.number))
+            return
+        name = names.pod_name(study_name, t.number, attempt)
+        if name in foreign:
+            # A pod of an older HPOStudy of the same name (being garbage-collected) holds the name.
+            if not foreign[name].deleting:
+                draft.deletes[name] = "it belongs to an earlier HPOStudy of the same name"
+            return
+        reason = "created" if attempt == 0 and t.launched < 0 else "recreated from the stored parameters"
+        draft.launches.append(LaunchRun(t.number, attempt, dict(t.params), reason))
+        return
+    if run.active:
+        if t.launched < attempt:
+            draft.actions.append(MarkLaunched(t.number, attempt))
+        return
+    if run.phase == "Succeeded":
+        draft.failing[t.number] = (
+            f"the trial process exited 0 without reporting a final value (pod {run.name}); "
+            "a trial must end with trial.complete(), trial.prune() or trial.fail()"
+        )
+        return
+    _failed_attempt(spec, t, attempt, run.describe_failure(), draft)
+
+
+def _failed_attempt(spec: StudySpec, t: TrialView, attempt: int, reason: str, draft: _Draft) -> None:
+    if attempt < spec.trials.retries:
+        draft.launches.append(LaunchRun(t.number, attempt + 1, dict(t.params), f"retry after: {reason}"))
+        draft.retry_events.append(
+            PostEvent(
+                "Warning",
+                "TrialRetried",
+                events.trial_retried(t.number, attempt, spec.trials.retries, reason),
+            )
+        )
+        return
+    tries = f" (attempt {attempt + 1} of {spec.trials.retries + 1})" if spec.trials.retries else ""
+    draft.failing[t.number] = f"{reason}{tries}"
+
+
+def _stop_reason(
+    spec: StudySpec, trials: Sequence[TrialView], draft: _Draft
+) -> tuple[str, str, str | None] | None:
+    """(reason, message, field) when the study must stop, else ``None``."""
+    for t in trials:
+        if t.state == "FAIL" and t.fail_reason:
+            m = _METRIC_NOT_FOUND.search(t.fail_reason)
+            if m:
+                metric = m["metric"]
+                path = (
+                    f"spec.objective[{spec.metrics.index(metric)}].metric"
+                    if metric in spec.metrics
+                    else "spec.objective"
+                )
+                return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
+    failed = [t for t in trials if t.state == "FAIL" and not (t.fail_reason or "").startswith(STOPPED_PREFIX)]
+    n_failed = len(failed) + len([n for n, r in draft.failing.items() if not r.startswith(STOPPED_PREFIX)])
+    if n_failed > spec.trials.max_failed:
+        last = (
+            f"trial {max(draft.failing)}: {draft.failing[max(draft.failing)]}"
+            if draft.failing
+            else f"trial {failed[-1].number}: {failed[-1].fail_reason or 'no reason recorded'}"
+        )
+        limit = spec.trials.max_failed
+        message = f"{n_failed} trials failed, more than spec.trials.maxFailed ({limit}); last: {last}"
+        return ("TooManyFailedTrials", message, "spec.trials.maxFailed")
+    return None
+
+
+def _tidy_finished_runs(
+    trials: Sequence[TrialView],
+    by_number: Mapping[int, TrialView],
+    owned: Sequence[RunView],
+    now: dt.datetime,
+    draft: _Draft,
+) -> None:
+    for r in owned:
+        t = by_number.get(r.trial)
+        if t is None or t.completed is None or not t.finished or not r.active or r.deleting:
+            continue
+        if now - t.completed > FINISHED_RUN_GRACE:
+            draft.deletes.setdefault(
+                r.name,
+                f"trial {t.number} finished at {t.completed:%H:%M:%S} but its pod is still running",
+            )
+    done = [r for r in owned if not r.active and not r.deleting and r.name not in draft.deletes]
+    done.sort(key=lambda r: (r.trial, r.attempt), reverse=True)
+    for r in done[FINISHED_RUNS_KEPT:]:
+        t = by_number.get(r.trial)
+        if t is not None and t.finished:
+            draft.deletes[r.name] = f"only the last {FINISHED_RUNS_KEPT} finished trial pods are kept"
+
+
+def _counts(spec: StudySpec, trials: Sequence[TrialView], owned: Sequence[RunView]) -> Counts:
+    states = [t.state for t in trials]
+    return Counts(
+        budget=spec.trials.total,
+        started=sum(1 for s in states if s != "WAITING"),
+        waiting=states.count("WAITING"),
+        running=states.count("RUNNING"),
+        complete=states.count("COMPLETE"),
+        pruned=states.count("PRUNED"),
+        failed=states.count("FAIL"),
+        active_runs=sum(1 for r in owned if r.active),
+    )
+
+
+def best_trial(directions: Sequence[str], trials: Sequence[TrialView]) -> TrialView | None:
+    """The best COMPLETE trial of a single-objective study (the lowest number among equals)."""
+    if len(directions) != 1:
+        return None
+    complete = [t for t in trials if t.state == "COMPLETE" and t.values]
+    if not complete:
+        return None
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    return min(complete, key=lambda t: (sign * t.values[0], t.number))  # type: ignore[index]
+
+
+def _best(spec: StudySpec, trials: Sequence[TrialView]) -> tuple[int, float] | None:
+    b = best_trial(spec.directions, trials)
+    return (b.number, b.values[0]) if b is not None and b.values else None
+
+
+def _assess(
+    spec: StudySpec,
+    observed: Observed,
+    trials: Sequence[TrialView],
+    owned: Sequence[RunView],
+    counts: Counts,
+    best: tuple[int, float] | None,
+    stop: tuple[str, str, str | None] | None,
+    running_after: set[int],
+    asks: int,
+    active_after: bool,
+) -> Assessment:
+    if stop is not None:
+        return Assessment("Failed", stop[0], stop[1], counts, field=stop[2], best=best)
+    tally = (
+        f"{counts.finished} of {spec.trials.total} trials finished "
+        f"({counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed)"
+    )
+    if counts.started >= spec.trials.total and not running_after and not active_after:
+        if counts.complete == 0:
+            return Assessment("Failed", "NoTrialCompleted", f"{tally}; none completed", counts, best=best)
+        best_text = f" {events.best_sentence(best)}" if not spec.multi_objective else ""
+        return Assessment("Succeeded", "AllTrialsFinished", f"{tally}.{best_text}", counts, best=best)
+    started_anything = counts.finished > 0 or any(r.phase != "Pending" for r in owned)
+    if not started_anything:
+        pending = [r for r in owned if r.phase == "Pending" and r.message]
+        why = f": {pending[0].name} is pending ({pending[0].reason}: {pending[0].message})" if pending else ""
+        return Assessment("Pending", "WaitingForTrials", f"waiting for the first trial to start{why}", counts)
+    best_text = f" {events.best_sentence(best)}" if best and not spec.multi_objective else ""
+    busy = len(running_after)
+    message = f"{tally}, {busy} running.{best_text}"
+    if counts.started >= spec.trials.total and not running_after:
+        message = f"{tally}; waiting for {sum(1 for r in owned if r.active)} pod(s) to exit."
+    return Assessment("Running", "TrialsRunning", message, counts, best=best)
+
+
+def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[TrialView]) -> list[Action]:
+    newly = [t for t in trials if t.finished and t.number not in announced]
+    if not newly:
+        return []
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
+    newly.sort(key=lambda t: (t.completed or far, t.number))
+    shown = newly if len(newly) <= MAX_ANNOUNCEMENTS else sorted(newly[-MAX_ANNOUNCEMENTS:], key=newly.index)
+    # Best so far: over the trials announced before, then updated in the order trials finished.
+    prior = [t for t in trials if t.number in announced]
+    best = best_trial(spec.directions, prior)
+    best_pair = (best.number, best.values[0]) if best is not None and best.values else None
+    skipped = [t for t in newly if t not in shown]
+    for t in skipped:
+        best_pair = _better(spec, best_pair, t)
+    out: list[Action] = []
+    for t in shown:
+        if t.state == "COMPLETE":
+            best_pair = _better(spec, best_pair, t)
+            out.append(
+                PostEvent(
+                    "Normal",
+                    "TrialCompleted",
+                    events.trial_completed(t.number, t.values or (), t.params, best_pair),
+                )
+            )
+        elif t.state == "PRUNED":
+            out.append(
+                PostEvent(
+                    "Normal",
+                    "TrialPruned",
+                    events.trial_pruned(t.number, t.last_step, t.last_intermediate, t.params),
+                )
+            )
+        else:
+            out.append(
+                PostEvent("Warning", "TrialFailed", events.trial_failed(t.number, t.fail_reason, t.params))
+            )
+    out.append(RecordAnnounced(announced.add(t.number for t in newly), tuple(t.state for t in newly)))
+    return out
+
+
+def _better(spec: StudySpec, best: tuple[int, float] | None, t: TrialView) -> tuple[int, float] | None:
+    if spec.multi_objective or t.state != "COMPLETE" or not t.values:
+        return best
+    v = t.values[0]
+    if best is None:
+        return (t.number, v)
+    better = v > best[1] if spec.directions[0] == "maximize" else v < best[1]
+    return (t.number, v) if better else best
+
+
+def _phase_events(observed: Observed, assessment: Assessment) -> list[Action]:
+    if not assessment.terminal or observed.previous_phase == assessment.phase:
+        return []
+    if assessment.phase == "Succeeded":
+        return [PostEvent("Normal", "StudySucceeded", events.clip(f"Study finished: {assessment.message}"))]
+    where = f"{assessment.field}: " if assessment.field else ""
+    return [
+        PostEvent(
+            "Warning",
+            "StudyFailed",
+            events.clip(f"Study failed ({assessment.reason}): {where}{assessment.message}"),
+        )
+    ]

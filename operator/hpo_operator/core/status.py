@@ -1,0 +1,310 @@
+"""``HPOStudy.status``, built from what was observed and what ``decide`` concluded. Returns dicts.
+
+The status answers, at any moment, how far the study is and which trial is best::
+
+    phase: Running                       # Pending | Running | Succeeded | Failed
+    observedGeneration: 3
+    studyName: default.nli-distilbert.6f1c...   # the Optuna study
+    progress: 7/20                       # finished / total (the "Trials" printer column)
+    trials: {total: 20, started: 9, running: 2, complete: 6, pruned: 0, failed: 1, waiting: 0}
+    bestValue: 0.8020                    # the "Best" printer column (single objective)
+    bestTrial: {number: 5, value: 0.8020, values: [0.8020], params: {...}}
+    paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
+    recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
+    message: "7 of 20 trials finished (6 complete, 0 pruned, 1 failed), 2 running. Best is ..."
+    conditions: [SpecValid, StorageReady, Complete, Failed]
+
+Every list is bounded (``RECENT_TRIALS``, ``PARETO_FRONT``), so a 10,000-trial study stays far below
+the API server's object size limit. ``lastTransitionTime`` of a condition only moves when its status
+does: pass the previous status in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hpo_operator.core.observe import Observed, TrialView
+from hpo_operator.core.reconcile import Assessment, best_trial
+from hpo_operator.core.spec import SpecError, StudySpec
+
+RECENT_TRIALS = 50
+PARETO_FRONT = 50
+MAX_REASON = 300
+
+COND_SPEC_VALID = "SpecValid"
+COND_STORAGE_READY = "StorageReady"
+COND_COMPLETE = "Complete"
+COND_FAILED = "Failed"
+
+
+def timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: dt.datetime,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One condition; its ``lastTransitionTime`` is kept from ``previous`` while the status is unchanged."""
+    value = "True" if status else "False"
+    since = timestamp(now)
+    for c in (previous or {}).get("conditions") or ():
+        if c.get("type") == kind and c.get("status") == value and c.get("lastTransitionTime"):
+            since = c["lastTransitionTime"]
+    out: dict[str, Any] = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def _replace_conditions(
+    previous: Mapping[str, Any] | None, new: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The previous conditions with ``new`` ones replacing those of the same type, in a stable order."""
+    kept = {c.get("type"): c for c in (previous or {}).get("conditions") or () if c.get("type")}
+    for c in new:
+        kept[c["type"]] = c
+    order = [COND_SPEC_VALID, COND_STORAGE_READY, COND_COMPLETE, COND_FAILED]
+    return [kept[k] for k in order if k in kept] + [c for k, c in kept.items() if k not in order]
+
+
+def build_status(
+    spec: StudySpec,
+    observed: Observed,
+    assessment: Assessment,
+    *,
+    generation: int | None,
+    now: dt.datetime,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole status of a study whose spec is valid and whose storage answered."""
+    trials = sorted(observed.trials, key=lambda t: t.number)
+    counts = assessment.counts
+    status: dict[str, Any] = {
+        "phase": assessment.phase,
+        "observedGeneration": generation,
+        "studyName": observed.study_name,
+        "progress": f"{counts.finished}/{counts.budget}",
+        "trials": {
+            "total": counts.budget,
+            "started": counts.started,
+            "running": counts.running,
+            "complete": counts.complete,
+            "pruned": counts.pruned,
+            "failed": counts.failed,
+            "waiting": counts.waiting,
+        },
+        "message": assessment.message,
+        "recentTrials": [
+            trial_row(t, spec) for t in [t for t in trials if t.state != "WAITING"][-RECENT_TRIALS:]
+        ],
+    }
+    best = best_trial(spec.directions, trials)
+    if best is not None and best.values:
+        status["bestValue"] = best.values[0]
+        status["bestTrial"] = {
+            "number": best.number,
+            "value": best.values[0],
+            "values": list(best.values),
+            "params": dict(best.params),
+        }
+    else:
+        status["bestValue"] = None
+        status["bestTrial"] = None
+    if spec.multi_objective:
+        front = pareto_front(spec.directions, trials)
+        status["paretoFront"] = [
+            {"number": t.number, "values": list(t.values or ()), "params": dict(t.params)}
+            for t in front[:PARETO_FRONT]
+        ]
+        status["paretoFrontSize"] = len(front)
+    started = [t.started for t in trials if t.started is not None]
+    if started:
+        status["startTime"] = timestamp(min(started))
+    if assessment.terminal:
+        done = [t.completed for t in trials if t.completed is not None]
+        status["completionTime"] = timestamp(max(done) if done else now)
+    else:
+        status["completionTime"] = None
+
+    where = f"{assessment.field}: " if assessment.field else ""
+    status["conditions"] = _replace_conditions(
+        previous,
+        [
+            condition(
+                COND_SPEC_VALID,
+                assessment.reason != "InvalidSpec",
+                "Valid" if assessment.reason != "InvalidSpec" else "InvalidSpec",
+                "the spec is valid" if assessment.reason != "InvalidSpec" else f"{where}{assessment.message}",
+                generation=generation,
+                now=now,
+                previous=previous,
+            ),
+            condition(
+                COND_STORAGE_READY,
+                True,
+                "Connected",
+                f"the Optuna study {observed.study_name} is reachable",
+                generation=generation,
+                now=now,
+                previous=previous,
+            ),
+            condition(
+                COND_COMPLETE,
+                assessment.phase == "Succeeded",
+                assessment.reason,
+                assessment.message
+                if assessment.phase == "Succeeded"
+                else f"{assessment.phase}: {assessment.message}",
+                generation=generation,
+                now=now,
+                previous=previous,
+            ),
+            condition(
+                COND_FAILED,
+                assessment.phase == "Failed",
+                assessment.reason if assessment.phase == "Failed" else "NotFailed",
+                f"{where}{assessment.message}" if assessment.phase == "Failed" else "no failure",
+                generation=generation,
+                now=now,
+                previous=previous,
+            ),
+        ],
+    )
+    return status
+
+
+def invalid_spec_status(
+    error: SpecError, *, generation: int | None, now: dt.datetime, previous: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status patch of a study whose spec is invalid: phase Failed, conditions naming the field."""
+    message = str(error)
+    return {
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "message": f"invalid spec: {message}",
+        "conditions": _replace_conditions(
+            previous,
+            [
+                condition(
+                    COND_SPEC_VALID,
+                    False,
+                    "InvalidSpec",
+                    message,
+                    generation=generation,
+                    now=now,
+                    previous=previous,
+                ),
+                condition(
+                    COND_COMPLETE,
+                    False,
+                    "InvalidSpec",
+                    "the study cannot run until the spec is fixed",
+                    generation=generation,
+                    now=now,
+                    previous=previous,
+                ),
+                condition(
+                    COND_FAILED,
+                    True,
+                    "InvalidSpec",
+                    message,
+                    generation=generation,
+                    now=now,
+                    previous=previous,
+                ),
+            ],
+        ),
+    }
+
+
+def storage_waiting_status(
+    message: str,
+    *,
+    retry_in: float,
+    generation: int | None,
+    now: dt.datetime,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status patch while the storage (or the API server) does not answer: nothing else changes.
+
+    ``message`` must already be free of secrets (the shell redacts the URL).
+    """
+    text = f"waiting for the storage: {message}; retrying in {retry_in:g}s"
+    return {
+        "conditions": _replace_conditions(
+            previous,
+            [
+                condition(
+                    COND_STORAGE_READY,
+                    False,
+                    "StorageUnavailable",
+                    text,
+                    generation=generation,
+                    now=now,
+                    previous=previous,
+                )
+            ],
+        ),
+        "message": text,
+    }
+
+
+def trial_row(t: TrialView, spec: StudySpec) -> dict[str, Any]:
+    """One row of ``status.recentTrials``."""
+    row: dict[str, Any] = {"number": t.number, "state": t.state}
+    if t.values is not None:
+        if spec.multi_objective:
+            row["values"] = list(t.values)
+        else:
+            row["value"] = t.values[0]
+    row["params"] = dict(t.params)
+    if t.attempt > 0:
+        row["attempts"] = t.attempt + 1
+    if t.state in ("RUNNING", "PRUNED") and t.last_step is not None:
+        row["step"] = t.last_step
+        if t.last_intermediate is not None:
+            row["intermediateValue"] = t.last_intermediate
+    if t.fail_reason and t.state == "FAIL":
+        reason = t.fail_reason
+        row["reason"] = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+    return row
+
+
+def pareto_front(directions: Sequence[str], trials: Sequence[TrialView]) -> list[TrialView]:
+    """The COMPLETE trials no other COMPLETE trial dominates, by trial number.
+
+    Points are sorted lexicographically (in minimization form); a point can only be dominated by one
+    before it, and a dominated point is dominated by some point of the front, so one sweep against the
+    front found so far suffices: O(n · front).
+    """
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    points = [
+        (tuple(s * v for s, v in zip(signs, t.values, strict=True)), t)
+        for t in trials
+        if t.state == "COMPLETE" and t.values is not None and len(t.values) == len(signs)
+    ]
+    points.sort(key=lambda p: (p[0], p[1].number))
+    front: list[tuple[tuple[float, ...], TrialView]] = []
+    for point, t in points:
+        if not any(_dominates(f, point) for f, _ in front):
+            front.append((point, t))
+    return sorted((t for _, t in front), key=lambda t: t.number)
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))

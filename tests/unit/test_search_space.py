@@ -1,0 +1,240 @@
+"""Spec → Optuna distributions and samplers; what a sampler cannot handle is refused, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from hpo_operator.core import search_space as ss
+from hpo_operator.core.spec import SpecError, parse_spec
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def spec_dict(*params: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "objective": [{"metric": "score"}],
+        "searchSpace": list(params)
+        or [
+            {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
+            {"name": "n", "type": "int", "low": 1, "high": 4},
+            {"name": "kind", "type": "categorical", "choices": ["a", "b"]},
+        ],
+        "template": {"image": "example/trial:1", "command": ["python", "objective.py"]},
+    }
+    spec.update(changes)
+    return spec
+
+
+def error_of(raw: dict[str, Any]) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    return info.value
+
+
+def test_each_parameter_type_becomes_its_distribution() -> None:
+    spec = parse_spec(
+        spec_dict(
+            {"name": "lr", "type": "float", "low": 1e-6, "high": 1e-4, "log": True},
+            {"name": "warmup_ratio", "type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+            {"name": "epochs", "type": "int", "low": 1, "high": 3},
+            {"name": "batch", "type": "int", "low": 16, "high": 128, "step": 16},
+            {"name": "hidden", "type": "int", "low": 8, "high": 512, "log": True},
+            {"name": "loss.scale", "type": "categorical", "choices": [10, 20.5, "x", True, None]},
+        )
+    )
+    d = ss.distributions(spec)
+    assert list(d) == ["lr", "warmup_ratio", "epochs", "batch", "hidden", "loss.scale"]
+    assert d["lr"] == FloatDistribution(1e-6, 1e-4, log=True)
+    assert d["warmup_ratio"] == FloatDistribution(0.0, 0.3, step=0.1)
+    assert d["epochs"] == IntDistribution(1, 3)
+    assert d["batch"] == IntDistribution(16, 128, step=16)
+    assert d["hidden"] == IntDistribution(8, 512, log=True)
+    assert d["loss.scale"] == CategoricalDistribution([10, 20.5, "x", True, None])
+
+
+def test_asking_with_the_distributions_gives_values_inside_the_space() -> None:
+    spec = parse_spec(spec_dict(sampler={"type": "TPE", "seed": 1}))
+    study = optuna.create_study(sampler=ss.build_sampler(spec))
+    dists = ss.distributions(spec)
+    for _ in range(15):
+        trial = study.ask(dists)
+        assert set(trial.params) == {"x", "n", "kind"}
+        assert -5.0 <= trial.params["x"] <= 5.0 and trial.params["n"] in (1, 2, 3, 4)
+        assert trial.params["kind"] in ("a", "b")
+        study.tell(trial, trial.params["x"] ** 2)
+
+
+@pytest.mark.parametrize("kind", ["TPE", "Random", "CMAES", "QMC", "NSGAII"])
+def test_every_sampler_is_built_seeded_and_reproducible(kind: str) -> None:
+    spec = parse_spec(
+        spec_dict(
+            {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
+            {"name": "y", "type": "float", "low": 0.1, "high": 10.0, "log": True},
+            sampler={"type": kind, "seed": 7},
+        )
+    )
+
+    def run() -> list[dict[str, Any]]:
+        study = optuna.create_study(sampler=ss.build_sampler(spec))
+        out = []
+        for _ in range(4):
+            t = study.ask(ss.distributions(spec))
+            out.append(t.params)
+            study.tell(t, t.params["x"] ** 2 + t.params["y"])
+        return out
+
+    assert type(ss.build_sampler(spec)) is ss.SAMPLER_CLASSES[kind]
+    assert run() == run()
+
+
+def test_grid_sampler_walks_the_whole_grid() -> None:
+    spec = parse_spec(
+        spec_dict(
+            {"name": "a", "type": "int", "low": 1, "high": 3},
+            {"name": "b", "type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+            {"name": "c", "type": "categorical", "choices": ["p", "q"]},
+            sampler={"type": "Grid", "seed": 0},
+            trials={"total": 18},
+        )
+    )
+    assert ss.grid_size(spec) == 18
+    study = optuna.create_study(sampler=ss.build_sampler(spec))
+    # Trial processes tell through their own study object, never through the Grid sampler (whose
+    # after_trial calls study.stop(), which raises outside study.optimize).
+    teller = optuna.Study(study.study_name, study._storage, sampler=optuna.samplers.RandomSampler())
+    seen = set()
+    for _ in range(18):
+        t = study.ask(ss.distributions(spec))
+        seen.add((t.params["a"], t.params["b"], t.params["c"]))
+        teller.tell(t.number, 0.0)
+    assert len(seen) == 18
+    assert {b for _, b, _ in seen} == {0.0, 0.1, 0.2}
+
+
+def test_grid_sampler_refuses_a_continuous_float_naming_it() -> None:
+    error = error_of(
+        spec_dict(
+            {"name": "a", "type": "int", "low": 1, "high": 3},
+            {"name": "lr", "type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            sampler={"type": "Grid"},
+        )
+    )
+    assert error.field == "spec.searchSpace[1]"
+    assert "Grid sampler needs discrete values" in str(error) and "'lr'" in str(error)
+
+
+def test_grid_sampler_refuses_a_budget_larger_than_the_grid() -> None:
+    raw = spec_dict(
+        {"name": "a", "type": "int", "low": 1, "high": 3}, sampler={"type": "Grid"}, trials={"total": 4}
+    )
+    error = error_of(raw)
+    assert error.field == "spec.trials.total"
+    assert "3 points" in str(error)
+    raw["trials"]["total"] = 3
+    parse_spec(raw)
+
+
+def test_grid_sampler_refuses_a_huge_grid() -> None:
+    error = error_of(
+        spec_dict({"name": "a", "type": "int", "low": 0, "high": 10_000_000}, sampler={"type": "Grid"})
+    )
+    assert error.field == "spec.searchSpace"
+
+
+def test_grid_sampler_needs_complete_enqueued_sets() -> None:
+    raw = spec_dict(
+        {"name": "a", "type": "int", "low": 1, "high": 3},
+        {"name": "b", "type": "categorical", "choices": ["p", "q"]},
+        sampler={"type": "Grid"},
+        trials={"total": 3},
+        enqueue=[{"a": 2}],
+    )
+    error = error_of(raw)
+    assert error.field == "spec.enqueue[0]"
+    assert "missing: b" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["CMAES"])
+def test_single_objective_samplers_refuse_multi_objective(kind: str) -> None:
+    error = error_of(
+        spec_dict(
+            objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}],
+            sampler={"type": kind},
+        )
+    )
+    assert error.field == "spec.sampler.type"
+    assert f"the {kind} sampler cannot optimize 2 objectives" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["TPE", "Random", "QMC", "NSGAII", "Grid"])
+def test_multi_objective_samplers_accept_two_objectives(kind: str) -> None:
+    params = [
+        {"name": "n", "type": "int", "low": 1, "high": 4},
+        {"name": "k", "type": "categorical", "choices": [1, 2]},
+    ]
+    spec = parse_spec(
+        spec_dict(
+            *params,
+            objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}],
+            sampler={"type": kind, "seed": 3},
+            trials={"total": 8},
+        )
+    )
+    study = optuna.create_study(directions=list(spec.directions), sampler=ss.build_sampler(spec))
+    for _ in range(3):
+        t = study.ask(ss.distributions(spec))
+        study.tell(t, [t.params["n"], t.params["k"]])
+    assert len(study.best_trials) >= 1
+
+
+def test_sampler_options_are_checked_against_the_sampler() -> None:
+    spec = parse_spec(
+        spec_dict(sampler={"type": "TPE", "options": {"n_startup_trials": 3, "multivariate": True}})
+    )
+    sampler = ss.build_sampler(spec)
+    assert sampler._n_startup_trials == 3  # type: ignore[attr-defined]
+    error = error_of(spec_dict(sampler={"type": "TPE", "options": {"population_size": 3}}))
+    assert error.field == "spec.sampler.options.population_size"
+    assert "not an option of the TPE sampler" in str(error) and "n_startup_trials" in str(error)
+    error = error_of(spec_dict(sampler={"type": "TPE", "options": {"seed": 3}}))
+    assert error.field == "spec.sampler.options.seed" and "spec.sampler.seed" in str(error)
+    # Python objects cannot be given in YAML: not offered as options.
+    assert "gamma" not in ss.sampler_options("TPE") and "constraints_func" not in ss.sampler_options("NSGAII")
+    error = error_of(spec_dict(sampler={"type": "NSGAII", "options": {"population_size": 1}}))
+    assert error.field == "spec.sampler.options"
+
+
+def test_enqueued_sets_must_fit_the_space() -> None:
+    parse_spec(spec_dict(enqueue=[{"x": 1.5, "n": 2, "kind": "b"}, {"x": 0.0}]))
+    cases = [
+        ({"y": 1.0}, "spec.enqueue[0].y", "not a parameter"),
+        ({"x": 7.0}, "spec.enqueue[0].x", "outside"),
+        ({"n": 2.5}, "spec.enqueue[0].n", "whole number"),
+        ({"n": "2"}, "spec.enqueue[0].n", "number"),
+        ({"kind": "c"}, "spec.enqueue[0].kind", "not one of the choices"),
+    ]
+    for params, path, words in cases:
+        error = error_of(spec_dict(enqueue=[params]))
+        assert error.field == path, str(error)
+        assert words in str(error)
+        assert "spec.searchSpace[" in str(error) or "not a parameter" in str(error)
+
+
+def test_enqueued_values_must_be_on_the_step() -> None:
+    raw = spec_dict({"name": "b", "type": "int", "low": 16, "high": 128, "step": 16}, enqueue=[{"b": 20}])
+    error = error_of(raw)
+    assert error.field == "spec.enqueue[0].b" and "step" in str(error)
+
+
+def test_enqueued_set_is_what_ask_returns_first() -> None:
+    spec = parse_spec(
+        spec_dict(enqueue=[{"x": 1.25, "n": 3, "kind": "b"}], sampler={"type": "Random", "seed": 0})
+    )
+    study = optuna.create_study(sampler=ss.build_sampler(spec))
+    for params in spec.enqueue:
+        study.enqueue_trial(dict(params))
+    first = study.ask(ss.distributions(spec))
+    assert first.number == 0 and first.params == {"x": 1.25, "n": 3, "kind": "b"}

@@ -1,0 +1,289 @@
+"""The spec parser: the canonical example parses; every bad spec is refused with the field's path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hpo_operator.core.spec import (
+    SpecError,
+    StudySpec,
+    check_runtime,
+    parse_spec,
+    trainer_spec_module,
+    validate_name,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = yaml.safe_load((ROOT / "examples" / "seed-study.yaml").read_text())
+
+
+def seed_spec() -> dict[str, Any]:
+    return copy.deepcopy(SEED["spec"])
+
+
+def custom_spec(**changes: Any) -> dict[str, Any]:
+    """A minimal spec for a custom container (no recipe to validate)."""
+    spec: dict[str, Any] = {
+        "objective": [{"metric": "score"}],
+        "searchSpace": [
+            {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
+            {"name": "n", "type": "int", "low": 1, "high": 4},
+            {"name": "kind", "type": "categorical", "choices": ["a", "b"]},
+        ],
+        "template": {"image": "example/trial:1", "command": ["python", "objective.py"]},
+    }
+    spec.update(changes)
+    return spec
+
+
+def error_of(raw: dict[str, Any]) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    return info.value
+
+
+def test_the_seed_example_parses_to_the_seed_study() -> None:
+    spec = parse_spec(seed_spec())
+    assert isinstance(spec, StudySpec)
+    assert spec.metrics == ("eval_sts-dev_spearman_cosine",)
+    assert spec.directions == ("maximize",)
+    assert spec.param_names == (
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "warmup_ratio",
+        "learning_rate",
+    )
+    lr = spec.search_space[3]
+    assert (lr.type, lr.low, lr.high, lr.log) == ("float", 1.0e-6, 1.0e-4, True)
+    assert (spec.trials.total, spec.trials.parallelism, spec.trials.max_failed, spec.trials.retries) == (
+        20,
+        1,
+        3,
+        1,
+    )
+    assert (spec.sampler.type, spec.sampler.seed) == ("TPE", 42)
+    assert spec.pruner.type == "None"
+    assert spec.template.image == "ghcr.io/hpo-dev/hpo-trial:0.1.0"
+    assert spec.template.resources == {"limits": {"nvidia.com/gpu": 1}}
+    assert spec.trainer is not None and spec.trainer["model"] == "distilbert-base-uncased"
+
+
+def test_defaults_match_the_architecture() -> None:
+    spec = parse_spec(custom_spec())
+    assert (spec.trials.total, spec.trials.parallelism, spec.trials.max_failed, spec.trials.retries) == (
+        10,
+        1,
+        3,
+        0,
+    )
+    assert spec.sampler.type == "TPE" and spec.sampler.seed is None and spec.sampler.options == {}
+    assert spec.pruner.type == "None" and spec.pruner.config() == {"type": "None"}
+    assert spec.objective[0].direction == "maximize"
+    assert spec.storage is None and not spec.delete_study_on_delete
+    assert spec.enqueue == ()
+
+
+def test_the_model_is_frozen() -> None:
+    spec = parse_spec(custom_spec())
+    with pytest.raises(ValueError):
+        spec.trials.total = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "words"),
+    [
+        (
+            lambda s: s["searchSpace"][0].update(low=5.0, high=5.0),
+            "spec.searchSpace[0].low",
+            "less than high",
+        ),
+        (lambda s: s["searchSpace"][0].update(low=6.0), "spec.searchSpace[0].low", "less than high"),
+        (
+            lambda s: s["searchSpace"][0].update(low=0.0, log=True),
+            "spec.searchSpace[0].low",
+            "greater than 0",
+        ),
+        (
+            lambda s: s["searchSpace"][0].update(low=0.1, log=True, step=0.1),
+            "spec.searchSpace[0].step",
+            "log",
+        ),
+        (lambda s: s["searchSpace"][0].update(step=-1.0), "spec.searchSpace[0].step", "greater than 0"),
+        (lambda s: s["searchSpace"][0].pop("high"), "spec.searchSpace[0].high", "required"),
+        (lambda s: s["searchSpace"][0].update(low="small"), "spec.searchSpace[0].low", "number"),
+        (lambda s: s["searchSpace"][0].update(type="double"), "spec.searchSpace[0].type", "'int'"),
+        (lambda s: s["searchSpace"][0].update(choices=[1, 2]), "spec.searchSpace[0].choices", "categorical"),
+        (lambda s: s["searchSpace"][1].update(low=1.5), "spec.searchSpace[1].low", "whole number"),
+        (lambda s: s["searchSpace"][2].pop("choices"), "spec.searchSpace[2].choices", "at least one"),
+        (lambda s: s["searchSpace"][2].update(choices=[]), "spec.searchSpace[2].choices", "at least one"),
+        (lambda s: s["searchSpace"][2].update(low=1), "spec.searchSpace[2].low", "categorical"),
+        (lambda s: s["searchSpace"][2].update(choices=["a", "a"]), "spec.searchSpace[2].choices[1]", "twice"),
+        (
+            lambda s: s["searchSpace"][2].update(choices=[{"x": 1}]),
+            "spec.searchSpace[2].choices[0]",
+            "string",
+        ),
+        (lambda s: s["searchSpace"][1].update(name="x"), "spec.searchSpace[1].name", "twice"),
+        (
+            lambda s: s["searchSpace"][1].update(name="learning rate"),
+            "spec.searchSpace[1].name",
+            "parameter name",
+        ),
+        (lambda s: s["searchSpace"][1].update(colour="red"), "spec.searchSpace[1].colour", "unknown field"),
+        (lambda s: s.update(searchSpace=[]), "spec.searchSpace", "at least 1"),
+        (lambda s: s.update(objective=[]), "spec.objective", "at least 1"),
+        (lambda s: s["objective"][0].update(direction="up"), "spec.objective[0].direction", "'maximize'"),
+        (lambda s: s["objective"].append({"metric": "score"}), "spec.objective[1].metric", "twice"),
+        (lambda s: s.update(trials={"total": 0}), "spec.trials.total", "greater than or equal to 1"),
+        (
+            lambda s: s.update(trials={"parallelism": 0}),
+            "spec.trials.parallelism",
+            "greater than or equal to 1",
+        ),
+        (lambda s: s.update(trials={"maxFailed": -1}), "spec.trials.maxFailed", "greater than or equal to 0"),
+        (lambda s: s.update(trials={"retries": "2"}), "spec.trials.retries", "integer"),
+        (lambda s: s.update(trials={"total": 2.5}), "spec.trials.total", "integer"),
+        (lambda s: s.update(sampler={"type": "Bayes"}), "spec.sampler.type", "'TPE'"),
+        (lambda s: s.update(pruner={"type": "Hyperband"}), "spec.pruner.maxResource", "required"),
+        (
+            lambda s: s.update(pruner={"type": "Hyperband", "maxResource": 9, "nWarmupSteps": 1}),
+            "spec.pruner.nWarmupSteps",
+            "not a field of the Hyperband pruner",
+        ),
+        (
+            lambda s: s.update(pruner={"type": "Percentile", "percentile": 150}),
+            "spec.pruner.percentile",
+            "100",
+        ),
+        (
+            lambda s: s.update(pruner={"type": "Hyperband", "minResource": 9, "maxResource": 3}),
+            "spec.pruner.minResource",
+            "maxResource",
+        ),
+        (
+            lambda s: s.update(storage={"secretRef": {"key": "url"}}),
+            "spec.storage.secretRef.name",
+            "required",
+        ),
+        (
+            lambda s: s["template"].update(env=[{"name": "HPO_STUDY_NAME", "value": "x"}]),
+            "spec.template.env[0].name",
+            "set by the operator",
+        ),
+        (lambda s: s["template"].update(env=[{"value": "x"}]), "spec.template.env[0].name", "required"),
+        (lambda s: s["template"].update(command=[]), "spec.template.command", "empty"),
+        (
+            lambda s: s["template"].update(imagePullPolicy="Sometimes"),
+            "spec.template.imagePullPolicy",
+            "'Always'",
+        ),
+        (lambda s: s["template"].update(resources={"limit": {}}), "spec.template.resources.limit", "unknown"),
+        (lambda s: s["template"].update(labels={"a": "b"}), "spec.template.labels", "unknown field"),
+        (lambda s: s.update(colour="red"), "spec.colour", "unknown field"),
+    ],
+)
+def test_a_bad_spec_names_the_field(mutate: Any, path: str, words: str) -> None:
+    raw = custom_spec()
+    mutate(raw)
+    error = error_of(raw)
+    assert error.field == path, str(error)
+    assert words in str(error)
+    assert str(error).startswith(path)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = custom_spec()
+    raw["searchSpace"][0]["low"] = 9.0
+    raw["searchSpace"][1]["low"] = 2.5
+    error = error_of(raw)
+    assert [i.path for i in error.issues] == ["spec.searchSpace[0].low", "spec.searchSpace[1].low"]
+
+
+def test_a_multi_objective_study_cannot_prune() -> None:
+    raw = custom_spec(objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}])
+    raw["pruner"] = {"type": "Median"}
+    error = error_of(raw)
+    assert error.field == "spec.pruner.type"
+    assert "single-objective" in str(error)
+    del raw["pruner"]
+    assert parse_spec(raw).directions == ("maximize", "minimize")
+
+
+def test_enqueue_cannot_exceed_the_budget() -> None:
+    raw = custom_spec(trials={"total": 1}, enqueue=[{"x": 0.0}, {"x": 1.0}])
+    assert error_of(raw).field == "spec.enqueue"
+
+
+def test_strings_are_not_numbers_and_booleans_are_not_ints() -> None:
+    raw = custom_spec()
+    raw["searchSpace"][1]["low"] = True
+    assert error_of(raw).field == "spec.searchSpace[1].low"
+    raw = custom_spec()
+    raw["searchSpace"][0]["log"] = "yes"
+    assert error_of(raw).field == "spec.searchSpace[0].log"
+
+
+def test_not_a_mapping() -> None:
+    assert error_of(None).field == "spec"  # type: ignore[arg-type]
+    assert error_of(["a"]).field == "spec"  # type: ignore[arg-type]
+
+
+def test_the_built_in_runner_needs_a_recipe() -> None:
+    raw = custom_spec()
+    del raw["template"]["command"]
+    error = error_of(raw)
+    assert error.field == "spec.trainer"
+    assert "spec.template.command" in str(error)
+
+
+@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
+def test_the_recipe_is_validated_by_the_trainer_spec() -> None:
+    raw = seed_spec()
+    raw["trainer"]["loss"]["name"] = "NoSuchLoss"
+    error = error_of(raw)
+    assert error.field == "spec.trainer.loss.name"
+    assert "NoSuchLoss" in str(error)
+
+
+def test_a_custom_command_skips_the_recipe_check() -> None:
+    raw = seed_spec()
+    raw["trainer"]["loss"]["name"] = "NoSuchLoss"
+    raw["template"]["command"] = ["python", "train.py"]
+    assert parse_spec(raw).trainer is not None
+
+
+def test_study_names_are_limited_to_40_characters() -> None:
+    validate_name("a" * 40)
+    with pytest.raises(SpecError) as info:
+        validate_name("a" * 41)
+    assert info.value.field == "metadata.name"
+
+
+def test_runtime_requirements_name_the_missing_field() -> None:
+    spec = parse_spec(custom_spec(template={"command": ["python", "objective.py"]}))
+    with pytest.raises(SpecError) as info:
+        check_runtime(spec, default_image=None, default_storage=True)
+    assert info.value.field == "spec.template.image"
+    check_runtime(spec, default_image="img", default_storage=True)
+    with pytest.raises(SpecError) as info:
+        check_runtime(spec, default_image="img", default_storage=False)
+    assert info.value.field == "spec.storage.secretRef"
+    with_secret = parse_spec(
+        custom_spec(storage={"secretRef": {"name": "db"}}, template={"command": ["python", "objective.py"]})
+    )
+    check_runtime(with_secret, default_image="img", default_storage=False)
+    assert with_secret.storage is not None and with_secret.storage.secret_ref is not None
+    assert with_secret.storage.secret_ref.key == "url"
+
+
+def test_pruner_config_uses_the_spec_names_and_builds_on_the_trial_side() -> None:
+    from hpo_trial.pruners import build_pruner
+
+    spec = parse_spec(custom_spec(pruner={"type": "Median", "nStartupTrials": 2, "nWarmupSteps": 3}))
+    assert spec.pruner.config() == {"type": "Median", "nStartupTrials": 2, "nWarmupSteps": 3}
+    pruner = build_pruner(spec.pruner.config())
+    assert type(pruner).__name__ == "MedianPruner"
