@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -82,9 +83,13 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def set_pdeathsig() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the harness process
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not between fork and exec
+_PR_SET_PDEATHSIG = 1
+
+
+def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
+    """In a child before exec: receive ``sig`` when the harness process dies (no orphans left behind)."""
+    _PRCTL(_PR_SET_PDEATHSIG, int(sig))
 
 
 def agent_base_env(extra_path: str | None = None) -> dict[str, str]:
@@ -179,7 +184,14 @@ class Cluster:
         return cluster
 
     # ---- process control ---------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], ports: list[int], env: dict[str, str] | None = None) -> None:
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        ports: list[int],
+        env: dict[str, str] | None = None,
+        death_signal: int = signal.SIGKILL,
+    ) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log = self.logs_dir / f"{name}.log"
         with open(log, "ab") as out:
@@ -191,7 +203,7 @@ class Cluster:
                 cwd=self.state_dir,
                 env=env,
                 start_new_session=True,  # own process group: signals reach the whole component
-                preexec_fn=None if self.detached else set_pdeathsig,
+                preexec_fn=None if self.detached else functools.partial(set_pdeathsig, death_signal),
             )
         self._procs[name] = proc
         self.components[name] = Component(name, proc.pid, str(log), ports)
@@ -363,6 +375,7 @@ class Cluster:
             ],
             [],
             env=agent_base_env(),
+            death_signal=signal.SIGTERM,  # lets the agent end its pods' processes first
         )
         all_components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
         insecure = ssl.create_default_context()

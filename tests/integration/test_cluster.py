@@ -403,6 +403,7 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+@pytest.mark.cluster
 def test_teardown_leaves_no_process_and_no_port(tmp_path: Path) -> None:
     if os.environ.get("KUBECONFIG"):
         pytest.skip("KUBECONFIG names an external cluster; this test starts a second harness cluster")

@@ -60,6 +60,7 @@ def test_dropping_a_database_disconnects_its_users(postgres: PostgresServer) -> 
         engine.dispose()
 
 
+@pytest.mark.postgres
 def test_a_second_server_stops_cleanly() -> None:
     if os.environ.get("HPO_TEST_POSTGRES_URL"):
         pytest.skip("HPO_TEST_POSTGRES_URL names a running server; this test starts its own")
