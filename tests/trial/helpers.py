@@ -111,3 +111,18 @@ class TrialRun:
 
 
 RunTrial = Callable[..., TrialRun]
+
+
+def read_sts(path: Path) -> list[dict[str, Any]]:
+    """STS Benchmark rows: tab-separated, 1-based column 5 the 0-5 score, 6 and 7 the sentences.
+
+    Some lines carry extra trailing columns (sources); only the first seven fields are read, and no
+    quoting is applied (sentences contain quote characters). Scores are normalized to 0..1.
+    """
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split("\t")
+        if len(fields) < 7:
+            raise ValueError(f"{path}:{n}: expected at least 7 tab-separated fields, got {len(fields)}")
+        rows.append({"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4]) / 5.0})
+    return rows

@@ -275,8 +275,13 @@ def _loss_kwargs(spec: LossSpec, values: Mapping[str, Any], model: SentenceTrans
             value = tuple(value)
         kwargs[key] = value
     if spec.name == "SoftmaxLoss" and "embedding_dimension" not in kwargs:
-        kwargs["embedding_dimension"] = model.get_sentence_embedding_dimension()
+        kwargs["embedding_dimension"] = _embedding_dimension(model)
     return kwargs
+
+
+def _embedding_dimension(model: SentenceTransformer) -> int | None:
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return get()
 
 
 def build_loss(

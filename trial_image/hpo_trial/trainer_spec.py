@@ -489,12 +489,42 @@ def _pydantic_message(e: ValidationError, path: str) -> str:
     for err in e.errors():
         loc = _loc(path, err["loc"])
         if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown field")
+            known = _fields_at(err["loc"][:-1])
+            parts.append(
+                f"{loc}: unknown field; the fields are: {', '.join(known)}"
+                if known
+                else f"{loc}: unknown field"
+            )
         elif err["type"] == "missing":
             parts.append(f"{loc}: required field is missing")
         else:
             parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def _fields_at(loc: Sequence[int | str]) -> list[str]:
+    """The field names (as written in the spec) of the model at ``loc`` inside a TrainerSpec."""
+    model: Any = TrainerSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        if part not in fields:
+            return []
+        model = _model_in(fields[part].annotation)
+        if model is None:
+            return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _loc(path: str, loc: Sequence[int | str]) -> str:

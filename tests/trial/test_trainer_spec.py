@@ -1,0 +1,320 @@
+"""``spec.trainer`` parsing: the seed's recipe, errors that name the field, search-space names. No torch."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hpo_trial.trainer_spec import (
+    LoadCall,
+    TrainerSpecError,
+    split_params,
+    validate_param_names,
+    validate_trainer,
+)
+
+from tests.trial.helpers import REPO
+
+SEED = yaml.safe_load((REPO / "examples" / "seed-study.yaml").read_text())["spec"]
+
+
+def seed_trainer() -> dict[str, Any]:
+    return copy.deepcopy(SEED["trainer"])
+
+
+def with_(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``base`` with the dotted ``path`` set to ``value`` (``None`` deletes it)."""
+    out = copy.deepcopy(base)
+    node = out
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    if value is None:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+    return out
+
+
+def error_of(trainer: Any) -> str:
+    with pytest.raises(TrainerSpecError) as e:
+        validate_trainer(trainer)
+    return str(e.value)
+
+
+def test_parsing_does_not_import_the_training_stack() -> None:
+    code = (
+        "import sys, hpo_trial.trainer_spec as t, yaml\n"
+        f"d = yaml.safe_load(open({str(REPO / 'examples' / 'seed-study.yaml')!r}))['spec']\n"
+        "t.validate_param_names(t.validate_trainer(d['trainer']), [p['name'] for p in d['searchSpace']])\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'datasets', 'transformers')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_seed_recipe_parses_exactly() -> None:
+    spec = validate_trainer(SEED["trainer"])
+    assert spec.model == "distilbert-base-uncased"
+    assert spec.train.load_call() == LoadCall("sentence-transformers/all-nli", "triplet", "train[:10000]")
+    assert spec.train.load_call().arguments() == (
+        ("sentence-transformers/all-nli", "triplet"),
+        {"split": "train[:10000]"},
+    )
+    assert spec.eval is not None
+    assert spec.eval.load_call().arguments() == (
+        ("sentence-transformers/all-nli", "triplet"),
+        {"split": "dev[:1000]"},
+    )
+    assert (
+        spec.loss.name == "MultipleNegativesRankingLoss" and spec.loss.args == {} and spec.loss.inner is None
+    )
+    ev = spec.evaluator
+    assert ev is not None and ev.name == "EmbeddingSimilarityEvaluator"
+    assert ev.dataset is not None
+    assert ev.dataset.load_call().arguments() == (("sentence-transformers/stsb",), {"split": "validation"})
+    assert ev.input_columns() == {"sentences1": "sentence1", "sentences2": "sentence2", "scores": "score"}
+    assert ev.args == {"name": "sts-dev", "main_similarity": "cosine"}
+    assert ev.metric_prefix() == "eval_sts-dev_"
+    assert spec.arguments == {
+        "fp16": True,
+        "batch_sampler": "no_duplicates",
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 10,
+        "run_name": "hpo",
+    }
+    assert spec.eval_every_epochs is None and spec.save_model is None
+    validate_param_names(spec, [p["name"] for p in SEED["searchSpace"]])
+    # What HPO_TRAINER carries round-trips.
+    assert validate_trainer(spec.to_dict()) == spec
+
+
+def test_local_files_and_their_formats() -> None:
+    base = seed_trainer()
+    spec = validate_trainer(
+        with_(
+            base,
+            "train",
+            {"files": ["a/train.jsonl", "b/more.jsonl"], "split": "train[:100]", "columns": ["x"]},
+        )
+    )
+    assert spec.train.load_call().arguments() == (
+        ("json",),
+        {"split": "train[:100]", "data_files": ["a/train.jsonl", "b/more.jsonl"]},
+    )
+    tsv = validate_trainer(with_(base, "train", {"files": "sts.tsv"})).train.load_call()
+    assert tsv.path == "csv" and tsv.kwargs == {"delimiter": "\t", "quoting": 3} and tsv.split == "train"
+    assert validate_trainer(with_(base, "train", {"files": "x.parquet"})).train.load_call().path == "parquet"
+    assert (
+        validate_trainer(with_(base, "train", {"files": "x.data", "format": "csv"})).train.load_call().path
+        == "csv"
+    )
+    assert validate_trainer(with_(base, "train", {"files": "x.csv.gz"})).train.load_call().path == "csv"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("loss.name", "Foo", "trainer.loss.name: unknown loss 'Foo'; known: AdaptiveLayerLoss, AnglELoss"),
+        ("loss.args", {"scal": 2}, "trainer.loss.args.scal: not an argument of MultipleNegativesRankingLoss"),
+        ("loss.args", {"scale": "big"}, "trainer.loss.args.scale: must be a number, got 'big'"),
+        (
+            "loss.args",
+            {"similarity_fct": "cosine"},
+            "trainer.loss.args.similarity_fct: must be one of cos_sim",
+        ),
+        (
+            "loss",
+            {"name": "MatryoshkaLoss", "args": {"matryoshka_dims": [64]}},
+            "trainer.loss.inner: MatryoshkaLoss wraps",
+        ),
+        (
+            "loss",
+            {"name": "MatryoshkaLoss", "inner": {"name": "CoSENTLoss"}},
+            "trainer.loss.args.matryoshka_dims: required",
+        ),
+        (
+            "loss",
+            {"name": "CoSENTLoss", "inner": {"name": "AnglELoss"}},
+            "trainer.loss.inner: CoSENTLoss does not wrap",
+        ),
+        ("loss", {"name": "SoftmaxLoss"}, "trainer.loss.args.num_labels: required by SoftmaxLoss"),
+        (
+            "loss",
+            {"name": "MatryoshkaLoss", "args": {"matryoshka_dims": [8]}, "inner": {"name": "Bar"}},
+            "trainer.loss.inner.name: unknown loss 'Bar'",
+        ),
+        (
+            "evaluator.name",
+            "SimilarityEvaluator",
+            "trainer.evaluator.name: unknown evaluator 'SimilarityEvaluator'",
+        ),
+        (
+            "evaluator.args",
+            {"nme": "x"},
+            "trainer.evaluator.args.nme: not an argument of EmbeddingSimilarityEvaluator",
+        ),
+        ("evaluator.columns", {"anchors": "a"}, "trainer.evaluator.columns.anchors: not an input of"),
+        (
+            "evaluator.args",
+            {"main_similarity": "cos"},
+            "trainer.evaluator.args.main_similarity: must be one of",
+        ),
+        ("model", None, "trainer.model: required field is missing"),
+        ("train", None, "trainer.train: required field is missing"),
+        ("loss", None, "trainer.loss: required field is missing"),
+        ("modle", "x", "trainer.modle: unknown field"),
+        ("train.configs", "x", "trainer.train.configs: unknown field"),
+        ("train.files", ["x.jsonl"], "trainer.train: set exactly one of dataset (a Hub id) or files"),
+        ("train", {"files": "x.txt"}, "trainer.train.format: cannot infer the format of x.txt"),
+        ("train", {"files": "x.txt", "format": "xml"}, "trainer.train.format: Input should be"),
+        ("train", {"files": "x.csv", "config": "a"}, "trainer.train.config: only for Hub datasets"),
+        ("train.split", "train[:ten]", "trainer.train.split: 'train[:ten]' is not a split"),
+        ("train.rename", {"a": "x", "b": "x"}, "trainer.train.rename: two columns renamed to 'x'"),
+        ("train.columns", ["a", "a"], "trainer.train.columns: 'a' is listed twice"),
+        ("arguments.output_dir", "/tmp", "trainer.arguments.output_dir: set by the runner"),
+        ("arguments.Learning-Rate", 1, "trainer.arguments.Learning-Rate: not a training-argument name"),
+        (
+            "arguments",
+            {"warmup_ratio": 0.1, "warmup_steps": 10},
+            "trainer.arguments: set warmup_ratio or warmup_steps",
+        ),
+        ("evalEveryEpochs", 0, "trainer.evalEveryEpochs: Input should be greater than 0"),
+        ("evalEveryEpochs", 0.5, None),  # fine with the seed's eval_strategy "no"
+        ("arguments.eval_strategy", "steps", None),
+        ("maxSeqLength", -1, "trainer.maxSeqLength: Input should be greater than 0"),
+        ("modelArgs", {"device": "cuda"}, "trainer.modelArgs.device: set by the runner"),
+        ("saveModel", "", "trainer.saveModel: String should have at least 1 character"),
+    ],
+)
+def test_bad_recipes_name_the_field(path: str, value: Any, expected: str | None) -> None:
+    trainer = with_(seed_trainer(), path, value)
+    if expected is None:
+        validate_trainer(trainer)
+        return
+    message = error_of(trainer)
+    assert message.startswith(expected.split(":")[0] + ":"), message
+    assert expected in message
+
+
+def test_eval_schedule_conflicts_with_an_eval_strategy() -> None:
+    trainer = with_(with_(seed_trainer(), "arguments.eval_strategy", "steps"), "evalEveryEpochs", 0.25)
+    assert error_of(trainer).startswith("trainer.evalEveryEpochs: the runner schedules evaluations itself")
+
+
+def test_an_objective_source_is_required() -> None:
+    trainer = with_(with_(seed_trainer(), "evaluator", None), "eval", None)
+    assert error_of(trainer).startswith("trainer.evaluator: a recipe needs an evaluator or an eval dataset")
+    trainer = with_(with_(seed_trainer(), "evaluator.dataset", None), "eval", None)
+    assert error_of(trainer).startswith(
+        "trainer.evaluator.dataset: required when the recipe has no eval dataset"
+    )
+
+
+def test_not_a_recipe() -> None:
+    assert error_of({}).startswith("trainer: is empty; the built-in runner needs a recipe")
+    assert error_of([1]).startswith("trainer: must be an object")
+
+
+def test_sequential_evaluator() -> None:
+    ev = {
+        "name": "SequentialEvaluator",
+        "evaluators": [
+            {"name": "TripletEvaluator", "args": {"name": "nli-dev"}},
+            {
+                "name": "EmbeddingSimilarityEvaluator",
+                "dataset": {"files": "sts.jsonl"},
+                "args": {"name": "sts"},
+            },
+        ],
+    }
+    spec = validate_trainer(with_(seed_trainer(), "evaluator", ev))
+    assert spec.evaluator is not None and spec.evaluator.evaluators is not None
+    assert [e.name for e in spec.evaluator.evaluators] == ["TripletEvaluator", "EmbeddingSimilarityEvaluator"]
+    bad = copy.deepcopy(ev)
+    bad["evaluators"][1]["args"] = {"name": 3}
+    assert error_of(with_(seed_trainer(), "evaluator", bad)).startswith(
+        "trainer.evaluator.evaluators[1].args.name: must be a string"
+    )
+    assert error_of(with_(seed_trainer(), "evaluator", {"name": "SequentialEvaluator"})).startswith(
+        "trainer.evaluator.evaluators: SequentialEvaluator needs a list"
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["learning_rate", "loss.scale"], None),
+        (
+            ["learning_rate", "loss.scal"],
+            "searchSpace[1].name: 'loss.scal': MultipleNegativesRankingLoss has no",
+        ),
+        (
+            ["loss.inner.scale"],
+            "searchSpace[0].name: 'loss.inner.scale': MultipleNegativesRankingLoss does not wrap",
+        ),
+        (["learning rate"], "searchSpace[0].name: 'learning rate' is neither a training-argument name"),
+        (["output_dir"], "searchSpace[0].name: 'output_dir' is set by the runner"),
+        (["logging_steps"], "searchSpace[0].name: 'logging_steps' is also fixed in trainer.arguments"),
+        (["warmup_ratio", "warmup_steps"], "searchSpace[0].name: warmup_ratio and warmup_steps are both set"),
+    ],
+)
+def test_search_space_names(names: list[str], expected: str | None) -> None:
+    spec = validate_trainer(seed_trainer())
+    if expected is None:
+        validate_param_names(spec, names)
+        return
+    with pytest.raises(TrainerSpecError) as e:
+        validate_param_names(spec, names)
+    assert str(e.value).startswith(expected), str(e.value)
+
+
+def test_search_space_names_for_a_wrapped_loss() -> None:
+    trainer = with_(
+        seed_trainer(),
+        "loss",
+        {"name": "MatryoshkaLoss", "args": {"matryoshka_dims": [768, 256]}, "inner": {"name": "CoSENTLoss"}},
+    )
+    spec = validate_trainer(trainer)
+    validate_param_names(spec, ["loss.inner.scale", "loss.n_dims_per_step"])
+    with pytest.raises(TrainerSpecError, match=r"for the wrapped CoSENTLoss write 'loss.inner.scale'"):
+        validate_param_names(spec, ["loss.scale"])
+    with pytest.raises(TrainerSpecError, match=r"the list argument 'matryoshka_dims' cannot be tuned"):
+        validate_param_names(spec, ["loss.matryoshka_dims"])
+    with pytest.raises(TrainerSpecError, match=r"'loss.inner.scal': CoSENTLoss has no argument 'scal'"):
+        validate_param_names(spec, ["loss.inner.scal"])
+
+
+def test_split_params() -> None:
+    assert split_params({"learning_rate": 1e-5, "loss.scale": 20.0, "loss.inner.scale": 5}) == (
+        {"learning_rate": 1e-5},
+        {"scale": 20.0},
+        {"scale": 5},
+    )
+
+
+def test_the_readme_documents_every_field() -> None:
+    """The recipe reference in trial_image/README.md names every field and every loss and evaluator."""
+    from hpo_trial.trainer_spec import EVALUATORS, LOSSES, DatasetSpec, EvaluatorSpec, LossSpec, TrainerSpec
+
+    readme = (REPO / "trial_image" / "README.md").read_text()
+    for model in (TrainerSpec, DatasetSpec, LossSpec, EvaluatorSpec):
+        for name, f in model.model_fields.items():
+            assert f"`{f.alias or name}`" in readme, f"{model.__name__}.{f.alias or name} is not documented"
+    for name in (*LOSSES, *EVALUATORS):
+        assert name in readme, f"{name} is not in the README"
+
+
+def test_example_trainer_files_parse() -> None:
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "HPOStudy" and "trainer" in doc.get("spec", {}):
+                validate_trainer(doc["spec"]["trainer"])
