@@ -26,7 +26,7 @@ from optuna.visualization import (
     plot_pareto_front,
 )
 
-from hpo_operator.cli.format import format_params, format_value
+from hpo_operator.core.events import fmt_params, fmt_value
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,11 @@ def _draw(slug: str, title: str, draw: Callable[[], go.Figure]) -> Section:
 def plot_sections(study: optuna.Study, metrics: Sequence[str] | None = None) -> list[Section]:
     """The plots: history, importances, parallel coordinates, intermediate values (and Pareto front)."""
     directions = study.directions
-    names = list(metrics) if metrics and len(metrics) == len(directions) else [
-        f"objective {i}" for i in range(len(directions))
-    ]
+    names = (
+        list(metrics)
+        if metrics and len(metrics) == len(directions)
+        else [f"objective {i}" for i in range(len(directions))]
+    )
     complete = _completed(study)
     n_params = len({p for t in complete for p in t.params})
     sections: list[Section] = []
@@ -65,8 +67,9 @@ def plot_sections(study: optuna.Study, metrics: Sequence[str] | None = None) -> 
 
     if multi:
         if complete:
-            sections.append(_draw("pareto-front", "Pareto front",
-                                  lambda: plot_pareto_front(study, target_names=names)))
+            sections.append(
+                _draw("pareto-front", "Pareto front", lambda: plot_pareto_front(study, target_names=names))
+            )
         else:
             sections.append(Section("pareto-front", "Pareto front", note="No trial has completed yet."))
 
@@ -84,43 +87,77 @@ def plot_sections(study: optuna.Study, metrics: Sequence[str] | None = None) -> 
         tgt = target if multi else None
         history = f"Optimization history{label}"
         if not complete:
-            sections.append(Section(f"optimization-history{suffix}", history,
-                                    note="No trial has completed yet."))
+            sections.append(
+                Section(f"optimization-history{suffix}", history, note="No trial has completed yet.")
+            )
         else:
-            sections.append(_draw(f"optimization-history{suffix}", history,
-                                  lambda tgt=tgt, name=name: plot_optimization_history(
-                                      study, target=tgt, target_name=name)))
+            sections.append(
+                _draw(
+                    f"optimization-history{suffix}",
+                    history,
+                    lambda tgt=tgt, name=name: plot_optimization_history(study, target=tgt, target_name=name),
+                )
+            )
 
         importances = f"Parameter importances{label}"
         if len(complete) < 2:
-            sections.append(Section(f"param-importances{suffix}", importances,
-                                    note="Parameter importances need at least two completed trials."))
+            sections.append(
+                Section(
+                    f"param-importances{suffix}",
+                    importances,
+                    note="Parameter importances need at least two completed trials.",
+                )
+            )
         elif n_params == 0:
-            sections.append(Section(f"param-importances{suffix}", importances,
-                                    note="The completed trials have no parameters."))
+            sections.append(
+                Section(
+                    f"param-importances{suffix}", importances, note="The completed trials have no parameters."
+                )
+            )
         else:
             imp_tgt = importance_target if multi else None
-            sections.append(_draw(f"param-importances{suffix}", importances,
-                                  lambda imp_tgt=imp_tgt, name=name: plot_param_importances(
-                                      study, target=imp_tgt, target_name=name)))
+            sections.append(
+                _draw(
+                    f"param-importances{suffix}",
+                    importances,
+                    lambda imp_tgt=imp_tgt, name=name: plot_param_importances(
+                        study, target=imp_tgt, target_name=name
+                    ),
+                )
+            )
 
         parallel = f"Parallel coordinates{label}"
         if not complete or n_params == 0:
-            sections.append(Section(f"parallel-coordinates{suffix}", parallel,
-                                    note="Parallel coordinates need a completed trial with parameters."))
+            sections.append(
+                Section(
+                    f"parallel-coordinates{suffix}",
+                    parallel,
+                    note="Parallel coordinates need a completed trial with parameters.",
+                )
+            )
         else:
-            sections.append(_draw(f"parallel-coordinates{suffix}", parallel,
-                                  lambda tgt=tgt, name=name: plot_parallel_coordinate(
-                                      study, target=tgt, target_name=name)))
+            sections.append(
+                _draw(
+                    f"parallel-coordinates{suffix}",
+                    parallel,
+                    lambda tgt=tgt, name=name: plot_parallel_coordinate(study, target=tgt, target_name=name),
+                )
+            )
 
     intermediate = "Intermediate values"
     trials = study.get_trials(deepcopy=False)
     if multi:
-        sections.append(Section("intermediate-values", intermediate,
-                                note="Intermediate values are reported by single-objective studies only."))
+        sections.append(
+            Section(
+                "intermediate-values",
+                intermediate,
+                note="Intermediate values are reported by single-objective studies only.",
+            )
+        )
     elif not any(t.intermediate_values for t in trials):
-        sections.append(Section("intermediate-values", intermediate,
-                                note="No trial reported intermediate values."))
+        sections.append(
+            Section("intermediate-values", intermediate, note="No trial reported intermediate values.")
+        )
     else:
         sections.append(_draw("intermediate-values", intermediate, lambda: plot_intermediate_values(study)))
     return sections
@@ -144,17 +181,25 @@ def _summary(study: optuna.Study, metrics: Sequence[str] | None) -> str:
     counts = Counter(t.state.name for t in trials)
     dirs = [d.name.lower() for d in study.directions]
     objectives = ", ".join(
-        f"{_esc(m)} ({d})" for m, d in zip(metrics or [f"objective {i}" for i in range(len(dirs))], dirs,
-                                          strict=False)
+        f"{_esc(m)} ({d})"
+        for m, d in zip(metrics or [f"objective {i}" for i in range(len(dirs))], dirs, strict=False)
     )
-    rows = [("Study", _esc(study.study_name)), ("Objective", objectives),
-            ("Trials", _esc(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none"))]
+    rows = [
+        ("Study", _esc(study.study_name)),
+        ("Objective", objectives),
+        ("Trials", _esc(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none")),
+    ]
     if len(dirs) == 1:
         complete = _completed(study)
         if complete:
             best = study.best_trial
-            rows.append(("Best trial", f"{best.number}: value {_esc(format_value(best.value))}, "
-                                       f"parameters <code>{_esc(format_params(best.params))}</code>"))
+            rows.append(
+                (
+                    "Best trial",
+                    f"{best.number}: value {_esc(fmt_value(best.value))}, "
+                    f"parameters <code>{_esc(fmt_params(best.params))}</code>",
+                )
+            )
     else:
         front = study.best_trials
         if front:
@@ -169,10 +214,15 @@ def _trial_table(study: optuna.Study) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in ["#", "state", "value(s)", "duration", *params])
     rows = []
     for t in trials:
-        values = ", ".join(format_value(v) for v in t.values) if t.values else ""
+        values = ", ".join(fmt_value(v) for v in t.values) if t.values else ""
         duration = f"{t.duration.total_seconds():.1f}s" if t.duration else ""
-        cells = [str(t.number), t.state.name, values, duration,
-                 *[format_value(t.params[p]) if p in t.params else "" for p in params]]
+        cells = [
+            str(t.number),
+            t.state.name,
+            values,
+            duration,
+            *[fmt_value(t.params[p]) if p in t.params else "" for p in params],
+        ]
         rows.append(f"<tr class='{t.state.name}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return f"<table class='trials'><tr>{head}</tr>{''.join(rows)}</table>"
 

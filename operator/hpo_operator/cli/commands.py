@@ -1,0 +1,147 @@
+"""``hpo report``, ``hpo dashboard`` and ``hpo trials``: commands that read a study from its storage.
+
+A study is named by a manifest file (its local study, in the SQLite file next to it unless
+``--storage`` says otherwise), by the name of an HPOStudy on the cluster (the storage URL read from its
+Secret, or ``--storage``), or by ``--storage URL --study NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+from hpo_operator.cli.errors import EXIT_INVALID, EXIT_OK, CLIError
+from hpo_operator.cli.storage import load_study, open_storage, redact, study_names
+
+
+@dataclass(frozen=True)
+class Target:
+    """A study to read: where it is stored and its name, plus what the manifest or resource says."""
+
+    storage_url: str
+    study_name: str
+    metrics: tuple[str, ...] | None
+    label: str  # how to name it in messages (never the URL: it may hold a password)
+    default_output: Path  # where `hpo report` writes by default
+
+
+def _looks_like_file(target: str) -> bool:
+    return target.endswith((".yaml", ".yml", ".json")) or "/" in target or Path(target).is_file()
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The study named on the command line (see the module docstring)."""
+    if args.target and _looks_like_file(args.target):
+        from hpo_operator.cli.manifest import ManifestError, load_manifest
+
+        try:
+            m = load_manifest(args.target)
+        except ManifestError as e:
+            raise CLIError(str(e), EXIT_INVALID) from None
+        url = args.storage or m.default_storage_url
+        if args.storage is None and not Path(url.removeprefix("sqlite:///")).exists():
+            raise CLIError(
+                f"{m.path.name} has no local study yet ({url.removeprefix('sqlite:///')} does not exist); "
+                f"run `hpo run {args.target}` first, or pass --storage"
+            )
+        return Target(
+            url,
+            args.study or m.local_study_name,
+            m.spec.metrics,
+            label=args.study or m.local_study_name,
+            default_output=m.dir / f"{m.path.stem}.report.html",
+        )
+    if args.target:
+        from hpo_operator.cli.cluster import cluster_target
+
+        ref = cluster_target(args.target, args.namespace, storage=args.storage)
+        return Target(
+            ref.storage_url,
+            args.study or ref.study_name,
+            ref.metrics,
+            label=f"{ref.namespace}/{ref.name}",
+            default_output=Path.cwd() / f"{ref.name}.report.html",
+        )
+    if not args.storage:
+        raise CLIError("name a study: a manifest file, an HPOStudy name, or --storage URL", EXIT_INVALID)
+    name = args.study
+    if name is None:
+        names = study_names(args.storage)
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            raise CLIError(
+                f"--study: required, the storage holds {len(names)} studies ({listed})", EXIT_INVALID
+            )
+        name = names[0]
+    safe = name.replace("/", "_")
+    return Target(args.storage, name, None, label=name, default_output=Path.cwd() / f"{safe}.report.html")
+
+
+def report_command(args: argparse.Namespace, console: Console) -> int:
+    from hpo_operator.cli.report import render_report
+
+    target = resolve_target(args)
+    study = load_study(target.storage_url, target.study_name)
+    out = Path(args.output) if args.output else target.default_output
+    html = render_report(study, target.metrics, title=f"HPO study {target.label}")
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as e:
+        raise CLIError(f"-o: cannot write {out}: {e.strerror}") from None
+    n = len(study.get_trials(deepcopy=False))
+    console.print(f"Wrote the report of {target.label} ({n} trials) to {out}", markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def dashboard_command(args: argparse.Namespace, console: Console) -> int:
+    import optuna_dashboard
+
+    target = resolve_target(args)
+    storage = open_storage(target.storage_url)
+    console.print(
+        f"optuna-dashboard for {target.label} (study {target.study_name}) on http://{args.host}:{args.port}/ "
+        "— Ctrl-C stops it",
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as e:
+        raise CLIError(f"--port: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    return EXIT_OK
+
+
+def trials_command(args: argparse.Namespace, console: Console) -> int:
+    target = resolve_target(args)
+    study = load_study(target.storage_url, target.study_name)
+    console.print(trials_table(study, target.metrics, title=f"{target.label}: study {target.study_name}"))
+    return EXIT_OK
+
+
+def trials_table(study: optuna.Study, metrics: tuple[str, ...] | None, title: str) -> Table:
+    from hpo_operator.cli.display import trial_rows
+
+    trials = study.get_trials(deepcopy=False)
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "#",
+        "state",
+        "value" if len(study.directions) == 1 else "values",
+        "parameters",
+        "duration",
+        "note",
+    ):
+        table.add_column(col, overflow="fold")
+    for row in trial_rows(trials):
+        table.add_row(*row)
+    if not trials:
+        table.caption = "no trials yet"
+    return table
+
+
+__all__ = ["Target", "dashboard_command", "redact", "report_command", "resolve_target", "trials_command"]

@@ -1,0 +1,174 @@
+"""``hpo``: run an HPOStudy manifest on this machine, validate it, report on it, watch a study on a cluster.
+
+::
+
+    hpo run examples/quickstart.yaml          # local mode: SQLite next to the manifest, trials as processes
+    hpo validate study.yaml                   # the operator's validation, nothing run
+    hpo report examples/quickstart.yaml       # self-contained HTML: history, importances, ...
+    hpo dashboard examples/quickstart.yaml    # optuna-dashboard on the study's storage
+    hpo status nli-distilbert -n team-a       # a study on the cluster (current kubeconfig)
+    hpo trials nli-distilbert -n team-a       # its trials, from the storage
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from hpo_operator.cli.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpo",
+        description="Hyperparameter optimization with HPOStudy manifests, locally or on Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a study on this machine (trials as local processes)",
+        description="Run an HPOStudy manifest on this machine: the operator's validation, sampler, pruner, "
+        "retries and budget, with trials as local processes. A second run resumes the same study.",
+    )
+    run.add_argument("manifest", metavar="STUDY.yaml")
+    run.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: a SQLite file <manifest>.hpo.db next to the manifest)",
+    )
+    run.add_argument("--parallelism", type=_positive, metavar="N", help="override spec.trials.parallelism")
+    run.add_argument("--trials", type=_positive, metavar="N", help="override spec.trials.total")
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on Ctrl-C, how long trial processes get to exit after SIGTERM before SIGKILL (default 10)",
+    )
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a manifest with the operator's validation; nothing is run",
+        description="Validate an HPOStudy manifest exactly as the operator does.",
+    )
+    validate.add_argument("manifest", metavar="STUDY.yaml")
+
+    def add_target(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "target",
+            nargs="?",
+            metavar="STUDY",
+            help="a manifest file (its local study), or the name of an HPOStudy on the cluster",
+        )
+        p.add_argument("--storage", metavar="URL", help="Optuna storage URL (instead of the default)")
+        p.add_argument("--study", metavar="NAME", help="Optuna study name in --storage")
+        p.add_argument("-n", "--namespace", help="namespace of the HPOStudy (default: the kubeconfig's)")
+
+    report = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a study",
+        description="Write one HTML file (plotly inlined, no network needed to open it) with the study's "
+        "optimization history, parameter importances, parallel coordinates and intermediate values.",
+    )
+    add_target(report)
+    report.add_argument("-o", "--output", metavar="FILE", help="output file (default: <study>.report.html)")
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="start optuna-dashboard on a study's storage",
+        description="Start optuna-dashboard on the storage of a study (Ctrl-C stops it).",
+    )
+    add_target(dashboard)
+    dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+
+    status = sub.add_parser(
+        "status",
+        help="show an HPOStudy on the cluster (from its status)",
+        description="Show an HPOStudy's status: phase, progress, best trial, recent trials, conditions.",
+    )
+    status.add_argument("name", metavar="NAME")
+    status.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
+
+    trials = sub.add_parser(
+        "trials",
+        help="list every trial of a study (from its storage)",
+        description="List every trial of a study, read from its Optuna storage: a manifest's local study, "
+        "an HPOStudy on the cluster (storage URL from its Secret, or --storage), or --storage/--study.",
+    )
+    add_target(trials)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    try:
+        code = dispatch(args, console)
+    except CLIError as e:
+        errors.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        code = e.code
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+def dispatch(args: argparse.Namespace, console: Console) -> int:
+    # Imports per command: `hpo validate` should not pay for plotly or the Kubernetes client.
+    if args.command == "validate":
+        from hpo_operator.cli.manifest import ManifestError, load_manifest, summary
+
+        try:
+            m = load_manifest(args.manifest)
+        except ManifestError as e:
+            raise CLIError(str(e), EXIT_INVALID) from None
+        console.print(summary(m), soft_wrap=True, markup=False)
+        return EXIT_OK
+    if args.command == "run":
+        from hpo_operator.cli.local import run_command
+
+        return run_command(args, console)
+    if args.command == "report":
+        from hpo_operator.cli.commands import report_command
+
+        return report_command(args, console)
+    if args.command == "dashboard":
+        from hpo_operator.cli.commands import dashboard_command
+
+        return dashboard_command(args, console)
+    if args.command == "status":
+        from hpo_operator.cli.cluster import status_command
+
+        return status_command(args, console)
+    if args.command == "trials":
+        from hpo_operator.cli.commands import trials_command
+
+        return trials_command(args, console)
+    raise CLIError(f"unknown command {args.command!r}", EXIT_INVALID)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Opening an Optuna storage from the command line: clear errors, and never a password on screen."""
+
+from __future__ import annotations
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from hpo_operator.cli.errors import CLIError
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, fit for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return "<storage URL>"
+
+
+def engine_kwargs(url: str) -> dict[str, object]:
+    """SQLite waits for the lock (trial processes write concurrently); servers keep pools healthy."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    try:
+        make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise CLIError(
+            f"--storage: not a database URL: {redact(url)!r} (e.g. sqlite:///study.db, "
+            "postgresql://user:password@host/db)"
+        ) from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+        detail = str(e).replace(url, redact(url)).splitlines()[0] if str(e) else type(e).__name__
+        raise CLIError(f"cannot open the storage {redact(url)}: {detail}") from None
+
+
+def study_names(url: str) -> list[str]:
+    storage = open_storage(url)
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "") if names else "none"
+        raise CLIError(f"no study {name!r} in {redact(url)} (studies there: {listed})") from None

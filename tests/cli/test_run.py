@@ -1,0 +1,352 @@
+"""``hpo run`` in local mode with a custom container command: budget, lines, best trial, resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hpo_operator.core.events import fmt_params, fmt_value
+from hpo_operator.core.spec import SpecError, parse_spec
+from optuna.trial import TrialState
+
+from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local, local_storage
+
+
+def completed_line(t: optuna.trial.FrozenTrial) -> str:
+    """The seed's line for a completed trial, without the "Best is" part (that depends on the order)."""
+    return f"Trial {t.number} finished with value {fmt_value(t.value)} and parameters {fmt_params(t.params)}."
+
+
+def test_run_finishes_the_budget_and_prints_the_seed_lines(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    path = custom_study("quad")
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+
+    study = load_local(path, "quad")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    # The enqueued baseline is tried first, with exactly its parameters.
+    assert trials[0].params == {"x": 0.25, "y": 0}
+    # The objective really ran with each trial's parameters.
+    for t in trials:
+        assert t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + t.params["y"] / 10)
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+
+    for t in trials:
+        assert completed_line(t) in result.out
+    best = study.best_trial
+    lines = result.out.splitlines()
+    announced = [ln for ln in lines if ln.startswith("Trial ")]
+    assert len(announced) == 5
+    # The last line about a trial names the study's best, and so does the final line.
+    assert announced[-1].endswith(f"Best is trial {best.number} with value {fmt_value(best.value)}.")
+    assert (
+        f"Best trial {best.number}: loss = {fmt_value(best.value)}, parameters {fmt_params(best.params)}"
+        in (result.out)
+    )
+    assert "Study finished: 5 of 5 trials finished (5 complete, 0 pruned, 0 failed)." in result.out
+    # Every trial's output went to its log file next to the manifest.
+    for t in trials:
+        log = path.parent / ".hpo" / "local.quad" / f"trial-{t.number}.log"
+        assert f"trial {t.number} attempt 0 params" in log.read_text()
+
+    # A second run resumes the same study: nothing new is asked.
+    again = run_hpo("run", str(path), cwd=path.parent)
+    assert again.code == 0, again.text
+    assert "Resuming study local.quad: 5 of 5 trials finished" in again.out
+    assert len(load_local(path, "quad").get_trials()) == 5
+    assert not [ln for ln in again.out.splitlines() if ln.startswith("Trial ")]  # nothing re-announced
+
+    # Raising the budget on the command line continues the study with new, different parameters.
+    more = run_hpo("run", str(path), "--trials", "7", cwd=path.parent)
+    assert more.code == 0, more.text
+    trials = load_local(path, "quad").get_trials()
+    assert [t.number for t in trials] == list(range(7))
+    seen = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(seen)) == 7, "a resumed seeded sampler must not replay the first trials' parameters"
+
+
+def test_parallelism_is_respected(custom_study: CustomStudy, run_hpo: RunHpo, tmp_path: Path) -> None:
+    path = custom_study("par", trials={"total": 4, "parallelism": 2})
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    result = run_hpo("run", str(path), cwd=path.parent, env={"STEP_SECONDS": "0.4", "PID_DIR": str(pid_dir)})
+    assert result.code == 0, result.text
+    trials = load_local(path, "par").get_trials()
+    assert len(trials) == 4
+    # Never more than two trials at once (intervals of start..complete overlap at most pairwise)...
+    events = sorted(
+        [(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials],
+        key=lambda e: (e[0], e[1]),
+    )
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2  # ...and two did run together
+
+
+def test_sigint_stops_cleanly_and_the_next_run_completes_exactly_the_budget(
+    custom_study: CustomStudy, tmp_path: Path
+) -> None:
+    path = custom_study("stop", trials={"total": 6, "parallelism": 2})
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    env = hpo_env({"STEP_SECONDS": "0.6", "PID_DIR": str(pid_dir)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path), "--grace", "5"],
+        cwd=path.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = local_storage(path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # interrupt once some trials finished and others run
+        time.sleep(0.3)
+        try:
+            states = [t.state for t in optuna.load_study(study_name="local.stop", storage=url).get_trials()]
+        except KeyError:
+            continue
+        if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+            break
+    else:
+        proc.kill()
+        pytest.fail("the study never had finished and running trials at once")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    print(out, err)
+    assert proc.returncode == 130, out + err
+    assert "Interrupted. Run `hpo run" in out
+
+    before = {t.number: t for t in load_local(path, "stop").get_trials()}
+    interrupted = [n for n, t in before.items() if t.state == TrialState.RUNNING]
+    assert interrupted, "some trial was running when Ctrl-C came"
+    assert f"trial(s) {', '.join(map(str, interrupted))} will run again from their stored parameters" in out
+    # Every trial process is gone (SIGTERM reached them), none left behind.
+    for pid_file in pid_dir.glob("*.pid"):
+        pid = int(pid_file.read_text())
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+
+    again = subprocess.run(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path)],
+        cwd=path.parent,
+        env=hpo_env({"PID_DIR": str(pid_dir)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(again.stdout, again.stderr)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Resuming study local.stop" in again.stdout
+    after = load_local(path, "stop").get_trials()
+    # Exactly the budget, numbers 0..5 once each, all complete; interrupted trials kept number and parameters.
+    assert [t.number for t in after] == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in after)
+    for n in interrupted:
+        assert after[n].params == before[n].params
+        assert (pid_dir / f"{n}-0.pid").exists()  # ran again as attempt 0: an interruption is no failure
+
+
+def test_a_trial_that_ignores_sigterm_is_killed_after_the_grace_period(
+    custom_study: CustomStudy, tmp_path: Path
+) -> None:
+    path = custom_study("stubborn", trials={"total": 1, "parallelism": 1}, enqueue=[])
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    env = hpo_env({"STEP_SECONDS": "30", "PID_DIR": str(pid_dir), "IGNORE_SIGTERM": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path), "--grace", "1"],
+        cwd=path.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(pid_dir.glob("*.pid")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the child installed its SIGTERM handler
+    pid = int(next(pid_dir.glob("*.pid")).read_text())
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - started < 10
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_failed_trials_are_retried_then_failed_with_the_log_path(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    path = custom_study("flaky", trials={"total": 3, "parallelism": 1, "retries": 1, "maxFailed": 1})
+    result = run_hpo("run", str(path), cwd=path.parent, env={"FAIL_TRIALS": "1"})
+    assert result.code == 0, result.text  # one failed trial is within maxFailed: the study succeeds
+
+    trials = load_local(path, "flaky").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed = trials[1]
+    assert failed.user_attrs["hpo:attempts"] == 2
+    reason = failed.user_attrs["hpo:fail_reason"]
+    assert "exit code 3" in reason and "RuntimeError: the data loader exploded" in reason
+    assert "Trial 1 attempt 1 of 2 failed" in result.out
+    assert "Running it again with the same parameters (attempt 2 of 2)." in result.out
+    assert "Trial 1 failed: trial process flaky-trial-1-r1 failed (exit code 3, Error)" in result.out
+    log_dir = Path(".hpo") / "local.flaky"
+    assert f"log: {log_dir / 'trial-1.log'}" in result.out
+    assert f"log: {log_dir / 'trial-1-r1.log'}" in result.out
+    assert "the data loader exploded" in (path.parent / log_dir / "trial-1-r1.log").read_text()
+
+
+def test_too_many_failures_fail_the_study(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("doomed", trials={"total": 4, "parallelism": 1, "maxFailed": 0}, enqueue=[])
+    result = run_hpo("run", str(path), cwd=path.parent, env={"FAIL_TRIALS": "0,1,2,3"})
+    assert result.code == 1, result.text
+    assert "Study failed (TooManyFailedTrials): spec.trials.maxFailed:" in result.out
+    assert len(load_local(path, "doomed").get_trials()) == 1  # nothing asked after the study failed
+
+
+def test_a_command_that_does_not_exist_is_named(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("nocmd", template={"command": ["./no-such-program"]})
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 1
+    assert "spec.template.command: cannot start './no-such-program'" in result.err
+
+
+INVALID = [
+    (lambda s: s["searchSpace"][0].update(low=2.0), "spec.searchSpace[0].low"),
+    (lambda s: s["trials"].update(parallelism=0), "spec.trials.parallelism"),
+    (lambda s: s.update(enqueue=[{"x": 5.0}]), "spec.enqueue[0].x"),
+    (lambda s: s["sampler"].update(type="Bayes"), "spec.sampler.type"),
+    (lambda s: s["template"].pop("command"), "spec.trainer"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field"), INVALID)
+def test_an_invalid_manifest_fails_with_the_operators_message(
+    custom_study: CustomStudy, run_hpo: RunHpo, mutate: object, field: str
+) -> None:
+    path = custom_study("invalid")
+    doc = yaml.safe_load(path.read_text())
+    mutate(doc["spec"])  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as operator_says:
+        parse_spec(doc["spec"])
+    assert operator_says.value.field == field
+
+    for command in ("run", "validate"):
+        result = run_hpo(command, str(path), cwd=path.parent)
+        assert result.code == 2, result.text
+        assert f"{path}: {operator_says.value}" in " ".join(result.err.split()), result.err
+    assert not Path(local_storage(path).removeprefix("sqlite:///")).exists()  # nothing was stored
+
+
+def test_validate_accepts_the_examples_with_a_one_line_summary(run_hpo: RunHpo) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for example in ("seed-study.yaml", "quickstart.yaml", "custom-container-study.yaml"):
+        result = run_hpo("validate", str(repo / "examples" / example), cwd=repo)
+        assert result.code == 0, result.text
+        lines = result.out.strip().splitlines()
+        assert len(lines) == 1 and ": valid HPOStudy: " in lines[0], result.out
+    seed = run_hpo("validate", str(repo / "examples" / "seed-study.yaml"), cwd=repo)
+    assert seed.out.startswith(
+        "nli-distilbert: valid HPOStudy: maximize eval_sts-dev_spearman_cosine; 4 parameter"
+    )
+
+
+def test_validate_names_problems_outside_the_spec(tmp_path: Path, run_hpo: RunHpo) -> None:
+    head = "apiVersion: hpo.dev/v1alpha1\nkind: HPOStudy\n"
+    cases = {
+        "apiVersion: v1\nkind: HPOStudy\nmetadata: {name: a}\n": "apiVersion: must be hpo.dev/v1alpha1",
+        head + "spec: {}\n": "metadata: required",
+        head + "metadata: {name: Bad_Name}\nspec: {}\n": "metadata.name:",
+        "kind: ConfigMap\n": "kind: no HPOStudy in this file",
+        "spec: [unclosed\n": "not valid YAML",
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        path = tmp_path / f"case{i}.yaml"
+        path.write_text(text)
+        result = run_hpo("validate", str(path), cwd=tmp_path)
+        assert result.code == 2 and expected in result.err, (text, result.err)
+    missing = run_hpo("validate", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert missing.code == 2 and "no such file" in missing.err
+
+
+def test_run_on_postgresql_storage(custom_study: CustomStudy, run_hpo: RunHpo, postgres_url: str) -> None:
+    path = custom_study("pg", trials={"total": 3, "parallelism": 2})
+    result = run_hpo("run", str(path), "--storage", postgres_url, cwd=path.parent)
+    assert result.code == 0, result.text
+    study = optuna.load_study(study_name="local.pg", storage=postgres_url)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+    assert not (path.parent / "study.hpo.db").exists()
+    # The password never reaches the screen.
+    password = postgres_url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
+    if password:
+        assert password not in result.text
+    again = run_hpo("run", str(path), "--storage", postgres_url, cwd=path.parent)
+    assert again.code == 0 and "Resuming study local.pg: 3 of 3 trials finished" in again.out
+
+
+def test_two_runs_of_one_study_at_once_are_refused(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("busy", trials={"total": 2, "parallelism": 1})
+    env = hpo_env({"STEP_SECONDS": "1"})
+    first = subprocess.Popen(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path)],
+        cwd=path.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lock_file = path.parent / ".hpo" / "local.busy" / "lock"
+        deadline = time.monotonic() + 30
+        while not lock_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        second = run_hpo("run", str(path), cwd=path.parent)
+        assert second.code == 1 and "another `hpo run` is running the study local.busy" in second.err
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+
+
+def test_the_trial_environment_carries_the_contract(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    """The trial sees the contract, the template's env values and the manifest's directory as cwd."""
+    path = custom_study(
+        "env",
+        trials={"total": 1, "parallelism": 1},
+        enqueue=[],
+        template={
+            "command": ["python", "-c"],
+            "args": [
+                "import os, json; from hpo_trial import reporting; t = reporting.current_trial();"
+                "env = {k: v for k, v in os.environ.items() if k.startswith(('HPO_', 'GREETING'))};"
+                "print(json.dumps(env));"
+                "print('cwd=' + os.getcwd()); t.complete(1.0)"
+            ],
+            "env": [{"name": "GREETING", "value": "hello"}],
+        },
+    )
+    result = run_hpo("run", str(path), cwd=path.parent.parent)
+    assert result.code == 0, result.text
+    log = (path.parent / ".hpo" / "local.env" / "trial-0.log").read_text()
+    assert f"cwd={path.parent}" in log
+    assert '"GREETING": "hello"' in log
+    assert '"HPO_STUDY_NAME": "local.env"' in log and '"HPO_TRIAL_NUMBER": "0"' in log
+    assert '"HPO_OBJECTIVE": "[{\\"metric\\": \\"loss\\", \\"direction\\": \\"minimize\\"}]"' in log
+    assert os.path.exists(local_storage(path).removeprefix("sqlite:///"))
