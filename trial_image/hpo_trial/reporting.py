@@ -128,6 +128,10 @@ class TrialHandle:
 
     def fail(self, reason: str) -> None:
         """End the trial as FAIL with a reason; the operator shows it in the study's status."""
+        if self.finished or self.state().is_finished():
+            self.finished = True
+            log.warning("Trial %d is already finished; not failing it: %s", self.number, reason)
+            return
         self.set_attr(ATTR_FAIL_REASON, reason[:1000])
         self._finish(state=TrialState.FAIL)
         log.error("Trial %d failed: %s", self.number, reason)
