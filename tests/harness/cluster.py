@@ -262,7 +262,7 @@ class Cluster:
             return max(1.0, deadline - time.monotonic())
 
         keys = pki.create_pki(self.pki_dir, self.node_name)
-        etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
+        etcd_port, etcd_peer, api_port, kcm_port, sched_port, kubelet_port = (free_port() for _ in range(6))
         self.server = f"https://127.0.0.1:{api_port}"
         kubeconfigs = self.state_dir / "kubeconfigs"
         kubeconfigs.mkdir(exist_ok=True)
@@ -272,7 +272,7 @@ class Cluster:
                 pki.write_kubeconfig(kubeconfigs / f"{name}.yaml", self.server, keys.ca_pem, pair, name)
             )
             for name, pair in keys.clients.items()
-            if name != "admin"
+            if name not in ("admin", "apiserver-kubelet-client")
         }
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -312,6 +312,11 @@ class Cluster:
                 f"--service-account-signing-key-file={keys.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
+                # Pod logs come from the node agent's kubelet-style endpoint on 127.0.0.1.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={keys.ca_cert}",
+                f"--kubelet-client-certificate={self.pki_dir / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={self.pki_dir / 'apiserver-kubelet-client.key'}",
                 "--allow-privileged=true",
                 f"--cert-dir={self.state_dir / 'apiserver'}",
                 "--profiling=false",
@@ -372,8 +377,12 @@ class Cluster:
                 f"--node-name={self.node_name}",
                 f"--gpus={self.gpus}",
                 f"--state-dir={self.state_dir}",
+                f"--kubelet-port={kubelet_port}",
+                f"--serving-cert={self.pki_dir / 'kubelet-serving.crt'}",
+                f"--serving-key={self.pki_dir / 'kubelet-serving.key'}",
+                f"--client-ca={keys.ca_cert}",
             ],
-            [],
+            [kubelet_port],
             env=agent_base_env(),
             death_signal=signal.SIGTERM,  # lets the agent end its pods' processes first
         )

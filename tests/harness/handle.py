@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -99,7 +100,10 @@ class ClusterHandle:
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = KUBECTL_TIMEOUT_S
     ) -> subprocess.CompletedProcess[str]:
         """Run the system ``kubectl`` against this cluster; raises with its stderr when ``check`` fails."""
-        argv = ["kubectl", f"--kubeconfig={self.kubeconfig}", *args]
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise RuntimeError("kubectl is not on PATH; install kubectl to run this test")
+        argv = [kubectl, f"--kubeconfig={self.kubeconfig}", *args]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         done = subprocess.run(
             argv, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False

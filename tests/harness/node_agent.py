@@ -21,7 +21,8 @@ Volumes: ``emptyDir``, ``configMap`` and ``secret`` volumes become per-pod direc
 Not emulated (documented in tests/harness/README.md): container images, other containers than the
 first, init containers, other volume types, restarts (every pod behaves as ``restartPolicy: Never``),
 probes, resource limits (nothing is enforced), ``resourceFieldRef``, the File termination-message policy,
-networking (``podIP`` is 127.0.0.1), ``kubectl logs``/``exec`` (read the log file instead).
+networking (``podIP`` is 127.0.0.1), ``kubectl exec``/``attach``/``port-forward``. ``kubectl logs`` works:
+the agent serves the kubelet's ``/containerLogs`` endpoint to the API server (``--kubelet-port``).
 
 It talks to the API server with the node's own client certificate (``system:node:<name>``), so the Node
 authorizer and the NodeRestriction admission plugin apply to it as they do to a kubelet.
@@ -42,11 +43,14 @@ import platform
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -636,6 +640,101 @@ class PodWorker(threading.Thread):
 
 
 # ---------------------------------------------------------------------------------------------
+# The kubelet's pod-log endpoint, so `kubectl logs` and read_namespaced_pod_log work
+# ---------------------------------------------------------------------------------------------
+class LogHandler(BaseHTTPRequestHandler):
+    """``GET /containerLogs/<namespace>/<pod>/<container>`` with ``follow``, ``tailLines``, ``limitBytes``
+    (``timestamps``, ``sinceSeconds`` and ``sinceTime`` are ignored); callers need a client certificate
+    signed by the cluster CA (the API server's ``--kubelet-client-certificate``)."""
+
+    server: LogServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("log endpoint: " + format, *args)
+
+    def _fail(self, code: int, message: str) -> None:
+        body = message.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+        if parts == ["healthz"]:
+            self._fail(200, "ok")
+            return
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self._fail(404, f"the harness node agent serves only /containerLogs, not {url.path}")
+            return
+        _, namespace, pod, container = parts
+        query = urllib.parse.parse_qs(url.query)
+
+        def number(name: str) -> int | None:
+            values = query.get(name)
+            return int(values[0]) if values else None
+
+        if query.get("previous") == ["true"]:
+            self._fail(400, f'previous terminated container "{container}" in pod "{pod}" not found')
+            return
+        agent = self.server.agent
+        path = agent.state_dir / "pods" / namespace / pod / "log"
+        if not path.exists():
+            self._fail(404, f'container "{container}" in pod "{pod}" is waiting to start')
+            return
+        try:
+            tail, limit = number("tailLines"), number("limitBytes")
+        except ValueError:
+            self._fail(400, "tailLines and limitBytes must be integers")
+            return
+        follow = query.get("follow") == ["true"]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with open(path, "rb") as f:
+            data = f.read()
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail > 0 else b""
+            sent = 0
+            try:
+                while True:
+                    if limit is not None:
+                        data = data[: max(0, limit - sent)]
+                    if data:
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        sent += len(data)
+                    if not follow or (limit is not None and sent >= limit):
+                        return
+                    running = agent.is_running(namespace, pod)
+                    data = f.read()
+                    if not data:
+                        if not running:
+                            return
+                        time.sleep(0.2)
+                        data = f.read()
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                return
+
+
+class LogServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, agent: Agent, port: int, cert: str, key: str, client_ca: str) -> None:
+        super().__init__(("127.0.0.1", port), LogHandler)
+        self.agent = agent
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+        self.socket = ctx.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # The node
 # ---------------------------------------------------------------------------------------------
 class Agent:
@@ -656,6 +755,12 @@ class Agent:
         self.deleting: set[str] = set()
         self.lock = threading.Lock()
         self.node_uid = ""
+        self.kubelet_port: int = args.kubelet_port
+        self.log_server: LogServer | None = None
+        if args.kubelet_port:
+            self.log_server = LogServer(
+                self, args.kubelet_port, args.serving_cert, args.serving_key, args.client_ca
+            )
 
     # -- node, lease --------------------------------------------------------------------------
     def _conditions(self) -> list[dict[str, Any]]:
@@ -699,7 +804,7 @@ class Agent:
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
         }
 
     def register(self) -> None:
@@ -786,6 +891,15 @@ class Agent:
                 log.warning("heartbeat failed: %s", exc)
 
     # -- pods ---------------------------------------------------------------------------------
+    def is_running(self, namespace: str, name: str) -> bool:
+        """Whether a process of this pod may still write to its log."""
+        with self.lock:
+            workers = list(self.workers.values())
+        return any(
+            w.namespace == namespace and w.pod_name == name and w.is_alive() and not w.finished
+            for w in workers
+        )
+
     def finish_deletion(self, namespace: str, name: str, uid: str) -> None:
         """Delete a pod whose process has ended, as the kubelet does (grace 0, uid precondition)."""
         body = {
@@ -910,6 +1024,8 @@ class Agent:
                 backoff = min(backoff * 2, 5)
 
     def run(self) -> None:
+        if self.log_server is not None:
+            threading.Thread(target=self.log_server.serve_forever, name="log-endpoint", daemon=True).start()
         self.register()
         self.renew_lease()
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
@@ -927,6 +1043,9 @@ class Agent:
             if worker.proc is not None and worker.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.proc.pid, signal.SIGKILL)
+        if self.log_server is not None:
+            self.log_server.shutdown()
+            self.log_server.server_close()
         log.info("stopped")
 
 
@@ -939,9 +1058,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", default="16", help="allocatable cpu (default 16)")
     parser.add_argument("--memory", default="64Gi", help="allocatable memory (default 64Gi)")
     parser.add_argument("--max-pods", type=int, default=110)
+    parser.add_argument("--kubelet-port", type=int, default=0, help="pod-log endpoint port (0: none)")
+    parser.add_argument("--serving-cert", help="TLS certificate of the pod-log endpoint")
+    parser.add_argument("--serving-key", help="TLS key of the pod-log endpoint")
+    parser.add_argument("--client-ca", help="CA that signs the API server's client certificate")
     args = parser.parse_args(argv)
     if args.gpus < 0:
         parser.error(f"--gpus must be >= 0, got {args.gpus}")
+    if args.kubelet_port and not (args.serving_cert and args.serving_key and args.client_ca):
+        parser.error("--kubelet-port needs --serving-cert, --serving-key and --client-ca")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     agent = Agent(args)
 

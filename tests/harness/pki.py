@@ -3,7 +3,9 @@
 One self-signed CA signs the API server's serving certificate and a client certificate per identity:
 the admin (``system:masters``), kube-controller-manager, kube-scheduler and the test node
 (``system:node:<name>`` in ``system:nodes``, so the Node authorizer and NodeRestriction apply to the
-node agent as they do to a kubelet). A separate key pair signs service-account tokens.
+node agent as they do to a kubelet). The node agent also gets a serving certificate for its pod-log
+endpoint, and the API server a client certificate to call it (``--kubelet-client-certificate``).
+A separate key pair signs service-account tokens.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def client_identities(node_name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         "kube-controller-manager": ("system:kube-controller-manager", ()),
         "kube-scheduler": ("system:kube-scheduler", ()),
         "node": (f"system:node:{node_name}", ("system:nodes",)),
+        "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ()),
     }
 
 
@@ -182,6 +185,10 @@ def create_pki(directory: Path, node_name: str) -> Pki:
     ca_cert, ca_key = ca.pair.write(directory, "ca")
     serving = ca.issue("kube-apiserver", server=True, dns=APISERVER_DNS, ips=("127.0.0.1", SERVICE_IP))
     apiserver_cert, apiserver_key = serving.write(directory, "apiserver")
+    # The node agent serves pod logs to the API server like a kubelet (kubectl logs).
+    ca.issue(f"system:node:{node_name}", server=True, dns=(node_name,), ips=("127.0.0.1",)).write(
+        directory, "kubelet-serving"
+    )
     clients: dict[str, KeyPair] = {}
     for name, (cn, orgs) in client_identities(node_name).items():
         clients[name] = ca.issue(cn, orgs)

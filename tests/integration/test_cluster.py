@@ -166,8 +166,11 @@ def test_pod_succeeds_with_its_environment_and_log(cluster: ClusterHandle, names
     terminated = pod.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 0
     assert terminated.reason == "Completed"
-    log = cluster.pod_log(namespace, "ok")
-    assert f"hello from ok {namespace} harness-test postgresql://secret-url fast hi-world" in log
+    line = f"hello from ok {namespace} harness-test postgresql://secret-url fast hi-world"
+    assert line in cluster.pod_log(namespace, "ok")
+    # The same output through the API server (the agent serves the kubelet's log endpoint).
+    assert cluster.kubectl("logs", "ok", "-n", namespace).stdout == line + "\n"
+    assert core.read_namespaced_pod_log("ok", namespace, tail_lines=1) == line + "\n"
 
 
 def test_failed_pod_reports_exit_code_and_log_tail(cluster: ClusterHandle, namespace: str) -> None:
@@ -431,7 +434,7 @@ def test_teardown_leaves_no_process_and_no_port(tmp_path: Path) -> None:
             "kube-scheduler",
             "node-agent",
         }
-        assert len(ports) == 5 and all(_listening(p) for p in ports)
+        assert len(ports) == 6 and all(_listening(p) for p in ports)
         assert all(pid_alive(p) for p in [*pids.values(), pod_pid])
         assert _processes_mentioning(str(tmp_path / "second"))
     finally:
