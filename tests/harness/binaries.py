@@ -2,7 +2,8 @@
 
 The cache directory is keyed by a version string (``~/.cache/hpo-operator/<version_key>/bin``) and a
 stamp file records a hash of everything that went into the build (go.mod, go.sum, the package list,
-the ldflags, the Go version), so a changed pin rebuilds and an unchanged one is reused in milliseconds.
+the ldflags), so a changed pin rebuilds and an unchanged one is reused in milliseconds (Go itself is
+only needed to build).
 A cold build of the Kubernetes control plane takes many minutes on two cores; Go's own build cache
 (``~/.cache/go-build``) makes a rebuild with identical flags fast. Concurrent callers (several pytest
 processes, ``python -m tests.harness up``) serialize on a file lock, so only one of them builds.
@@ -33,7 +34,7 @@ K8S_PACKAGES = (
     "k8s.io/kubernetes/cmd/kube-scheduler",
     "./cmd/etcd",
 )
-# How long one `go build` may take before we give up (a cold build on 2 cores is ~15-25 minutes).
+# How long one `go build` may take before we give up (a cold build on 2 cores takes ~10 minutes).
 BUILD_TIMEOUT_S = float(os.environ.get("HPO_GO_BUILD_TIMEOUT", "3600"))
 
 
@@ -83,13 +84,12 @@ def _find_go() -> str:
     return go
 
 
-def _stamp(module_dir: Path, packages: Sequence[str], ldflags: str, go: str) -> str:
+def _stamp(module_dir: Path, packages: Sequence[str], ldflags: str) -> str:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         path = module_dir / name
         digest.update(path.read_bytes() if path.exists() else b"")
-    go_version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False)
-    digest.update(json.dumps([list(packages), ldflags, go_version.stdout.strip()]).encode())
+    digest.update(json.dumps([list(packages), ldflags]).encode())
     return digest.hexdigest()
 
 
@@ -129,9 +129,9 @@ def ensure_go_binaries(
     """Build ``packages`` (main packages of the Go module in ``module_dir``) unless cached.
 
     Returns ``{binary name: path}``; the binaries live in ``<cache>/<version_key>/bin``. The build is
-    skipped when every binary exists and the stamp (go.mod, go.sum, packages, ldflags, Go version)
-    matches; otherwise it runs once, under a lock, into a temporary directory that is then moved into
-    place, so a crashed build never leaves a half-written binary behind.
+    skipped when every binary exists and the stamp (go.mod, go.sum, packages, ldflags) matches;
+    otherwise it runs once, under a lock, into a temporary directory that is then moved into place,
+    so a crashed build never leaves a half-written binary behind.
     """
     module_dir = Path(module_dir).resolve()
     if not (module_dir / "go.mod").is_file():
@@ -143,8 +143,7 @@ def ensure_go_binaries(
     wanted = {binary_name(p): bin_dir / binary_name(p) for p in packages}
     stamp_file = base / "stamp"
     base.mkdir(parents=True, exist_ok=True)
-    go = _find_go()
-    stamp = _stamp(module_dir, packages, ldflags, go)
+    stamp = _stamp(module_dir, packages, ldflags)
 
     def fresh() -> bool:
         return (
@@ -161,9 +160,10 @@ def ensure_go_binaries(
             fcntl.flock(lock, fcntl.LOCK_EX)
         if fresh():
             return wanted
+        go = _find_go()
         _log(
             f"building {', '.join(wanted)} ({version_key}) from {module_dir}; a cold build takes "
-            "10-25 minutes on 2 cores, later runs reuse the cache"
+            "about 10 minutes on 2 cores (more if Go modules must be downloaded); later runs reuse the cache"
         )
         staging = Path(tempfile.mkdtemp(prefix="build-", dir=base))
         try:
