@@ -104,6 +104,7 @@ OPERATOR_NEEDS = {
     ("", "pods", "delete"),
     ("", "secrets", "get"),
     ("", "secrets", "create"),
+    ("", "secrets", "patch"),
     ("", "events", "create"),
 }
 
@@ -379,3 +380,15 @@ def test_long_release_names_keep_object_names_within_63_characters(helm: Helm, c
     docs = render(helm, chart, "dashboard.enabled=true", "fullnameOverride=" + "x" * 80)
     for doc in docs:
         assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+
+
+def test_chart_crds_are_byte_identical_copies_of_crds(chart: Path) -> None:
+    # crds/ is the one source of truth; scripts/sync-crd copies it into the chart.
+    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (chart / "crds").glob("*.yaml")}
+    assert source, "crds/ holds no CRD"
+    assert sorted(copies) == sorted(source), "charts/hpo-operator/crds/ and crds/ list different files"
+    for name, text in source.items():
+        assert copies[name] == text, (
+            f"charts/hpo-operator/crds/{name} differs from crds/{name}: run scripts/sync-crd"
+        )
