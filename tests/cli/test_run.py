@@ -350,3 +350,20 @@ def test_the_trial_environment_carries_the_contract(custom_study: CustomStudy, r
     assert '"HPO_STUDY_NAME": "local.env"' in log and '"HPO_TRIAL_NUMBER": "0"' in log
     assert '"HPO_OBJECTIVE": "[{\\"metric\\": \\"loss\\", \\"direction\\": \\"minimize\\"}]"' in log
     assert os.path.exists(local_storage(path).removeprefix("sqlite:///"))
+
+
+def test_the_studys_pruner_reaches_the_trial_process(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study(
+        "pruned",
+        trials={"total": 2, "parallelism": 1},
+        enqueue=[{"x": 0.3, "y": 0}, {"x": 0.9, "y": 3}],
+        pruner={"type": "Median", "nStartupTrials": 1, "nWarmupSteps": 0},
+    )
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    first, second = load_local(path, "pruned").get_trials()
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [1, 2, 3, 4]
+    # Worse than the median of earlier trials at its first step: the Median pruner stops it there.
+    assert second.state == TrialState.PRUNED and list(second.intermediate_values) == [1]
+    assert "Trial 1 pruned at step 1 with value 0.8100; parameters {'x': 0.9, 'y': 3}." in result.out
+    assert "Study finished: 2 of 2 trials finished (1 complete, 1 pruned, 0 failed)." in result.out

@@ -1,0 +1,169 @@
+"""``hpo report``: one self-contained HTML file with Optuna's plots; ``hpo trials`` and ``hpo dashboard``."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import plotly.offline
+
+from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local
+
+PLOTS = {
+    "optimization-history": "Optimization History Plot",
+    "param-importances": "Hyperparameter Importances",
+    "parallel-coordinates": "Parallel Coordinate Plot",
+    "intermediate-values": "Intermediate Values Plot",
+}
+
+
+def plot_div(html: str, slug: str) -> str:
+    """The section of one plot; fails unless it holds a plotly graph div."""
+    m = re.search(rf"<section id='{slug}'>(.*?)</section>", html, re.DOTALL)
+    assert m, f"no section {slug}"
+    section = m.group(1)
+    assert f'id="plot-{slug}" class="plotly-graph-div"' in section, f"{slug} has no plot"
+    return section
+
+
+def test_report_has_every_plot_and_needs_no_network(
+    custom_study: CustomStudy, run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    path = custom_study("rep", trials={"total": 6, "parallelism": 2})
+    assert run_hpo("run", str(path), cwd=path.parent).code == 0
+    out = tmp_path / "report.html"
+    result = run_hpo("report", str(path), "-o", str(out), cwd=path.parent)
+    assert result.code == 0, result.text
+    assert f"Wrote the report of local.rep (6 trials) to {out}" in " ".join(result.out.split())
+
+    html = out.read_text()
+    for slug, title in PLOTS.items():
+        section = plot_div(html, slug)
+        assert title in section, f"{slug}: {title!r} not in its figure"
+    # The figures carry the study's data: each trial's value in the history, the parameters' names.
+    history = plot_div(html, "optimization-history")
+    study = load_local(path, "rep")
+    for t in study.get_trials():
+        assert json.dumps(t.value)[:8] in history
+    assert '"x"' in plot_div(html, "param-importances") and '"y"' in plot_div(html, "param-importances")
+    # Self-contained: plotly.js inlined once, nothing loaded from elsewhere.
+    assert plotly.offline.get_plotlyjs()[:500] in html
+    assert html.count(plotly.offline.get_plotlyjs()[:500]) == 1
+    assert not re.search(r"<script[^>]*\ssrc=", html) and not re.search(r"<link[^>]*\shref=", html)
+    # The summary names the best trial and the trial table lists every trial.
+    best = study.best_trial
+    assert f"<th>Best trial</th><td>{best.number}: value" in html
+    assert html.count("<tr class='COMPLETE'>") == 6
+
+    # Without -o the report lands next to the manifest.
+    again = run_hpo("report", str(path), cwd=tmp_path)
+    assert again.code == 0 and (path.parent / "study.report.html").exists()
+
+
+def test_report_of_a_study_too_small_for_some_plots_explains_instead_of_crashing(
+    custom_study: CustomStudy, run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    path = custom_study(
+        "tiny",
+        trials={"total": 1, "parallelism": 1},
+        template={
+            "command": [
+                "python",
+                "-c",
+                "from hpo_trial import reporting; reporting.current_trial().complete(0.5)",
+            ]
+        },
+    )
+    assert run_hpo("run", str(path), cwd=path.parent).code == 0
+    out = tmp_path / "tiny.html"
+    result = run_hpo("report", str(path), "-o", str(out), cwd=path.parent)
+    assert result.code == 0, result.text
+    html = out.read_text()
+    plot_div(html, "optimization-history")
+    assert "Parameter importances need at least two completed trials." in html
+    assert "No trial reported intermediate values." in html
+
+
+def test_report_of_a_multi_objective_study_from_storage_and_study_name(
+    run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    study = optuna.create_study(storage=url, study_name="two", directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1) ** 2), n_trials=8)
+    out = tmp_path / "mo.html"
+    result = run_hpo("report", "--storage", url, "-o", str(out), cwd=tmp_path)  # the only study: found
+    assert result.code == 0, result.text
+    html = out.read_text()
+    assert "Pareto-front Plot" in plot_div(html, "pareto-front")
+    for i in (0, 1):
+        plot_div(html, f"optimization-history-{i}")
+        plot_div(html, f"param-importances-{i}")
+    assert "Intermediate values are reported by single-objective studies only." in html
+
+    optuna.create_study(storage=url, study_name="other")
+    ambiguous = run_hpo("report", "--storage", url, cwd=tmp_path)
+    assert (
+        ambiguous.code == 2 and "--study: required, the storage holds 2 studies (other, two)" in ambiguous.err
+    )
+    missing = run_hpo("report", "--storage", url, "--study", "nope", cwd=tmp_path)
+    assert missing.code == 1 and "no study 'nope'" in missing.err
+
+
+def test_report_before_any_run_says_what_to_do(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("fresh")
+    result = run_hpo("report", str(path), cwd=path.parent)
+    assert result.code == 1 and "has no local study yet" in result.err and "hpo run" in result.err
+
+
+def test_trials_lists_every_trial_from_the_storage(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("lst", trials={"total": 3, "parallelism": 1, "retries": 0, "maxFailed": 1})
+    assert run_hpo("run", str(path), cwd=path.parent, env={"FAIL_TRIALS": "1"}).code == 0
+    result = run_hpo("trials", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    rows = [ln for ln in result.out.splitlines() if re.match(r"^│ \d ", ln)]
+    assert len(rows) == 3
+    assert "COMPLETE" in rows[0] and "FAIL" in rows[1] and "exit code 3" in rows[1]
+    assert "{'x': 0.25, 'y': 0}" in rows[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dashboard_serves_the_study(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("dash", trials={"total": 2, "parallelism": 1})
+    assert run_hpo("run", str(path), cwd=path.parent).code == 0
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo_operator.cli.main", "dashboard", str(path), "--port", str(port)],
+        cwd=path.parent,
+        env=hpo_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.3)
+        assert body is not None, "the dashboard never answered"
+        names = [s["study_name"] for s in body["study_summaries"]]
+        assert names == ["local.dash"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
