@@ -95,7 +95,7 @@ def test_the_pod_runs_once_on_one_gpu_by_default() -> None:
     spec = pod["spec"]
     assert spec["restartPolicy"] == "Never"
     (container,) = spec["containers"]
-    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert container["command"] == list(DEFAULT_COMMAND) == ["python", "-m", "hpo_trial"]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["image"] == "ghcr.io/hpo-dev/hpo-trial:0.1.0"
@@ -163,7 +163,7 @@ def test_the_template_shapes_the_pod() -> None:
     c = s["containers"][0]
     assert c["command"] == ["python", "train.py"] and c["args"] == ["--fast"]
     assert c["imagePullPolicy"] == "IfNotPresent"
-    assert c["resources"] == {"limits": {"nvidia.com/gpu": 2, "memory": "16Gi"}, "requests": {"cpu": "4"}}
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "2", "memory": "16Gi"}, "requests": {"cpu": "4"}}
     assert c["volumeMounts"] == [{"name": "cache", "mountPath": "/cache"}]
     assert s["nodeSelector"] == {"gpu": "h100"}
     assert s["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -238,3 +238,28 @@ def test_enqueued_set_is_what_ask_returns_first() -> None:
         study.enqueue_trial(dict(params))
     first = study.ask(ss.distributions(spec))
     assert first.number == 0 and first.params == {"x": 1.25, "n": 3, "kind": "b"}
+
+
+def test_a_sampler_rebuilt_on_resume_does_not_replay_its_draws() -> None:
+    """An operator restarted mid-study rebuilds its sampler; with the same seed, Random (and TPE's
+    startup trials) would propose the very same parameters again."""
+    spec = parse_spec(spec_dict(sampler={"type": "Random", "seed": 11}))
+    dists = ss.distributions(spec)
+    study = optuna.create_study(sampler=ss.build_sampler(spec))
+    first = [study.ask(dists).params for _ in range(3)]
+    resumed = optuna.Study(study.study_name, study._storage, sampler=ss.build_sampler(spec, trials_so_far=3))
+    again = [resumed.ask(dists).params for _ in range(3)]
+    assert not any(p in first for p in again)
+    # Without the shift, the rebuilt sampler would replay the first draws.
+    replay = optuna.Study(study.study_name, study._storage, sampler=ss.build_sampler(spec))
+    assert replay.ask(dists).params == first[0]
+    # QMC and Grid derive their points from the trial number and the stored trials: seed unchanged.
+    qmc = parse_spec(spec_dict(sampler={"type": "QMC", "seed": 11}))
+    assert ss.build_sampler(qmc, trials_so_far=5)._seed == ss.build_sampler(qmc)._seed  # type: ignore[attr-defined]
+
+
+def test_enqueued_values_take_their_distribution_type() -> None:
+    spec = parse_spec(spec_dict())
+    coerced = ss.coerce_params(spec, {"x": 2, "n": 3, "kind": "a"})
+    assert coerced == {"x": 2.0, "n": 3, "kind": "a"}
+    assert type(coerced["x"]) is float and type(coerced["n"]) is int

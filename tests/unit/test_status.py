@@ -219,3 +219,11 @@ def test_the_pareto_front_in_status_is_bounded() -> None:
     trials = [t(i, values=(float(i), float(-i))) for i in range(PARETO_FRONT + 30)]  # all non-dominated
     s = status_for(spec, trials)
     assert len(s["paretoFront"]) == PARETO_FRONT and s["paretoFrontSize"] == PARETO_FRONT + 30
+
+
+def test_values_json_cannot_carry_are_left_out() -> None:
+    spec = make_spec([{"metric": "loss", "direction": "minimize"}])
+    s = status_for(spec, [t(0, values=(float("-inf"),)), t(1, values=(0.5,))])
+    json.dumps(s, allow_nan=False)
+    assert s["recentTrials"][0]["value"] is None
+    assert s["bestValue"] is None and s["bestTrial"]["number"] == 0

@@ -23,7 +23,7 @@ from hpo_operator.core import names
 from hpo_operator.core.spec import StudySpec
 
 DEFAULT_COMMAND = ("python", "-m", "hpo_trial")
-DEFAULT_RESOURCES: dict[str, Any] = {"limits": {"nvidia.com/gpu": 1}}
+DEFAULT_RESOURCES: dict[str, Any] = {"limits": {"nvidia.com/gpu": "1"}}
 DOWNWARD_ENV = {
     "HPO_POD_NAME": "metadata.name",
     "HPO_POD_NAMESPACE": "metadata.namespace",
@@ -141,7 +141,7 @@ def render_pod(
         "image": image,
         "command": list(t.command) if t.command is not None else list(DEFAULT_COMMAND),
         "env": env,
-        "resources": _copy(t.resources) if t.resources is not None else _copy(DEFAULT_RESOURCES),
+        "resources": _resources(t.resources if t.resources is not None else DEFAULT_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if t.args is not None:
@@ -181,6 +181,15 @@ def render_pod(
         },
         "spec": pod_spec,
     }
+
+
+def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """Resource requirements with every quantity a string (``1`` → ``"1"``), as the API types them."""
+    out = _copy(resources)
+    for section in ("limits", "requests"):
+        if isinstance(out.get(section), dict):
+            out[section] = {k: str(v) for k, v in out[section].items()}
+    return dict(out)
 
 
 def _copy(value: Any) -> Any:

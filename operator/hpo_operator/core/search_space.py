@@ -75,6 +75,16 @@ def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
     return {p.name: distribution(p) for p in spec.search_space}
 
 
+def coerce_params(spec: StudySpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A (valid) parameter set with each value in its distribution's type: ``{"x": 2}`` → ``{"x": 2.0}``
+    for a float ``x`` (JSON does not keep ``2.0`` apart from ``2``)."""
+    dists = distributions(spec)
+    return {
+        name: dists[name].to_external_repr(dists[name].to_internal_repr(value)) if name in dists else value
+        for name, value in params.items()
+    }
+
+
 def grid_values(param: Param) -> list[Any] | None:
     """Every value a discrete parameter can take; ``None`` for a continuous float."""
     if param.type == "categorical":
@@ -111,12 +121,25 @@ def _count_values(param: Param) -> int | None:
     return int((Decimal(str(param.high)) - Decimal(str(param.low))) / Decimal(str(param.step))) + 1
 
 
-def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded and configured with ``spec.sampler.options``."""
+# Samplers whose random stream restarts with the seed: a sampler rebuilt after an operator restart
+# must not replay the stream it already used (it would propose the same parameters again). QMC and Grid
+# derive their points from the trial number and the trials stored, so their seed stays as given.
+_RESEEDED_ON_RESUME = ("TPE", "Random", "CMAES", "NSGAII")
+
+
+def build_sampler(spec: StudySpec, *, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded and configured with ``spec.sampler.options``.
+
+    ``trials_so_far`` is how many trials the study already has when the sampler is (re)built: for
+    samplers that draw from a seeded random stream, it shifts the seed, so a study resumed by a new
+    operator process does not replay the draws of the first one. A study run by one process from start
+    to end is reproducible from ``spec.sampler.seed`` alone.
+    """
     kind = spec.sampler.type
     kwargs: dict[str, Any] = dict(spec.sampler.options)
     if spec.sampler.seed is not None:
-        kwargs["seed"] = spec.sampler.seed
+        shift = trials_so_far if kind in _RESEEDED_ON_RESUME else 0
+        kwargs["seed"] = (spec.sampler.seed + shift) % 2**32
     if kind == "Grid":
         grid = {p.name: grid_values(p) for p in spec.search_space}
         kwargs["search_space"] = grid

@@ -22,6 +22,7 @@ does: pass the previous status in.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -185,7 +186,18 @@ def build_status(
             ),
         ],
     )
-    return status
+    return json_safe(status)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (which JSON cannot carry) replaced by ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def invalid_spec_status(

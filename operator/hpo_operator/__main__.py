@@ -1,0 +1,64 @@
+"""``python -m hpo_operator`` (or ``hpo-operator``): run the operator with kopf.
+
+The configuration comes from the environment (see :mod:`hpo_operator.config`), parsed once here;
+``--namespace`` (repeatable) overrides ``HPO_WATCH_NAMESPACES``. Without namespaces the operator
+watches the whole cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from hpo_operator import __version__
+from hpo_operator.config import ConfigError, OperatorConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hpo-operator",
+        description="Runs HPOStudy resources as Optuna studies, one pod per trial.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default: HPO_WATCH_NAMESPACES, else the whole cluster)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each reconcile does")
+    parser.add_argument("--debug", action="store_true", help="log kopf's own debugging output too")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as e:
+        print(f"hpo-operator: {e}", file=sys.stderr)
+        return 2
+
+    from hpo_operator.shell import redact
+
+    redact.install_log_redaction()
+    redact.register(config.default_storage_url)
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    logging.getLogger("hpo_operator").setLevel(logging.DEBUG if args.verbose or args.debug else logging.INFO)
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+
+    import hpo_operator.handlers  # noqa: F401  (registers the handlers)
+
+    namespaces = tuple(args.namespace) or config.watch_namespaces
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        liveness_endpoint=config.liveness_endpoint,
+        memo=kopf.Memo(config=config),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Every kopf decorator of the operator; each handler is a few lines around the reconciler.
+
+* start-up: settings (annotations for kopf's own bookkeeping, so the status stays ours; Events only
+  for warnings), the reconciler, the metrics endpoint;
+* create / resume / spec update: check the spec (a bad one: condition, Event, ``PermanentError``)
+  and wake the study's daemon;
+* one daemon per HPOStudy: reconcile every ``HPO_RECONCILE_INTERVAL`` seconds, or at once when one of
+  its pods changes; idle once the study finished, until its spec changes;
+* trial pod events: wake their study's daemon;
+* delete: remove the Optuna study when ``spec.storage.deleteStudyOnDelete`` (a finalizer is added only
+  to those HPOStudies); pods go by garbage collection (ownerReferences).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from hpo_operator.core import names
+from hpo_operator.core.spec import SpecError
+from hpo_operator.reconciler import Reconciler, Waiting
+from hpo_operator.shell.kube import Kube, KubeUnavailable, connect
+from hpo_operator.shell.metrics import Metrics
+from hpo_operator.shell.storage import Storages, StorageUnavailable
+
+STUDIES = {"group": names.GROUP, "version": names.VERSION, "plural": names.PLURAL}
+TRIAL_PODS = {names.LABEL_MANAGED_BY: names.MANAGER}
+IDLE_CHECK_S = 300.0  # a finished study is looked at again this often (in case its pods changed)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{names.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 32
+    metrics = Metrics()
+    metrics.serve(memo.config.metrics_port)
+    memo.reconciler = Reconciler(memo.config, Kube(connect()), Storages(), metrics)
+    memo.wakers = {}
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await asyncio.to_thread(memo.reconciler.close)
+
+
+@kopf.on.create(**STUDIES)
+@kopf.on.resume(**STUDIES)
+@kopf.on.update(**STUDIES, field="spec")
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await asyncio.to_thread(memo.reconciler.check, body)
+    except SpecError as e:
+        raise kopf.PermanentError(str(e)) from None
+    except (KubeUnavailable, StorageUnavailable) as e:
+        raise kopf.TemporaryError(str(e), delay=10) from None
+    _waker(memo, body).set()
+
+
+@kopf.daemon(**STUDIES, cancellation_timeout=30)
+async def run_study(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    reconciler: Reconciler = memo.reconciler
+    interval = memo.config.reconcile_interval
+    wake = _waker(memo, body)
+    try:
+        while not stopped:
+            wait = interval
+            try:
+                outcome = await asyncio.to_thread(reconciler.reconcile, body)
+                wait = IDLE_CHECK_S if outcome.terminal else interval
+            except SpecError:
+                wait = IDLE_CHECK_S  # reported; a spec change wakes the daemon
+            except Waiting as e:
+                wait = e.delay
+            except Exception as e:  # never let the daemon die: log, back off, try again
+                logger.exception("reconcile failed: %s", e)
+                reconciler.metrics.reconcile_errors.labels("other").inc()
+                wait = 30.0
+            await _pause(stopped, wake, wait)
+    finally:
+        meta = body.get("metadata", {})
+        memo.wakers.pop((meta.get("namespace"), meta.get("name")), None)
+        await asyncio.to_thread(reconciler.abandon, meta.get("namespace"), meta.get("name"), meta.get("uid"))
+
+
+@kopf.on.event("", "v1", "pods", labels=TRIAL_PODS)
+async def trial_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    study = body.get("metadata", {}).get("labels", {}).get(names.LABEL_STUDY)
+    waker = memo.wakers.get((body.get("metadata", {}).get("namespace"), study))
+    if waker is not None:
+        waker.set()
+
+
+def _deletes_study(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("storage") or {}).get("deleteStudyOnDelete"))
+
+
+@kopf.on.delete(**STUDIES, when=_deletes_study, retries=10, backoff=6)
+async def delete_optuna_study(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await asyncio.to_thread(memo.reconciler.delete_study, body)
+    except (StorageUnavailable, KubeUnavailable) as e:
+        raise kopf.TemporaryError(str(e), delay=6) from None
+    except SpecError as e:
+        raise kopf.PermanentError(f"cannot delete the Optuna study: {e}") from None
+
+
+def _waker(memo: kopf.Memo, body: kopf.Body) -> asyncio.Event:
+    meta = body.get("metadata", {})
+    key = (meta.get("namespace"), meta.get("name"))
+    if key not in memo.wakers:
+        memo.wakers[key] = asyncio.Event()
+    return memo.wakers[key]  # type: ignore[no-any-return]
+
+
+async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``; return early when woken or stopped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped and not wake.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=min(left, 1.0))
+    wake.clear()

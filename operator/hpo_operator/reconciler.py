@@ -1,0 +1,360 @@
+"""One reconcile of one HPOStudy: observe, decide, apply, write the status. Blocking; kopf-free.
+
+The handlers (``handlers.py``) call :meth:`Reconciler.check` when a spec appears or changes and
+:meth:`Reconciler.reconcile` from each study's daemon. All policy is in
+:func:`hpo_operator.core.reconcile.decide`; this module wires the shell to it:
+
+1. parse and check the spec (a bad one: status and an Event naming the field, once per generation);
+2. find the storage URL (the study's Secret, or the operator's default, copied into a Secret
+   ``<name>-storage`` the trial pods can read) and the study's long-lived :class:`StudyStore`;
+3. observe (pods first, then the storage), decide, apply; repeat while the plan has actions;
+4. write the status (redacted) and the metrics.
+
+A database or API failure raises :class:`Waiting` after setting the ``StorageReady`` condition; the
+caller retries later. Nothing is lost: the next reconcile starts from what is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo_operator.apply import Target, apply_plan
+from hpo_operator.config import OperatorConfig
+from hpo_operator.core import names, pods
+from hpo_operator.core.observe import Observed, run_view
+from hpo_operator.core.reconcile import Assessment, Plan, decide
+from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, parse_spec, validate_name
+from hpo_operator.core.status import build_status, invalid_spec_status, storage_waiting_status
+from hpo_operator.shell import redact
+from hpo_operator.shell.kube import Kube, KubeUnavailable, PodRejected, SecretProblem
+from hpo_operator.shell.metrics import Metrics
+from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
+
+log = logging.getLogger("hpo_operator")
+
+MAX_PASSES = 8  # observe-decide-apply rounds per reconcile (each round's plan is acted on at once)
+
+
+class Waiting(RuntimeError):
+    """The storage or the API server did not answer; retry after ``delay`` seconds (message redacted)."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: str
+    terminal: bool  # Succeeded or Failed, with nothing left to do: wait for a spec change
+    assessment: Assessment | None = None
+
+
+@dataclass
+class StudyState:
+    """What the operator keeps in memory about one HPOStudy between reconciles."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    uid: str | None = None
+    store: StudyStore | None = None
+    store_url: str | None = None
+    last_status: dict[str, Any] | None = None
+    checked_generation: int | None = None  # the generation whose pod template passed a dry run
+    invalid_generation: int | None = None  # the generation whose spec error was reported
+    secret_written: str | None = None  # the default URL last written to <name>-storage
+    storage_down: bool = False
+    failures: int = 0
+
+
+class Reconciler:
+    def __init__(self, config: OperatorConfig, kube: Kube, storages: Storages, metrics: Metrics) -> None:
+        self.config = config
+        self.kube = kube
+        self.storages = storages
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, str], StudyState] = {}
+        redact.register(config.default_storage_url)
+
+    # -------------------------------------------------------------------------------- entry points
+
+    def check(self, body: Mapping[str, Any]) -> StudySpec:
+        """Parse and check the spec; on a bad one, report it (status, Event) and raise SpecError."""
+        state = self._state(body)
+        with state.lock:
+            return self._spec(body, state)
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        """Bring one HPOStudy one step closer to done. Raises SpecError or :class:`Waiting`."""
+        state = self._state(body)
+        started = time.monotonic()
+        with state.lock:
+            try:
+                outcome = self._reconcile(body, state)
+            except SpecError:
+                self.metrics.reconcile_errors.labels("spec").inc()
+                raise
+            except (StorageUnavailable, SecretProblem) as e:
+                self.metrics.reconcile_errors.labels("storage").inc()
+                raise self._waiting(body, state, str(e)) from None
+            except KubeUnavailable as e:
+                self.metrics.reconcile_errors.labels("api").inc()
+                raise self._waiting(body, state, str(e), storage=False) from None
+            finally:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+            state.failures = 0
+            return outcome
+
+    def delete_study(self, body: Mapping[str, Any]) -> bool:
+        """Delete the Optuna study (``spec.storage.deleteStudyOnDelete``); ``False`` if it was not there."""
+        spec = parse_spec(body.get("spec"))
+        ns, name, uid = _ids(body)
+        url = self._storage_url(spec, ns)
+        store = StudyStore(self.storages.get(url), names.optuna_study_name(ns, name, uid))
+        deleted = store.delete()
+        log.info("%s/%s: %s the Optuna study %s", ns, name, "deleted" if deleted else "no", store.study_name)
+        return deleted
+
+    def abandon(self, namespace: str, name: str, uid: str) -> None:
+        """The HPOStudy is gone: fail its RUNNING trials (their pods are garbage-collected), forget it."""
+        key = (namespace, name)
+        with self._lock:
+            state = self._states.get(key)
+        if state is None or state.uid != uid:
+            return
+        with state.lock:
+            current = self.kube.read_study(namespace, name)
+            still_there = current is not None and current["metadata"].get("uid") == uid
+            if still_there and not current["metadata"].get("deletionTimestamp"):
+                return  # the operator is stopping, the study is not being deleted
+            if state.store is not None:
+                try:
+                    for t in state.store.trials():
+                        if t.state == "RUNNING":
+                            state.store.fail(t.number, "stopped: the HPOStudy was deleted")
+                except StorageUnavailable as e:
+                    log.warning("%s/%s: could not fail its running trials: %s", namespace, name, e)
+            with self._lock:
+                self._states.pop(key, None)
+            self.metrics.set_phase(f"{namespace}/{name}", None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._states.pop((namespace, name), None)
+        self.metrics.set_phase(f"{namespace}/{name}", None)
+
+    def close(self) -> None:
+        self.storages.dispose()
+
+    # ------------------------------------------------------------------------------------ internals
+
+    def _state(self, body: Mapping[str, Any]) -> StudyState:
+        ns, name, uid = _ids(body)
+        with self._lock:
+            state = self._states.get((ns, name))
+            if state is None or state.uid != uid:  # a new resource with an old name is a new study
+                state = StudyState(uid=uid)
+                self._states[(ns, name)] = state
+            return state
+
+    def _spec(self, body: Mapping[str, Any], state: StudyState) -> StudySpec:
+        _, name, _ = _ids(body)
+        generation = body["metadata"].get("generation")
+        try:
+            validate_name(name)
+            spec = parse_spec(body.get("spec"))
+            check_runtime(
+                spec,
+                default_image=self.config.trial_image,
+                default_storage=self.config.default_storage_url is not None,
+            )
+        except SpecError as e:
+            self._report_invalid(body, state, e)
+            raise
+        if state.invalid_generation is not None and state.invalid_generation != generation:
+            state.invalid_generation = None
+        return spec
+
+    def _report_invalid(self, body: Mapping[str, Any], state: StudyState, error: SpecError) -> None:
+        ns, name, _ = _ids(body)
+        generation = body["metadata"].get("generation")
+        if state.invalid_generation == generation:
+            return  # reported already
+        now = dt.datetime.now(dt.UTC)
+        status = invalid_spec_status(
+            error, generation=generation, now=now, previous=self._previous(body, state)
+        )
+        self.kube.patch_status(ns, name, status)
+        state.last_status = {**(state.last_status or {}), **status}
+        self.kube.post_event(_owner(body), "Warning", "InvalidSpec", f"invalid spec: {error}")
+        state.invalid_generation = generation
+        self.metrics.set_phase(f"{ns}/{name}", "Failed")
+        log.warning("%s/%s: invalid spec: %s", ns, name, error)
+
+    def _previous(self, body: Mapping[str, Any], state: StudyState) -> dict[str, Any]:
+        return dict(state.last_status or body.get("status") or {})
+
+    def _storage_url(self, spec: StudySpec, ns: str) -> str:
+        """The study's storage URL: from its Secret, or the operator's default (registered for redaction)."""
+        if spec.storage is not None and spec.storage.secret_ref is not None:
+            ref = spec.storage.secret_ref
+            return self.kube.read_secret_value(ns, ref.name, ref.key)
+        url = self.config.default_storage_url
+        if url is None:  # check_runtime refused this already
+            raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
+        return url
+
+    def _ensure_default_secret(
+        self, body: Mapping[str, Any], spec: StudySpec, url: str, state: StudyState
+    ) -> None:
+        if spec.storage is not None and spec.storage.secret_ref is not None:
+            return
+        if state.secret_written == url:
+            return
+        ns, name, uid = _ids(body)
+        self.kube.ensure_secret(pods.render_storage_secret(pods.Owner(name, ns, uid), url))
+        state.secret_written = url
+
+    def _reconcile(self, body: Mapping[str, Any], state: StudyState) -> Outcome:
+        ns, name, uid = _ids(body)
+        generation = body["metadata"].get("generation")
+        spec = self._spec(body, state)
+        url = self._storage_url(spec, ns)
+        self._ensure_default_secret(body, spec, url, state)
+        study_name = names.optuna_study_name(ns, name, uid)
+        if state.store is None or state.store_url != url:
+            state.store = StudyStore(self.storages.get(url), study_name)
+            state.store_url = url
+        store = state.store
+        owner = pods.Owner(name, ns, uid)
+        target = Target(
+            spec=spec,
+            generation=generation,
+            owner=owner,
+            optuna_study=study_name,
+            secret=pods.storage_secret(spec, name),
+            default_image=self.config.trial_image,
+        )
+        if state.checked_generation != generation:
+            self._dry_run_pod(body, state, target)
+            state.checked_generation = generation
+
+        previous = self._previous(body, state)
+        previous_phase = previous.get("phase")
+        if state.invalid_generation is None and previous_phase == "Failed" and _spec_invalid(previous):
+            previous_phase = None  # the spec was fixed: the study runs again
+        plan: Plan | None = None
+        observed: Observed | None = None
+        for _ in range(MAX_PASSES):
+            observed = self._observe(ns, name, uid, study_name, store, previous_phase)
+            plan = decide(spec, observed, dt.datetime.now(dt.UTC))
+            if not plan.actions:
+                break
+            apply_plan(plan, target, store, self.kube, self.metrics)
+            previous_phase = plan.assessment.phase
+        assert plan is not None and observed is not None
+        now = dt.datetime.now(dt.UTC)
+        status = build_status(
+            spec, observed, plan.assessment, generation=generation, now=now, previous=previous
+        )
+        if state.storage_down:
+            self.kube.post_event(_owner(body), "Normal", "StorageReady", "the storage answers again")
+            state.storage_down = False
+        changed = status != {k: previous.get(k) for k in status}
+        if changed and not self.kube.patch_status(ns, name, status):
+            return Outcome(plan.assessment.phase, True, plan.assessment)  # the HPOStudy is gone
+        state.last_status = {**previous, **status}
+        self.metrics.set_phase(f"{ns}/{name}", plan.assessment.phase)
+        return Outcome(plan.assessment.phase, plan.assessment.terminal and not plan.actions, plan.assessment)
+
+    def _observe(
+        self, ns: str, name: str, uid: str, study_name: str, store: StudyStore, previous_phase: str | None
+    ) -> Observed:
+        # Runs first, then the storage: a run seen finished had told its value before the trials are read.
+        runs = tuple(r for r in (run_view(p) for p in self.kube.list_pods(ns, name)) if r is not None)
+        view = store.view()
+        trials = store.trials() if view is not None else ()
+        return Observed(
+            name=name,
+            study_name=study_name,
+            owner_uid=uid,
+            study=view,
+            trials=trials,
+            runs=runs,
+            previous_phase=previous_phase,
+        )
+
+    def _dry_run_pod(self, body: Mapping[str, Any], state: StudyState, target: Target) -> None:
+        """The API server checks a rendered trial pod once per spec generation (the template's
+        Kubernetes sub-objects are not checked by the CRD)."""
+        spec = target.spec
+        pod = pods.render_pod(
+            spec,
+            owner=target.owner,
+            optuna_study=target.optuna_study,
+            trial=0,
+            attempt=0,
+            params={p.name: None for p in spec.search_space},
+            secret=target.secret,
+            default_image=target.default_image,
+        )
+        meta = pod["metadata"]
+        meta["generateName"] = f"{meta.pop('name')}-check-"  # the real pod may exist already
+        try:
+            self.kube.create_pod(pod, target.owner.uid, dry_run=True)
+        except PodRejected as e:
+            error = SpecError.at("spec.template", f"the trial pod it makes is invalid: {e}")
+            self._report_invalid(body, state, error)
+            raise error from None
+
+    def _waiting(
+        self, body: Mapping[str, Any], state: StudyState, message: str, *, storage: bool = True
+    ) -> Waiting:
+        ns, name, _ = _ids(body)
+        state.failures += 1
+        delay = min(5.0 * 2 ** (state.failures - 1), 60.0)
+        message = redact.redact(message)
+        log.warning("%s/%s: %s; retrying in %gs", ns, name, message, delay)
+        if storage:
+            try:
+                now = dt.datetime.now(dt.UTC)
+                previous = self._previous(body, state)
+                status = storage_waiting_status(
+                    message,
+                    retry_in=delay,
+                    generation=body["metadata"].get("generation"),
+                    now=now,
+                    previous=previous,
+                )
+                self.kube.patch_status(ns, name, status)
+                state.last_status = {**previous, **status}
+                if not state.storage_down:
+                    self.kube.post_event(
+                        _owner(body), "Warning", "StorageUnavailable", f"waiting for the storage: {message}"
+                    )
+                    state.storage_down = True
+            except KubeUnavailable:
+                pass  # the API server is not answering either: the log says it
+        return Waiting(message, delay)
+
+
+def _ids(body: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = body["metadata"]
+    return meta["namespace"], meta["name"], meta["uid"]
+
+
+def _owner(body: Mapping[str, Any]) -> dict[str, str]:
+    ns, name, uid = _ids(body)
+    return {"namespace": ns, "name": name, "uid": uid}
+
+
+def _spec_invalid(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "SpecValid" and c.get("status") == "False" for c in status.get("conditions") or ()
+    )

@@ -1,0 +1,214 @@
+"""The Kubernetes API, as the operator uses it: a study's pods, its storage Secret, Events, status.
+
+Plain dicts in and out (the API server's camelCase JSON), so the core reads pods without the client's
+model classes. "Already exists" on create and "not found" on delete are success: every action may be
+repeated after a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from hpo_operator.core import names
+from hpo_operator.shell import redact
+
+COMPONENT = "hpo-operator"
+CreateResult = Literal["created", "exists", "foreign"]
+
+
+class KubeUnavailable(RuntimeError):
+    """The API server did not answer (or refused for a reason not the spec's); message redacted."""
+
+
+class SecretProblem(RuntimeError):
+    """A study's storage Secret is missing or lacks its key; the message says which."""
+
+
+class PodRejected(ValueError):
+    """The API server refused a rendered trial pod (the template is invalid); the message says why."""
+
+
+def connect() -> client.ApiClient:
+    """A client for the cluster the operator runs in, or the one ``KUBECONFIG`` names."""
+    try:
+        config.load_incluster_config()
+        configuration = client.Configuration.get_default_copy()
+    except ConfigException:
+        configuration = client.Configuration()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32  # handlers and daemons share it from many threads
+    return client.ApiClient(configuration)
+
+
+def api_error(e: ApiException, doing: str) -> KubeUnavailable:
+    try:
+        message = json.loads(e.body or "{}").get("message") or e.reason
+    except ValueError:
+        message = e.reason
+    return KubeUnavailable(redact.redact(f"{doing}: {e.status} {message}"))
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    # ---------------------------------------------------------------------------------------- pods
+
+    def list_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
+        """Every pod of the HPOStudy ``study`` (by label), as the API server's JSON."""
+        try:
+            resp = self.core.list_namespaced_pod(
+                namespace, label_selector=names.study_selector(study), _preload_content=False
+            )
+        except ApiException as e:
+            raise api_error(e, f"cannot list the pods of {study}") from None
+        return list(json.loads(resp.data).get("items") or [])
+
+    def create_pod(self, pod: Mapping[str, Any], owner_uid: str, *, dry_run: bool = False) -> CreateResult:
+        """Create a trial pod: ``created``; ``exists`` (ours, a 409); ``foreign`` (the name is taken by
+        a pod of an older HPOStudy of the same name). Raises :class:`PodRejected` on a 422."""
+        meta = pod["metadata"]
+        name = meta.get("name") or meta.get("generateName", "")
+        try:
+            self.core.create_namespaced_pod(meta["namespace"], pod, dry_run="All" if dry_run else None)
+            return "created"
+        except ApiException as e:
+            if e.status == 409 and not dry_run:
+                existing = self.read_pod(meta["namespace"], meta["name"])
+                if existing is None:
+                    return "exists"  # deleted meanwhile: the next reconcile sees it gone
+                owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+                return "exists" if any(o.get("uid") == owner_uid for o in owners) else "foreign"
+            if e.status in (400, 422):
+                try:
+                    message = json.loads(e.body or "{}").get("message") or e.reason
+                except ValueError:
+                    message = e.reason
+                raise PodRejected(redact.redact(str(message))) from None
+            raise api_error(e, f"cannot create pod {name}") from None
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise api_error(e, f"cannot read pod {name}") from None
+        return dict(json.loads(resp.data))
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise api_error(e, f"cannot delete pod {name}") from None
+
+    # -------------------------------------------------------------------------------------- secrets
+
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise SecretProblem(f"Secret {namespace}/{name} does not exist") from None
+            raise api_error(e, f"cannot read Secret {name}") from None
+        data = secret.data or {}
+        if key not in data:
+            raise SecretProblem(f"Secret {namespace}/{name} has no key {key!r}")
+        value = base64.b64decode(data[key]).decode().strip()
+        redact.register(value)
+        return value
+
+    def ensure_secret(self, secret: Mapping[str, Any]) -> None:
+        """Create the operator-managed Secret, or bring its data up to date (the URL is never logged)."""
+        meta = secret["metadata"]
+        try:
+            self.core.create_namespaced_secret(meta["namespace"], secret)
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise api_error(e, f"cannot create Secret {meta['name']}") from None
+        try:
+            current = self.core.read_namespaced_secret(meta["name"], meta["namespace"])
+            if (current.data or {}) != secret["data"]:
+                self.core.patch_namespaced_secret(meta["name"], meta["namespace"], {"data": secret["data"]})
+        except ApiException as e:
+            raise api_error(e, f"cannot update Secret {meta['name']}") from None
+
+    # ------------------------------------------------------------------------------ events, status
+
+    def post_event(
+        self, owner: Mapping[str, str], type_: str, reason: str, message: str, now: dt.datetime | None = None
+    ) -> None:
+        """An Event on the HPOStudy (``owner``: namespace, name, uid); the message is redacted."""
+        stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{owner['name']}.", "namespace": owner["namespace"]},
+            "involvedObject": {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": owner["name"],
+                "namespace": owner["namespace"],
+                "uid": owner["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": redact.redact(message),
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(owner["namespace"], body)
+        except ApiException as e:
+            if e.status == 404:  # the namespace is being deleted
+                return
+            raise api_error(e, "cannot post an Event") from None
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch the HPOStudy's status (redacted); ``False`` if the HPOStudy is gone."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                {"status": redact.redact(dict(status))},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise api_error(e, f"cannot update the status of {name}") from None
+        return True
+
+    def read_study(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(
+                    names.GROUP, names.VERSION, namespace, names.PLURAL, name
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise api_error(e, f"cannot read {name}") from None
