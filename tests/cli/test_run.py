@@ -367,3 +367,40 @@ def test_the_studys_pruner_reaches_the_trial_process(custom_study: CustomStudy, 
     assert second.state == TrialState.PRUNED and list(second.intermediate_values) == [1]
     assert "Trial 1 pruned at step 1 with value 0.8100; parameters {'x': 0.9, 'y': 3}." in result.out
     assert "Study finished: 2 of 2 trials finished (1 complete, 1 pruned, 0 failed)." in result.out
+
+
+def test_trial_processes_left_by_a_killed_run_are_stopped_and_their_trials_run_again(
+    custom_study: CustomStudy, tmp_path: Path, run_hpo: RunHpo
+) -> None:
+    path = custom_study("orphans", trials={"total": 3, "parallelism": 2}, enqueue=[])
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path)],
+        cwd=path.parent,
+        env=hpo_env({"STEP_SECONDS": "5", "PID_DIR": str(pid_dir)}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(list(pid_dir.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # no chance to clean up: its trial processes live on
+    proc.wait()
+    orphans = [int(p.read_text()) for p in pid_dir.glob("*.pid")]
+    assert len(orphans) == 2 and all(Path(f"/proc/{pid}").exists() for pid in orphans)
+    for p in pid_dir.glob("*.pid"):
+        p.unlink()
+
+    result = run_hpo("run", str(path), cwd=path.parent, env={"PID_DIR": str(pid_dir)})
+    assert result.code == 0, result.text
+    assert "Stopped 2 trial process(es) left running by an earlier `hpo run`." in result.out
+    assert "trial(s) 0, 1 will run again from their stored parameters" in result.out
+    for pid in orphans:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    trials = load_local(path, "orphans").get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {p.name for p in pid_dir.glob("*.pid")} == {"0-0.pid", "1-0.pid", "2-0.pid"}

@@ -119,7 +119,10 @@ def dashboard_command(args: argparse.Namespace, console: Console) -> int:
 def trials_command(args: argparse.Namespace, console: Console) -> int:
     target = resolve_target(args)
     study = load_study(target.storage_url, target.study_name)
-    console.print(trials_table(study, target.metrics, title=f"{target.label}: study {target.study_name}"))
+    title = (
+        target.label if target.label == target.study_name else f"{target.label}: study {target.study_name}"
+    )
+    console.print(trials_table(study, target.metrics, title=f"Trials of {title}"))
     return EXIT_OK
 
 

@@ -152,7 +152,9 @@ class LocalStudy:
             if self.stop_requests > 1:
                 self.runs.kill_now()
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP too: trial processes run in their own sessions, so a closed terminal reaches only us.
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {s: signal.signal(s, handler) for s in stops}
         try:
             yield
         finally:
@@ -199,12 +201,17 @@ class LocalStudy:
             return
         views = self._trials()
         finished = sum(1 for v in views if v.finished)
-        running = [v.number for v in views if v.state == "RUNNING"]
-        restart = (
-            f"; trial(s) {', '.join(map(str, running))} will run again from their stored parameters"
-            if (running)
-            else ""
-        )
+        # Released by a clean stop: they run again as they were. Launched and gone: a failed attempt.
+        again = [v.number for v in views if v.state == "RUNNING" and v.launched < v.attempt]
+        lost = [v.number for v in views if v.state == "RUNNING" and v.launched >= v.attempt]
+        restart = ""
+        if again:
+            restart += f"; trial(s) {', '.join(map(str, again))} will run again from their stored parameters"
+        if lost:
+            restart += (
+                f"; trial(s) {', '.join(map(str, lost))} lost their process (an earlier `hpo run` was "
+                "killed), which counts as a failed attempt"
+            )
         self.console.print(
             f"Resuming study {self.study_name}: {finished} of {t.total} trials finished{restart}; "
             f"storage {where}",

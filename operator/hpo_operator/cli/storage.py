@@ -21,6 +21,8 @@ def engine_kwargs(url: str) -> dict[str, object]:
     """SQLite waits for the lock (trial processes write concurrently); servers keep pools healthy."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql"):  # an unreachable host fails in seconds, not minutes
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     return {"pool_pre_ping": True}
 
 
