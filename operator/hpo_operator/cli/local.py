@@ -41,22 +41,15 @@ from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
 from hpo_operator.cli.processes import ProcessRuns
-from hpo_operator.cli.storage import open_storage, redact
+from hpo_operator.cli.storage import redact
 from hpo_operator.core import names, reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import (
-    ATTR_ANNOUNCED,
-    ATTR_ENQUEUED,
-    ATTR_LAUNCHED,
     Observed,
-    StudyView,
-    TrialView,
-    study_view,
-    trial_view,
 )
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
-from hpo_operator.core.search_space import build_sampler, distributions
 from hpo_operator.core.status import pareto_front
+from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
 POLL_SECONDS = 0.5
 OWNER = "local"  # the owner uid of local runs: every run of this session is the study's own
@@ -105,9 +98,9 @@ class LocalStudy:
         self.console = console
         self.study_name = manifest.local_study_name
         self.runs = ProcessRuns(manifest.work_dir, grace)
-        self.storage: optuna.storages.RDBStorage | None = None
-        self.study: optuna.Study | None = None
-        self.study_id: int | None = None
+        self.storages = Storages()
+        self.store: StudyStore  # opened by run()
+        self.exists = False  # whether the study was in the storage when this session started
         self.previous_phase: str | None = None
         self.stop_requests = 0
         self.progress: RunProgress | None = None
@@ -120,14 +113,20 @@ class LocalStudy:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.m.work_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(), self._signals():
-            self.storage = open_storage(self.url)
-            self._load_existing()
-            orphans = self.runs.stop_orphans()
-            if orphans:
-                self._release(orphans)
-            self._announce_start(orphans)
-            outcome = self._loop()
-        return self._finish(outcome)
+            try:
+                self.store = StudyStore(self.storages.get(self.url), self.study_name)
+                self.exists = self.store.view() is not None
+                orphans = self.runs.stop_orphans()
+                if orphans:
+                    self._release(orphans)
+                self._announce_start(orphans)
+                outcome = self._loop()
+                return self._finish(outcome)
+            except StorageUnavailable as e:
+                self.runs.stop_all()  # their trials stay RUNNING: the next run sees them as lost
+                raise CLIError(f"the storage failed: {e}") from None
+            finally:
+                self.storages.dispose()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -161,37 +160,10 @@ class LocalStudy:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _load_existing(self) -> None:
-        assert self.storage is not None
-        try:
-            self.study_id = self.storage.get_study_id_from_name(self.study_name)
-        except KeyError:
-            self.study_id = None
-            return
-        self.study = self._load_study()
-
-    def _load_study(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self._sampler())
-
-    def _sampler(self) -> optuna.samplers.BaseSampler:
-        """The spec's sampler. A seeded sampler resuming a study is seeded past the trials it has, or its
-        fresh random state would propose the first trials' parameters again."""
-        spec = self.spec
-        seed = spec.sampler.seed
-        n = (
-            len(self.storage.get_all_trials(self.study_id, deepcopy=False))
-            if self.study_id is not None
-            else 0
-        )
-        if seed is not None and n:
-            sampler = spec.sampler.model_copy(update={"seed": seed + n})
-            spec = spec.model_copy(update={"sampler": sampler})
-        return build_sampler(spec)
-
     def _announce_start(self, orphans: list[tuple[int, int]]) -> None:
         where = redact(self.url)
         t = self.spec.trials
-        if self.study_id is None:
+        if not self.exists:
             self.console.print(
                 f"Starting study {self.study_name}: {t.total} trials, parallelism {t.parallelism}; "
                 f"storage {where}; trial logs in {self._rel(self.m.work_dir)}",
@@ -199,7 +171,7 @@ class LocalStudy:
                 soft_wrap=True,
             )
             return
-        views = self._trials()
+        views = self.store.trials()
         finished = sum(1 for v in views if v.finished)
         # Released by a clean stop: they run again as they were. Launched and gone: a failed attempt.
         again = [v.number for v in views if v.state == "RUNNING" and v.launched < v.attempt]
@@ -248,105 +220,51 @@ class LocalStudy:
 
     def _observe(self) -> Observed:
         runs = self.runs.views()  # runs before trials: a run seen finished had told before the read
-        study: StudyView | None = None
-        trials: tuple[TrialView, ...] = ()
-        if self.study_id is not None:
-            assert self.storage is not None
-            stored = self.storage.get_study_directions(self.study_id)
-            study = study_view(self.study_name, stored, self.storage.get_study_system_attrs(self.study_id))
-            trials = self._trials()
+        study = self.store.view()
         return Observed(
             name=self.m.name,
             study_name=self.study_name,
             owner_uid=OWNER,
             study=study,
-            trials=trials,
+            trials=self.store.trials() if study is not None else (),
             runs=runs,
             previous_phase=self.previous_phase,
         )
 
-    def _trials(self) -> tuple[TrialView, ...]:
-        assert self.storage is not None and self.study_id is not None
-        return tuple(trial_view(t) for t in self.storage.get_all_trials(self.study_id, deepcopy=False))
-
     # ------------------------------------------------------------------------------------ actions
 
     def _carry_out(self, plan: reconcile.Plan) -> None:
+        """Each action as :func:`hpo_operator.apply.apply_action` carries it out, with processes for pods."""
+        spec, store = self.spec, self.store
         for action in plan.actions:
             if isinstance(action, reconcile.CreateStudy):
-                self._create_study(action)
+                store.create(action.directions, spec)
             elif isinstance(action, reconcile.Enqueue):
-                self._enqueue(action)
+                store.enqueue(spec, None, action.start, action.params)
             elif isinstance(action, reconcile.FinishAsk):
-                self._finish_ask(action.trial)
+                store.finish_ask(spec, None, action.trial)
             elif isinstance(action, reconcile.AskTrials):
                 for _ in range(action.count):
-                    trial = self._study().ask(fixed_distributions=distributions(self.spec))
-                    self._launch(trial.number, 0, trial.params)
+                    number, params = store.ask(spec, None)
+                    self._launch(number, 0, params)
             elif isinstance(action, reconcile.LaunchRun):
+                store.set_attempt(action.trial, action.attempt)
                 self._launch(action.trial, action.attempt, action.params)
             elif isinstance(action, reconcile.MarkLaunched):
-                self._set_system_attr(action.trial, ATTR_LAUNCHED, action.attempt)
+                store.mark_launched(action.trial, action.attempt)
             elif isinstance(action, reconcile.FailTrial):
-                self._fail(action.trial, action.reason)
+                store.fail(action.trial, action.reason)
             elif isinstance(action, reconcile.DeleteRun):
                 self.runs.delete(action.name)
             elif isinstance(action, reconcile.PostEvent):
                 self._print_event(action)
             elif isinstance(action, reconcile.RecordAnnounced):
-                assert self.storage is not None and self.study_id is not None
-                self.storage.set_study_system_attr(self.study_id, ATTR_ANNOUNCED, action.announced.to_json())
-
-    def _study(self) -> optuna.Study:
-        if self.study is None:
-            self.study = self._load_study()
-        return self.study
-
-    def _create_study(self, action: reconcile.CreateStudy) -> None:
-        self.study = optuna.create_study(
-            storage=self.storage,
-            study_name=action.study_name,
-            directions=list(action.directions),
-            sampler=self._sampler(),
-            load_if_exists=True,
-        )
-        self.study_id = self.study._study_id
-
-    def _enqueue(self, action: reconcile.Enqueue) -> None:
-        study = self._study()
-        for params in action.params:
-            study.enqueue_trial(dict(params), skip_if_exists=True)
-        assert self.storage is not None and self.study_id is not None
-        self.storage.set_study_system_attr(self.study_id, ATTR_ENQUEUED, action.start + len(action.params))
-
-    def _finish_ask(self, number: int) -> None:
-        """Suggest the parameters a cut-short ask did not store, with the study's own sampler."""
-        trial = optuna.Trial(self._study(), self._trial_id(number))
-        stored = trial.params
-        for name, distribution in distributions(self.spec).items():
-            if name not in stored:
-                trial._suggest(name, distribution)
-
-    def _trial_id(self, number: int) -> int:
-        assert self.storage is not None and self.study_id is not None
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-
-    def _set_system_attr(self, number: int, key: str, value: Any) -> None:
-        assert self.storage is not None
-        self.storage.set_trial_system_attr(self._trial_id(number), key, value)
-
-    def _fail(self, number: int, reason: str) -> None:
-        assert self.storage is not None
-        trial_id = self._trial_id(number)
-        if self.storage.get_trial(trial_id).state.is_finished():
-            return
-        self.storage.set_trial_user_attr(trial_id, contract.ATTR_FAIL_REASON, reason[:1000])
-        self._study().tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                store.record_announced(action.announced)
+            else:  # pragma: no cover - every action type is handled above
+                raise TypeError(f"unknown action {action!r}")
 
     def _launch(self, number: int, attempt: int, params: Mapping[str, Any]) -> None:
-        """Record the attempt, then start its process (``LaunchRun``'s order)."""
-        assert self.storage is not None
-        self.storage.set_trial_user_attr(self._trial_id(number), contract.ATTR_ATTEMPTS, attempt + 1)
+        """Start the process of an attempt, then record that it was launched (as apply does for a pod)."""
         argv = self._command()
         name = names.pod_name(self.m.name, number, attempt)
         try:
@@ -354,6 +272,7 @@ class LocalStudy:
         except OSError as e:
             field = "spec.template.command" if self.spec.template.command is not None else "python"
             raise CLIError(f"{field}: cannot start {argv[0]!r}: {e.strerror}") from None
+        self.store.mark_launched(number, attempt)
 
     def _command(self) -> list[str]:
         """The trial's command line; ``python`` means the interpreter ``hpo`` runs on (it has hpo_trial)."""
@@ -405,19 +324,14 @@ class LocalStudy:
 
     def _release(self, stopped: list[tuple[int, int]]) -> list[int]:
         """Withdraw the launch record of stopped runs whose trial is still RUNNING (see module docs)."""
-        if self.study_id is None:
-            return []
-        assert self.storage is not None
         released = []
         for number, attempt in stopped:
             try:
-                trial_id = self._trial_id(number)
-            except KeyError:
+                # "attempt - 1 was the last launched": decide gives the RUNNING trial its run back.
+                if self.store.mark_launched(number, attempt - 1):
+                    released.append(number)
+            except KeyError:  # the trial (or the study) does not exist
                 continue
-            trial = self.storage.get_trial(trial_id)
-            if trial.state == optuna.trial.TrialState.RUNNING:
-                self.storage.set_trial_system_attr(trial_id, ATTR_LAUNCHED, attempt - 1)
-                released.append(number)
         return sorted(set(released))
 
     # ------------------------------------------------------------------------------------- output
@@ -476,7 +390,7 @@ class LocalStudy:
     def _finish(self, outcome: reconcile.Assessment | None) -> int:
         if outcome is None:
             return self._interrupted()
-        views = self._trials()
+        views = self.store.trials()
         if self.final_event is not None:
             style = "bold green" if self.final_event.reason == "StudySucceeded" else "bold red"
             self.console.print(self.final_event.message, style=style, markup=False, soft_wrap=True)
