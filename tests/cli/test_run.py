@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -404,3 +405,39 @@ def test_trial_processes_left_by_a_killed_run_are_stopped_and_their_trials_run_a
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert {p.name for p in pid_dir.glob("*.pid")} == {"0-0.pid", "1-0.pid", "2-0.pid"}
+
+
+def test_a_multi_objective_study_ends_with_its_pareto_front(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    path = custom_study(
+        "pareto",
+        objective=[{"metric": "gain", "direction": "maximize"}, {"metric": "cost", "direction": "minimize"}],
+        searchSpace=[{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+        sampler={"type": "NSGAII", "seed": 1},
+        enqueue=[{"x": 0.5}],
+        trials={"total": 6, "parallelism": 2},
+        template={
+            "command": [
+                "python",
+                "-c",
+                # gain peaks at x = 0.6 and cost grows with x: trials past 0.6 are dominated.
+                "from hpo_trial import reporting; t = reporting.current_trial(); x = t.params['x'];"
+                "t.complete([1 - (x - 0.6) ** 2, x])",
+            ]
+        },
+    )
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    study = load_local(path, "pareto")
+    assert len(study.get_trials()) == 6
+    front = sorted(t.number for t in study.best_trials)
+    assert f"Pareto front ({len(front)} trials)" in result.out
+    table = result.out.split("Pareto front (", 1)[1]
+    shown = sorted(int(m) for m in re.findall(r"^│ (\d+) ", table, re.MULTILINE))
+    assert shown == front
+    for t in study.get_trials():
+        assert (
+            f"Trial {t.number} finished with values [{fmt_value(t.values[0])}, {fmt_value(t.values[1])}]"
+            in (result.out)
+        )
