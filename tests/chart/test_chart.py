@@ -107,6 +107,13 @@ OPERATOR_NEEDS = {
     ("", "secrets", "patch"),
     ("", "events", "create"),
 }
+# What kopf itself reads to find its resources (templates/rbac-framework.yaml): CRDs in both modes,
+# Namespaces only when it watches a list of namespaces. Cluster-scoped objects, so ClusterRoles.
+KOPF_NEEDS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+KOPF_NAMESPACED_NEEDS = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
 
 @pytest.mark.parametrize("variant", sorted(SETS))
@@ -243,7 +250,7 @@ def test_every_schema_object_refuses_unknown_keys(chart: Path) -> None:
 
 def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses(helm: Helm, chart: Path) -> None:
     docs = render(helm, chart)
-    assert rules_of(docs, "ClusterRole") == OPERATOR_NEEDS
+    assert rules_of(docs, "ClusterRole") == OPERATOR_NEEDS | KOPF_NEEDS
     assert not by_kind(docs, "Role")
     bindings = by_kind(docs, "ClusterRoleBinding")
     roles = {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")}
@@ -254,13 +261,21 @@ def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses(helm: Helm, cha
         ]
     for role in by_kind(docs, "ClusterRole"):
         # Each concern's role says why it exists, right above it in the manifest.
-        assert role["metadata"]["name"].rsplit("-", 1)[1] in {"studies", "trials", "storage", "events"}
+        assert role["metadata"]["name"].rsplit("-", 1)[1] in {
+            "studies",
+            "trials",
+            "storage",
+            "events",
+            "crds",
+        }
 
 
 def test_watch_namespaces_mode_uses_roles_in_those_namespaces_only(helm: Helm, chart: Path) -> None:
     docs = render(helm, chart, "operator.watchNamespaces={team-a,team-b}")
-    assert not by_kind(docs, "ClusterRole")
-    assert not by_kind(docs, "ClusterRoleBinding")
+    # Cluster-wide, only kopf's reading of CRDs and namespace names; studies, pods, Secrets and Events
+    # are reachable in the listed namespaces only.
+    assert rules_of(docs, "ClusterRole") == KOPF_NEEDS | KOPF_NAMESPACED_NEEDS
+    assert len(by_kind(docs, "ClusterRoleBinding")) == 2
     roles = by_kind(docs, "Role")
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
     for ns in ("team-a", "team-b"):

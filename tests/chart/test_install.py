@@ -23,7 +23,7 @@ from kubernetes import client
 from tests.harness.handle import ClusterHandle
 
 from .release import CHART
-from .test_chart import OPERATOR_NEEDS
+from .test_chart import KOPF_NAMESPACED_NEEDS, KOPF_NEEDS, OPERATOR_NEEDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = "hpostudies.hpo.dev"
@@ -60,10 +60,12 @@ def answers(
         return dict(zip(checks, results, strict=True))
 
 
-def needed(namespace: str | None) -> list[tuple[str, str, str | None]]:
-    """OPERATOR_NEEDS as can-i checks: (verb, resource[.group][/subresource], namespace)."""
+def needed(
+    namespace: str | None, rules: set[tuple[str, str, str]] = OPERATOR_NEEDS
+) -> list[tuple[str, str, str | None]]:
+    """``rules`` as can-i checks: (verb, resource[.group][/subresource], namespace)."""
     checks = []
-    for group, resource, verb in sorted(OPERATOR_NEEDS):
+    for group, resource, verb in sorted(rules):
         plural, _, sub = resource.partition("/")
         name = f"{plural}.{group}" if group else plural
         checks.append((verb, f"{name}/{sub}" if sub else name, namespace))
@@ -117,7 +119,7 @@ def test_install_creates_crd_deployment_and_rbac(
     assert deployment.spec.template.spec.service_account_name == release.service_account
     cluster.core().read_namespaced_service_account(release.service_account, namespace)
     rbac = client.RbacAuthorizationV1Api(cluster.api_client())
-    for concern in ("studies", "trials", "storage", "events"):
+    for concern in ("studies", "trials", "storage", "events", "crds"):
         rbac.read_cluster_role(f"{release.name}-{concern}")
         binding = rbac.read_cluster_role_binding(f"{release.name}-{concern}")
         assert binding.subjects[0].name == release.service_account
@@ -129,17 +131,18 @@ def test_install_creates_crd_deployment_and_rbac(
     assert "every study must name a Secret with its storage URL" in release.output
 
     # Cluster-wide mode: everything the operator needs, in any namespace ...
-    checks = needed(namespace) + needed(other_namespace) + needed(None)
+    checks = needed(namespace) + needed(other_namespace) + needed(None) + needed(None, KOPF_NEEDS)
     refused = [(v, r, ns.format(ns=other_namespace) if ns else None) for v, r, ns in REFUSED]
+    refused += needed(None, KOPF_NAMESPACED_NEEDS)  # cluster-wide, kopf needs no namespace list
     got = answers(cluster, release.user, checks + refused)
     assert [c for c in checks if not got[c]] == [], "the operator lacks permissions it needs"
     # ... and nothing it does not use.
     assert [c for c in refused if got[c]] == [], "the operator has permissions it does not need"
 
-    # Exactly: beyond what every authenticated user may do, the grants are OPERATOR_NEEDS.
+    # Exactly: beyond what every authenticated user may do, the grants are what the operator and kopf use.
     baseline = granted_rules(cluster, f"system:serviceaccount:{namespace}:nobody", namespace)
     extra = granted_rules(cluster, release.user, namespace) - baseline
-    assert extra == {(resource, verb) for verb, resource, _ in needed(namespace)}
+    assert extra == {(resource, verb) for verb, resource, _ in needed(namespace, OPERATOR_NEEDS | KOPF_NEEDS)}
 
 
 def test_watch_namespaces_mode_grants_only_the_listed_namespaces(
@@ -150,13 +153,17 @@ def test_watch_namespaces_mode_grants_only_the_listed_namespaces(
     try:
         release = install(namespace, "storage.mode=none", f"operator.watchNamespaces={{{watched}}}")
         rbac = client.RbacAuthorizationV1Api(cluster.api_client())
-        assert rbac.list_cluster_role(label_selector=f"app.kubernetes.io/instance={release.name}").items == []
+        cluster_roles = rbac.list_cluster_role(label_selector=f"app.kubernetes.io/instance={release.name}")
+        assert {r.metadata.name for r in cluster_roles.items} == {
+            f"{release.name}-crds",
+            f"{release.name}-namespaces",
+        }
         roles = rbac.list_namespaced_role(
             watched, label_selector=f"app.kubernetes.io/instance={release.name}"
         )
         assert len(roles.items) == 4
 
-        checks = needed(watched)
+        checks = needed(watched) + needed(None, KOPF_NEEDS | KOPF_NAMESPACED_NEEDS)
         elsewhere = needed(other_namespace) + needed(namespace) + needed(None)
         refused = [(v, r, ns.format(ns=watched) if ns else None) for v, r, ns in REFUSED]
         got = answers(cluster, release.user, checks + elsewhere + refused)
