@@ -160,7 +160,11 @@ def test_operator_with_the_chart_identity_completes_an_example(
 
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
             exposition = response.read().decode()
-        assert "hpo_" in exposition
+        # Scraped through the chart's metrics port: the study's 8 trials, finished as complete or pruned.
+        assert "hpo_trials_started_total 8.0" in exposition, exposition
+        finished = re.findall(r'^hpo_trials_finished_total\{state="(\w+)"\} (\d+)', exposition, re.M)
+        assert sum(float(n) for state, n in finished if state in ("complete", "pruned")) == 8, exposition
+        assert 'hpo_studies{phase="Succeeded"} 1.0' in exposition, exposition
 
         operator_log = log.read_text(errors="replace")
         for symptom in ("Forbidden", "Not enough permissions", " 403"):
