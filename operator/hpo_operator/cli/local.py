@@ -11,7 +11,7 @@ What is local:
   ``local.<metadata.name>``, and a second ``hpo run`` resumes it;
 * a run is ``python -m hpo_trial`` (or ``template.command`` + ``args``) with the trial contract in its
   environment, started in the manifest's directory, its output in ``.hpo/<study>/trial-<n>.log``;
-* Ctrl-C (or SIGTERM) stops cleanly: trial processes get SIGTERM, then SIGKILL after ``--grace``
+* Ctrl-C (or SIGTERM, SIGHUP) stops cleanly: trial processes get SIGTERM, then SIGKILL after ``--grace``
   seconds; the trials they ran stay RUNNING in the storage and are released (their launch record is
   withdrawn), so the next ``hpo run`` gives each its run back from the stored parameters, with the same
   trial number, as ``decide`` does for a trial whose pod was never created. A second Ctrl-C kills at once.
@@ -44,9 +44,7 @@ from hpo_operator.cli.processes import ProcessRuns
 from hpo_operator.cli.storage import redact
 from hpo_operator.core import names, reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
-from hpo_operator.core.observe import (
-    Observed,
-)
+from hpo_operator.core.observe import Observed
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
 from hpo_operator.core.status import pareto_front
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
@@ -122,9 +120,15 @@ class LocalStudy:
                 self._announce_start(orphans)
                 outcome = self._loop()
                 return self._finish(outcome)
-            except StorageUnavailable as e:
-                self.runs.stop_all()  # their trials stay RUNNING: the next run sees them as lost
-                raise CLIError(f"the storage failed: {e}") from None
+            except BaseException as e:
+                # Whatever went wrong, no trial process is left behind, and each trial it ran is
+                # released for the next run if the storage still answers.
+                stopped = self.runs.stop_all()
+                with contextlib.suppress(Exception):
+                    self._release([(r.trial, r.attempt) for r in stopped])
+                if isinstance(e, StorageUnavailable):
+                    raise CLIError(f"the storage failed: {e}") from None
+                raise
             finally:
                 self.storages.dispose()
 
