@@ -64,7 +64,7 @@ def test_report_has_every_plot_and_needs_no_network(
 
     # Without -o the report lands next to the manifest.
     again = run_hpo("report", str(path), cwd=tmp_path)
-    assert again.code == 0 and (path.parent / "study.report.html").exists()
+    assert again.code == 0 and (path.parent / "hpo-report-study.html").exists()
 
 
 def test_report_of_a_study_too_small_for_some_plots_explains_instead_of_crashing(

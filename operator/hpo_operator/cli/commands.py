@@ -54,7 +54,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
             args.study or m.local_study_name,
             m.spec.metrics,
             label=args.study or m.local_study_name,
-            default_output=m.dir / f"{m.path.stem}.report.html",
+            default_output=m.dir / f"hpo-report-{m.path.stem}.html",
         )
     if args.target:
         from hpo_operator.cli.cluster import cluster_target
@@ -65,7 +65,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
             args.study or ref.study_name,
             ref.metrics,
             label=f"{ref.namespace}/{ref.name}",
-            default_output=Path.cwd() / f"{ref.name}.report.html",
+            default_output=Path.cwd() / f"hpo-report-{ref.name}.html",
         )
     if not args.storage:
         raise CLIError("name a study: a manifest file, an HPOStudy name, or --storage URL", EXIT_INVALID)
@@ -79,7 +79,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
             )
         name = names[0]
     safe = name.replace("/", "_")
-    return Target(args.storage, name, None, label=name, default_output=Path.cwd() / f"{safe}.report.html")
+    return Target(args.storage, name, None, label=name, default_output=Path.cwd() / f"hpo-report-{safe}.html")
 
 
 def report_command(args: argparse.Namespace, console: Console) -> int:

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "optimization history, parameter importances, parallel coordinates and intermediate values.",
     )
     add_target(report)
-    report.add_argument("-o", "--output", metavar="FILE", help="output file (default: <study>.report.html)")
+    report.add_argument(
+        "-o", "--output", metavar="FILE", help="output file (default: hpo-report-<study>.html)"
+    )
 
     dashboard = sub.add_parser(
         "dashboard",
