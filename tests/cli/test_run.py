@@ -77,15 +77,17 @@ def test_run_finishes_the_budget_and_prints_the_seed_lines(
     assert len(set(seen)) == 7, "a resumed seeded sampler must not replay the first trials' parameters"
 
 
-def test_parallelism_is_respected(custom_study: CustomStudy, run_hpo: RunHpo, tmp_path: Path) -> None:
-    path = custom_study("par", trials={"total": 4, "parallelism": 2})
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
-    result = run_hpo("run", str(path), cwd=path.parent, env={"STEP_SECONDS": "0.4", "PID_DIR": str(pid_dir)})
+@pytest.mark.parametrize(("in_spec", "override", "expected"), [(2, None, 2), (3, "1", 1)])
+def test_parallelism_is_respected(
+    custom_study: CustomStudy, run_hpo: RunHpo, in_spec: int, override: str | None, expected: int
+) -> None:
+    path = custom_study("par", trials={"total": 4, "parallelism": in_spec})
+    extra = ["--parallelism", override] if override else []
+    result = run_hpo("run", str(path), *extra, cwd=path.parent, env={"STEP_SECONDS": "0.4"})
     assert result.code == 0, result.text
     trials = load_local(path, "par").get_trials()
     assert len(trials) == 4
-    # Never more than two trials at once (intervals of start..complete overlap at most pairwise)...
+    # Never more trials at once than the parallelism (start..complete intervals)...
     events = sorted(
         [(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials],
         key=lambda e: (e[0], e[1]),
@@ -94,7 +96,7 @@ def test_parallelism_is_respected(custom_study: CustomStudy, run_hpo: RunHpo, tm
     for _, delta in events:
         running += delta
         peak = max(peak, running)
-    assert peak == 2  # ...and two did run together
+    assert peak == expected  # ...and that many did run together
 
 
 def test_sigint_stops_cleanly_and_the_next_run_completes_exactly_the_budget(
