@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("hpo_operator").setLevel(logging.DEBUG if args.verbose or args.debug else logging.INFO)
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    if not (args.verbose or args.debug):
+        # kopf logs every handler run at INFO (one line per trial pod event); keep warnings and errors.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     import hpo_operator.handlers  # noqa: F401  (registers the handlers)
 

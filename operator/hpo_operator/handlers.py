@@ -7,8 +7,12 @@
 * one daemon per HPOStudy: reconcile every ``HPO_RECONCILE_INTERVAL`` seconds, or at once when one of
   its pods changes; idle once the study finished, until its spec changes;
 * trial pod events: wake their study's daemon;
-* delete: remove the Optuna study when ``spec.storage.deleteStudyOnDelete`` (a finalizer is added only
-  to those HPOStudies); pods go by garbage collection (ownerReferences).
+* delete: remove the Optuna study when ``spec.storage.deleteStudyOnDelete``; pods go by garbage
+  collection (ownerReferences), and the study's RUNNING trials are told FAIL as its daemon exits.
+
+kopf puts its finalizer (``hpo.dev/finalizer``) on every HPOStudy, as it does for any resource with a
+daemon, so that the daemon stops before the resource goes: deleting an HPOStudy while no operator runs
+waits for one (or for the finalizer to be removed by hand).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 32
+    settings.background.instant_exit_timeout = 5.0  # a stopped daemon exits within a second or two
     metrics = Metrics()
     metrics.serve(memo.config.metrics_port)
     memo.reconciler = Reconciler(memo.config, Kube(connect()), Storages(), metrics)

@@ -186,10 +186,17 @@ class Reconciler:
         generation = body["metadata"].get("generation")
         if state.invalid_generation == generation:
             return  # reported already
-        now = dt.datetime.now(dt.UTC)
-        status = invalid_spec_status(
-            error, generation=generation, now=now, previous=self._previous(body, state)
+        previous = self._previous(body, state)
+        reported = any(
+            c.get("type") == "SpecValid" and c.get("status") == "False" and c.get("message") == str(error)
+            for c in previous.get("conditions") or ()
         )
+        if reported and previous.get("observedGeneration") == generation:
+            state.invalid_generation = generation  # by an earlier operator process
+            self.metrics.set_phase(f"{ns}/{name}", "Failed")
+            return
+        now = dt.datetime.now(dt.UTC)
+        status = invalid_spec_status(error, generation=generation, now=now, previous=previous)
         self.kube.patch_status(ns, name, status)
         state.last_status = {**(state.last_status or {}), **status}
         self.kube.post_event(_owner(body), "Warning", "InvalidSpec", f"invalid spec: {error}")

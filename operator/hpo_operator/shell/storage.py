@@ -210,9 +210,10 @@ class StudyStore:
         """Delete the study from the storage; ``False`` if it did not exist."""
         with storage_errors("cannot delete the study"):
             try:
-                optuna.delete_study(study_name=self.study_name, storage=self.storage)
+                study_id = self.storage.get_study_id_from_name(self.study_name)
             except KeyError:
                 return False
+            self.storage.delete_study(study_id)
         self._study = self._teller = None
         return True
 

@@ -1,0 +1,648 @@
+"""The operator on a real control plane and PostgreSQL.
+
+The operator runs as a subprocess (``python -m hpo_operator``) against the harness cluster; trial pods
+run as local processes on the harness node (``tests/integration/trials/``: a quadratic objective that
+reports through ``hpo_trial.reporting``, and a crashing one). Trials take a second or two, budgets
+are small, parallelism is 2, so the whole file runs in a few minutes on two cores.
+
+Every test checks that the storage URL (with a password in it) appears in no status, Event or
+operator log line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from hpo_operator.core import names
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIALS = Path(__file__).resolve().parent / "trials"
+PASSWORD = "Pw-4-redaction-check"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------- fixtures
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpostudies.hpo.dev", "--timeout=60s")
+
+
+@pytest.fixture
+def storage_url(postgres_url: str) -> str:
+    """The test database's URL with a password (the server trusts local connections and ignores it)."""
+    return make_url(postgres_url).set(password=PASSWORD).render_as_string(hide_password=False)
+
+
+class Operator:
+    """``python -m hpo_operator`` as a subprocess; ``kill()`` is a SIGKILL, ``start()`` a fresh process."""
+
+    def __init__(self, cluster: Any, namespace: str, storage_url: str, log_path: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HPO_")},
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "HPO_DEFAULT_STORAGE_URL": storage_url,
+            "HPO_TRIAL_IMAGE": "hpo-trial:test",
+            "HPO_WATCH_NAMESPACES": namespace,
+            "HPO_METRICS_PORT": str(self.metrics_port),
+            "HPO_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "HPO_RECONCILE_INTERVAL": "1",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== operator start {self.starts} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hpo_operator", "--verbose"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+
+
+@pytest.fixture
+def operator(cluster: Any, namespace: str, storage_url: str, crd: None, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(cluster, namespace, storage_url, tmp_path / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        log = op.log
+        print(log[-6000:])  # shown when a test fails
+        assert_no_secret(log, storage_url, "the operator's log")
+        assert "reconcile failed" not in log, "a reconcile crashed"
+
+
+class Pods:
+    """Watches a namespace's pods from the start of a test: the most active at once, every pod seen."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.core: client.CoreV1Api = cluster.core()
+        self.namespace = namespace
+        self.phases: dict[str, str] = {}
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.max_active = 0
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                for event in self._watch.stream(
+                    self.core.list_namespaced_pod, self.namespace, timeout_seconds=600
+                ):
+                    pod = event["object"]
+                    name = pod.metadata.name
+                    if event["type"] == "DELETED":
+                        self.phases.pop(name, None)
+                    else:
+                        self.phases[name] = pod.status.phase or "Pending"
+                        self.seen[name] = self.core.api_client.sanitize_for_serialization(pod)
+                    active = sum(1 for p in self.phases.values() if p in ("Pending", "Running"))
+                    self.max_active = max(self.max_active, active)
+                return
+            except Exception:  # the watch ended (test over) or broke: retry unless stopped
+                if getattr(self._watch, "_stop", False):
+                    return
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+    def current(self) -> list[client.V1Pod]:
+        return list(self.core.list_namespaced_pod(self.namespace).items)
+
+
+@pytest.fixture
+def pods(cluster: Any, namespace: str) -> Iterator[Pods]:
+    tracker = Pods(cluster, namespace)
+    yield tracker
+    tracker.stop()
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+def study_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "objective": [{"metric": "score", "direction": "maximize"}],
+        "searchSpace": [{"name": "x", "type": "float", "low": -5.0, "high": 5.0}],
+        "trials": {"total": 4, "parallelism": 2, "maxFailed": 1, "retries": 0},
+        "sampler": {"type": "TPE", "seed": 7},
+        "template": {"command": ["python", str(TRIALS / "quadratic.py")]},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": base,
+    }
+
+
+def apply(cluster: Any, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
+
+
+def get_study(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    with cluster.api_client() as api:
+        return dict(
+            client.CustomObjectsApi(api).get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name
+            )
+        )
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 120.0, interval: float = 0.3, diagnose: Any = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = diagnose() if diagnose else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{extra}")
+        time.sleep(interval)
+
+
+def wait_phase(
+    cluster: Any, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 120.0
+) -> dict:
+    def check() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, name)
+        return body if (body.get("status") or {}).get("phase") in phases else None
+
+    return wait_for(
+        f"{name} to reach {phases}",
+        check,
+        timeout,
+        diagnose=lambda: json.dumps(get_study(cluster, namespace, name).get("status"), indent=1)[-3000:],
+    )  # type: ignore[no-any-return]
+
+
+def events(cluster: Any, namespace: str, name: str) -> list[client.CoreV1Event]:
+    items = cluster.core().list_namespaced_event(namespace).items
+    return [e for e in items if e.involved_object.kind == names.KIND and e.involved_object.name == name]
+
+
+def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == kind)
+
+
+def load_study(storage_url: str, body: dict[str, Any]) -> optuna.Study:
+    return optuna.load_study(study_name=body["status"]["studyName"], storage=storage_url)
+
+
+def assert_no_secret(text: str, storage_url: str, where: str) -> None:
+    assert PASSWORD not in text, f"the storage password appears in {where}"
+    assert storage_url not in text, f"the storage URL appears in {where}"
+
+
+def assert_nothing_leaks(cluster: Any, namespace: str, name: str, storage_url: str) -> None:
+    body = get_study(cluster, namespace, name)
+    assert_no_secret(json.dumps(body), storage_url, "the HPOStudy")
+    for e in cluster.core().list_namespaced_event(namespace).items:
+        assert_no_secret(f"{e.reason} {e.message}", storage_url, f"Event {e.reason}")
+
+
+# ---------------------------------------------------------------------------------------- tests
+
+
+def test_a_study_runs_to_its_budget_and_reports_the_true_best(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "quad",
+        namespace,
+        trials={"total": 6, "parallelism": 2, "maxFailed": 0},
+        enqueue=[{"x": 1.5}],
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "quad", ("Succeeded", "Failed"), timeout=150)
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    uid = body["metadata"]["uid"]
+    assert status["studyName"] == f"{namespace}.quad.{uid}"
+
+    # Exactly the budget, in the storage the trials reported to; the enqueued set is trial 0.
+    study = load_study(storage_url, body)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].params == {"x": 1.5}
+    assert trials[0].value == pytest.approx(-0.25)
+
+    # The status holds every trial's value and the true best.
+    assert status["progress"] == "6/6"
+    assert status["trials"] == {
+        "total": 6,
+        "started": 6,
+        "running": 0,
+        "complete": 6,
+        "pruned": 0,
+        "failed": 0,
+        "waiting": 0,
+    }
+    assert {r["number"]: r["value"] for r in status["recentTrials"]} == {t.number: t.value for t in trials}
+    assert status["bestTrial"]["number"] == study.best_trial.number
+    assert status["bestValue"] == study.best_value
+    assert status["bestTrial"]["params"] == study.best_trial.params
+    assert condition(body, "Complete")["status"] == "True"
+    assert condition(body, "Complete")["reason"] == "AllTrialsFinished"
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+
+    # One pod per trial, owned by the study, one GPU each, never more than the parallelism at once.
+    wait_for("the pod watch to see every pod", lambda: len(pods.seen) >= 6, timeout=10)
+    assert sorted(pods.seen) == sorted(f"quad-trial-{i}" for i in range(6))
+    assert 1 <= pods.max_active <= 2
+    for pod in pods.seen.values():
+        container = pod["spec"]["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert pod["spec"]["restartPolicy"] == "Never"
+        env = {e["name"]: e for e in container["env"]}
+        assert env["HPO_STORAGE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "quad-storage", "key": "url"}
+    assert all(p.status.phase == "Succeeded" for p in pods.current())
+
+    # Events in the seed's words, one per trial, and one for the study.
+    evs = events(cluster, namespace, "quad")
+    done = [e.message for e in evs if e.reason == "TrialCompleted"]
+    assert len(done) == 6
+    pattern = (
+        r"^Trial \d+ finished with value -?\d+\.\d{4} and parameters \{'x': .+\}\. "
+        r"Best is trial \d+ with value -?\d+\.\d{4}\.$"
+    )
+    assert all(re.match(pattern, m) for m in done), done
+    assert any(e.reason == "StudySucceeded" for e in evs)
+
+    # Health and metrics endpoints.
+    assert operator.get(operator.liveness_port, "/healthz")[0] == 200
+    metrics = operator.get(operator.metrics_port, "/metrics")[1]
+    assert "hpo_trials_started_total 6.0" in metrics
+    assert 'hpo_trials_finished_total{state="complete"} 6.0' in metrics
+    assert 'hpo_studies{phase="Succeeded"} 1.0' in metrics
+
+    # `kubectl get` shows the printer columns.
+    table = cluster.kubectl("get", "hps", "-n", namespace).stdout
+    assert re.search(r"quad\s+Succeeded\s+6/6\s+-?\d", table), table
+    assert_nothing_leaks(cluster, namespace, "quad", storage_url)
+
+
+def test_a_failing_trial_is_retried_then_failed_and_too_many_failures_fail_the_study(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "crashy",
+        namespace,
+        trials={"total": 5, "parallelism": 1, "maxFailed": 1, "retries": 1},
+        template={"command": ["python", str(TRIALS / "crash.py")]},
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "crashy", ("Failed", "Succeeded"), timeout=120)
+    assert body["status"]["phase"] == "Failed"
+    failed = condition(body, "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "TooManyFailedTrials"
+    assert "2 trials failed, more than spec.trials.maxFailed (1)" in failed["message"]
+
+    study = load_study(storage_url, body)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1]  # the study stopped: no third trial
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.FAIL
+        assert t.user_attrs["hpo:attempts"] == 2
+        reason = t.user_attrs["hpo:fail_reason"]
+        assert "exit code 3" in reason and "illegal memory access" in reason and "attempt 2 of 2" in reason
+    # Each trial ran twice, the retry in its own pod with the same parameters.
+    wait_for("the pod watch", lambda: len(pods.seen) >= 4, timeout=10)
+    assert sorted(pods.seen) == ["crashy-trial-0", "crashy-trial-0-r1", "crashy-trial-1", "crashy-trial-1-r1"]
+    for number in (0, 1):
+        first, retry = pods.seen[f"crashy-trial-{number}"], pods.seen[f"crashy-trial-{number}-r1"]
+        env0 = {e["name"]: e.get("value") for e in first["spec"]["containers"][0]["env"]}
+        env1 = {e["name"]: e.get("value") for e in retry["spec"]["containers"][0]["env"]}
+        assert env0["HPO_TRIAL_PARAMS"] == env1["HPO_TRIAL_PARAMS"]
+        assert (env0["HPO_TRIAL_ATTEMPT"], env1["HPO_TRIAL_ATTEMPT"]) == ("0", "1")
+    reasons = [e.reason for e in events(cluster, namespace, "crashy")]
+    assert reasons.count("TrialRetried") == 2 and reasons.count("TrialFailed") == 2
+    assert "StudyFailed" in reasons
+    rows = {r["number"]: r for r in body["status"]["recentTrials"]}
+    assert rows[0]["state"] == "FAIL" and rows[0]["attempts"] == 2 and "exit code 3" in rows[0]["reason"]
+    assert_nothing_leaks(cluster, namespace, "crashy", storage_url)
+
+
+def test_killing_the_operator_mid_study_loses_and_duplicates_nothing(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "tough",
+        namespace,
+        trials={"total": 10, "parallelism": 2, "maxFailed": 0},
+        template={
+            "command": ["python", str(TRIALS / "quadratic.py")],
+            "env": [{"name": "TRIAL_STEP_SECONDS", "value": "0.3"}],
+        },
+    )
+    apply(cluster, manifest)
+    kills = 0
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        body = get_study(cluster, namespace, "tough")
+        status = body.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        started = (status.get("trials") or {}).get("started", 0)
+        if kills < 4 and started >= 1 + 2 * kills:
+            operator.kill()  # SIGKILL, wherever it is
+            kills += 1
+            time.sleep(1.0)
+            operator.start()
+        time.sleep(0.5)
+    assert kills == 4, f"the study finished before the operator was killed 4 times ({kills})"
+    body = wait_phase(cluster, namespace, "tough", ("Succeeded", "Failed"), timeout=120)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+
+    trials = load_study(storage_url, body).get_trials()
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(10)), numbers  # same final count, no duplicate trial numbers
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # No orphan pods: exactly one pod per trial, each owned by the study, none left running.
+    wait_for("the pod watch", lambda: len(pods.seen) >= 10, timeout=10)
+    current = pods.current()
+    assert sorted(p.metadata.name for p in current) == sorted(f"tough-trial-{i}" for i in range(10))
+    assert all(p.status.phase == "Succeeded" for p in current)
+    assert all(p.metadata.owner_references[0].uid == body["metadata"]["uid"] for p in current)
+    assert pods.max_active <= 2
+    assert body["status"]["trials"]["complete"] == 10
+    assert_nothing_leaks(cluster, namespace, "tough", storage_url)
+
+
+def test_pruning_stops_a_bad_trial_early(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "pruned",
+        namespace,
+        trials={"total": 3, "parallelism": 1, "maxFailed": 0},
+        pruner={"type": "Median", "nStartupTrials": 2, "nWarmupSteps": 0},
+        enqueue=[{"x": 2.0}, {"x": 2.5}, {"x": -4.0}],
+        template={
+            "command": ["python", str(TRIALS / "quadratic.py")],
+            "env": [{"name": "TRIAL_STEPS", "value": "6"}, {"name": "TRIAL_STEP_SECONDS", "value": "0.1"}],
+        },
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "pruned", ("Succeeded", "Failed"), timeout=120)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    trials = load_study(storage_url, body).get_trials()
+    assert [t.params["x"] for t in trials] == [2.0, 2.5, -4.0]  # the enqueued sets, in order
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    bad = trials[2]
+    assert max(bad.intermediate_values) < 5  # stopped before its last step
+    pod = cluster.core().read_namespaced_pod("pruned-trial-2", namespace)
+    assert pod.status.phase == "Succeeded"  # the pod exited by itself
+    assert "pruned at step" in cluster.pod_log(namespace, "pruned-trial-2")
+    assert body["status"]["trials"]["pruned"] == 1
+    assert any(
+        e.reason == "TrialPruned" and e.message.startswith("Trial 2 pruned at step")
+        for e in events(cluster, namespace, "pruned")
+    )
+    assert_nothing_leaks(cluster, namespace, "pruned", storage_url)
+
+
+def test_deleting_a_running_study_removes_its_pods(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "doomed",
+        namespace,
+        trials={"total": 4, "parallelism": 2},
+        template={
+            "command": ["python", str(TRIALS / "quadratic.py")],
+            "env": [{"name": "TRIAL_STEPS", "value": "100"}, {"name": "TRIAL_STEP_SECONDS", "value": "1"}],
+        },
+    )
+    apply(cluster, manifest)
+    wait_for(
+        "two running trial pods",
+        lambda: sum(1 for p in pods.current() if p.status.phase == "Running") == 2,
+        timeout=60,
+    )
+    body = get_study(cluster, namespace, "doomed")
+    study_name = names.optuna_study_name(namespace, "doomed", body["metadata"]["uid"])
+    cluster.kubectl("delete", "hps", "doomed", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for("the study's pods to be garbage-collected", lambda: not pods.current(), timeout=90)
+    with pytest.raises(ApiException) as gone:
+        cluster.core().read_namespaced_secret("doomed-storage", namespace)
+    assert gone.value.status == 404  # the default storage Secret went with its owner
+    # The Optuna study stays (deleteStudyOnDelete is false); its running trials were stopped.
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+
+    def stopped() -> bool:
+        return all(t.state != optuna.trial.TrialState.RUNNING for t in study.get_trials())
+
+    wait_for("the running trials to be failed", stopped, timeout=30)
+    reasons = {t.user_attrs.get("hpo:fail_reason") for t in study.get_trials()}
+    assert reasons == {"stopped: the HPOStudy was deleted"}
+
+
+def test_delete_study_on_delete_removes_the_optuna_study(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "tidy", namespace, trials={"total": 1, "parallelism": 1}, storage={"deleteStudyOnDelete": True}
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "tidy", ("Succeeded",), timeout=90)
+    assert "hpo.dev/finalizer" in body["metadata"]["finalizers"]
+    study_name = body["status"]["studyName"]
+    assert study_name in optuna.get_all_study_names(storage_url)
+    cluster.kubectl("delete", "hps", "tidy", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert study_name not in optuna.get_all_study_names(storage_url)
+
+
+def test_a_bad_spec_is_refused_naming_the_field(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    # What the schema can check, the API server refuses at once, naming the field.
+    grid = study_manifest("griddy", namespace, sampler={"type": "Grid"})
+    refused = apply(cluster, grid, check=False)
+    assert refused.returncode != 0
+    assert "spec.searchSpace" in refused.stderr and "Grid sampler needs discrete values" in refused.stderr
+
+    # What needs Optuna: the operator refuses it with a condition and an Event naming the field.
+    grid = study_manifest(
+        "griddy",
+        namespace,
+        sampler={"type": "Grid"},
+        searchSpace=[{"name": "x", "type": "float", "low": 0.0, "high": 1.0, "step": 0.5}],
+        trials={"total": 5, "parallelism": 2},
+    )
+    apply(cluster, grid)
+    body = wait_phase(cluster, namespace, "griddy", ("Failed",), timeout=60)
+    spec_valid = condition(body, "SpecValid")
+    assert spec_valid["status"] == "False" and spec_valid["reason"] == "InvalidSpec"
+    assert spec_valid["message"].startswith("spec.trials.total: 5 trials but the grid has only 3 points")
+    wait_for(
+        "an InvalidSpec Event",
+        lambda: [e for e in events(cluster, namespace, "griddy") if e.reason == "InvalidSpec"],
+        timeout=20,
+    )
+    invalid = [e for e in events(cluster, namespace, "griddy") if e.reason == "InvalidSpec"]
+    assert invalid[0].type == "Warning" and "spec.trials.total" in invalid[0].message
+    assert not cluster.core().list_namespaced_pod(namespace).items  # nothing ran
+
+    # Fixing the spec runs the study.
+    cluster.kubectl(
+        "patch", "hps", "griddy", "-n", namespace, "--type=merge", "-p", '{"spec":{"trials":{"total":3}}}'
+    )
+    body = wait_phase(cluster, namespace, "griddy", ("Succeeded",), timeout=90)
+    assert condition(body, "SpecValid")["status"] == "True"
+    trials = load_study(storage_url, body).get_trials()
+    assert sorted(t.params["x"] for t in trials) == [0.0, 0.5, 1.0]  # the whole grid, once each
+    assert_nothing_leaks(cluster, namespace, "griddy", storage_url)
+
+
+def test_an_unreachable_storage_is_waited_for_without_showing_its_url(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    dead = make_url(storage_url).set(port=free_port()).render_as_string(hide_password=False)
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"url": dead})
+    cluster.core().create_namespaced_secret(namespace, secret)
+    manifest = study_manifest(
+        "waits", namespace, trials={"total": 1, "parallelism": 1}, storage={"secretRef": {"name": "db"}}
+    )
+    apply(cluster, manifest)
+
+    def storage_down() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, "waits")
+        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        ready = conds.get("StorageReady")
+        return body if ready and ready["status"] == "False" else None
+
+    body = wait_for("StorageReady=False", storage_down, timeout=60)
+    ready = condition(body, "StorageReady")
+    assert ready["reason"] == "StorageUnavailable"
+    assert ready["message"].startswith("waiting for the storage: ")
+    assert_no_secret(json.dumps(body), dead, "the HPOStudy")
+    wait_for(
+        "a StorageUnavailable Event",
+        lambda: any(e.reason == "StorageUnavailable" for e in events(cluster, namespace, "waits")),
+        timeout=30,
+    )
+    assert_nothing_leaks(cluster, namespace, "waits", dead)
+    assert_no_secret(operator.log, dead, "the operator's log")
+
+    # The database comes back (here: the Secret is corrected): the study runs; nothing was lost.
+    cluster.core().patch_namespaced_secret("db", namespace, {"stringData": {"url": storage_url}})
+    body = wait_phase(cluster, namespace, "waits", ("Succeeded",), timeout=120)
+    assert condition(body, "StorageReady")["status"] == "True"
+    assert_nothing_leaks(cluster, namespace, "waits", storage_url)
+
+
+def test_a_trial_that_exits_without_a_value_is_failed_with_that_reason(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "silent",
+        namespace,
+        trials={"total": 2, "parallelism": 1, "maxFailed": 0, "retries": 2},
+        template={"command": ["python", str(TRIALS / "silent.py")]},
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "silent", ("Failed", "Succeeded"), timeout=90)
+    assert condition(body, "Failed")["reason"] == "TooManyFailedTrials"
+    (trial,) = load_study(storage_url, body).get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert "exited 0 without reporting a final value" in trial.user_attrs["hpo:fail_reason"]
+    assert trial.user_attrs.get("hpo:attempts", 1) == 1  # a broken process is not retried
+    pod_names = [p.metadata.name for p in cluster.core().list_namespaced_pod(namespace).items]
+    assert pod_names == ["silent-trial-0"]
+
+
+def test_an_objective_metric_the_trial_does_not_produce_stops_the_study_naming_the_field(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "nometric",
+        namespace,
+        objective=[{"metric": "eval_sts-dev_spearman_cosin", "direction": "maximize"}],
+        trials={"total": 4, "parallelism": 1, "maxFailed": 3},
+        template={"command": ["python", str(TRIALS / "wrong_metric.py")]},
+    )
+    apply(cluster, manifest)
+    body = wait_phase(cluster, namespace, "nometric", ("Failed", "Succeeded"), timeout=90)
+    failed = condition(body, "Failed")
+    assert failed["reason"] == "ObjectiveMetricNotFound"
+    assert failed["message"].startswith("spec.objective[0].metric: trial 0: objective metric")
+    assert "eval_sts-dev_spearman_cosine" in failed["message"]  # the metrics that exist are listed
+    assert len(load_study(storage_url, body).get_trials()) == 1  # stopped at once, not after maxFailed
+    wait_for(
+        "a StudyFailed Event naming the field",
+        lambda: any(
+            e.reason == "StudyFailed" and "spec.objective[0].metric" in e.message
+            for e in events(cluster, namespace, "nometric")
+        ),
+        timeout=20,
+    )
+    assert_nothing_leaks(cluster, namespace, "nometric", storage_url)
