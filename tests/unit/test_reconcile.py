@@ -679,3 +679,103 @@ def test_simulated_crash_between_ask_and_pod_creation_neither_loses_nor_duplicat
     assert plan.of(LaunchRun) == [LaunchRun(1, 0, dict(world.study.trials[1].params), "created")]  # type: ignore[union-attr]
     world.apply(plan)
     assert lost in world.runs and len(world.study.trials) == 2  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------- observations
+
+
+def pod(phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "demo-trial-3-r1",
+            "labels": names.pod_labels(NAME, 3, 1),
+            "ownerReferences": [{"kind": "HPOStudy", "uid": UID, "controller": True}],
+            "creationTimestamp": "2025-01-02T11:59:00Z",
+        },
+        "status": {"phase": phase, **status},
+    }
+
+
+def test_run_view_reads_a_pod() -> None:
+    from hpo_operator.core.observe import run_view
+
+    r = run_view(pod("Running"))
+    assert r is not None
+    assert (r.name, r.trial, r.attempt, r.phase, r.owner_uid) == ("demo-trial-3-r1", 3, 1, "Running", UID)
+    assert r.active and not r.deleting and r.created == NOW - dt.timedelta(minutes=1)
+
+
+def test_run_view_reads_how_a_pod_failed() -> None:
+    from hpo_operator.core.observe import run_view
+
+    failed = pod(
+        "Failed",
+        containerStatuses=[
+            {
+                "name": "trial",
+                "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "a\nb\nKilled"}},
+            }
+        ],
+    )
+    r = run_view(failed)
+    assert r is not None and (r.exit_code, r.reason) == (137, "OOMKilled")
+    assert r.describe_failure() == "pod demo-trial-3-r1 failed (exit code 137, OOMKilled): a | b | Killed"
+    evicted = run_view(pod("Failed", reason="Evicted", message="The node was low on resource: memory."))
+    assert evicted is not None and evicted.describe_failure() == (
+        "pod demo-trial-3-r1 failed (Evicted): The node was low on resource: memory."
+    )
+
+
+def test_run_view_says_why_a_pod_is_pending() -> None:
+    from hpo_operator.core.observe import run_view
+
+    unschedulable = pod(
+        "Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    )
+    r = run_view(unschedulable)
+    assert r is not None and r.reason == "Unschedulable" and "nvidia.com/gpu" in (r.message or "")
+    plan = decide(make_spec(parallelism=1), observed([trial(3, attempt=1)], [r], previous_phase=None), NOW)
+    assert plan.assessment.phase == "Pending"
+    assert "Insufficient nvidia.com/gpu" in plan.assessment.message
+    image = pod(
+        "Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull", "message": "no"}}}]
+    )
+    r = run_view(image)
+    assert r is not None and r.reason == "ErrImagePull"
+
+
+def test_run_view_ignores_other_pods_and_sees_deletion() -> None:
+    from hpo_operator.core.observe import run_view
+
+    assert run_view({"metadata": {"name": "x", "labels": {}}, "status": {}}) is None
+    deleting = pod("Running")
+    deleting["metadata"]["deletionTimestamp"] = "2025-01-02T12:00:00Z"
+    r = run_view(deleting)
+    assert r is not None and r.deleting
+    unknown = run_view(pod("Unknown"))
+    assert unknown is not None and unknown.phase == "Running" and unknown.active
+
+
+def test_trial_view_reads_a_stored_trial() -> None:
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    t.report(0.3, 5)
+    t.set_user_attr("hpo:attempts", 2)
+    study._storage.set_trial_system_attr(t._trial_id, ATTR_LAUNCHED, 1)
+    running = trial_view(study.trials[0])
+    assert (running.state, running.attempt, running.launched) == ("RUNNING", 1, 1)
+    assert (running.last_step, running.last_intermediate) == (5, 0.3)
+    assert running.started is not None and running.started.tzinfo is not None
+    t.set_user_attr("hpo:fail_reason", "boom")
+    study.tell(t, state=optuna.trial.TrialState.FAIL)
+    failed = trial_view(study.trials[0])
+    assert (failed.state, failed.fail_reason, failed.values) == ("FAIL", "boom", None)
+    assert failed.finished and failed.completed is not None

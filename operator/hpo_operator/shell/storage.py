@@ -85,7 +85,19 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     # Long-lived pools: check a connection before use (a restarted or failed-over database drops them).
-    return {"pool_pre_ping": True, "pool_recycle": 1800}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
+    if url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+        # A database that stops answering must not hang a reconcile: bounded connects, TCP keepalives
+        # (a dead peer is noticed in about a minute), and a statement timeout.
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "options": "-c statement_timeout=60000",
+        }
+    return kwargs
 
 
 class StudyStore:
