@@ -219,3 +219,66 @@ def test_metric_missing_at_the_end_fails_too(
         direction="minimize",
     )
     _expect_failure(run, study, trial.number, "objective metric 'eval_loss'", "train_loss", OBJECTIVE)
+
+
+def test_two_ranks_prune_together(
+    postgres_url: str, tiny_model: str, tiny_data: TinyData, hf_home: str, tmp_path: Any
+) -> None:
+    """Under torchrun (2 CPU processes, gloo) only rank 0 reports; its prune decision stops both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+    from hpo_trial.contract import Objective, TrialContract
+
+    from tests.trial.helpers import OFFLINE_ENV
+
+    study = make_study(postgres_url, "ns.ddp.uid")
+    for lr in (1e-4, 2e-4):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"learning_rate": lr},
+                distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-2)},
+                value=1.0,
+                intermediate_values={s: 1.0 for s in (25, 50, 75, 100)},
+            )
+        )
+    params = {"learning_rate": 5e-4, "num_train_epochs": 1}
+    trial = ask_trial(study, params)
+    recipe = pair_recipe(tiny_model, tiny_data)
+    recipe["arguments"] = {**recipe["arguments"], "per_device_train_batch_size": 4, "ddp_backend": "gloo"}
+    contract = TrialContract(
+        storage_url=postgres_url,
+        study_name=study.study_name,
+        trial_number=trial.number,
+        params=params,
+        objectives=(Objective(OBJECTIVE, "maximize"),),
+        pruner={"type": "Median", "nStartupTrials": 1, "nWarmupSteps": 50},
+        trainer=recipe,
+        output_dir=str(tmp_path / "out"),
+    )
+    env = {**os.environ, **OFFLINE_ENV, **contract.to_env(), "HF_HOME": hf_home, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*torchrun, "-m", "hpo_trial"], env=env, cwd=str(tmp_path), stdout=out, stderr=out
+        )
+        try:
+            proc.wait(timeout=150)
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(proc.pid).children(recursive=True):  # the ranks, then torchrun
+                child.kill()
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"the ranks did not stop together:\n{log.read_text()[-6000:]}")
+    output = log.read_text()
+    print(output[-6000:])
+    assert proc.returncode == 0, output
+    finished = study.trials[trial.number]
+    assert finished.state == TrialState.PRUNED
+    assert list(finished.intermediate_values) == [25, 50]  # pruned at the first step the pruner may act
+    assert "of study ns.ddp.uid on rank 1" in output
+    assert output.count("(reported at step") == 2  # rank 0 only
+    assert "Trial 2: rank 1 stops with rank 0 (prune)" in output  # rank 0's decision, broadcast

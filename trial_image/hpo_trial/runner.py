@@ -138,6 +138,8 @@ def make_trial_callback(
             if decision != CONTINUE:
                 self.decision = decision
                 control.should_training_stop = True
+                if handle is None:
+                    log.info("Trial %d: rank %d stops with rank 0 (%s)", trial_number, _rank(), decision)
 
         def _decide(self, metrics: dict[str, float], step: int, progress: float) -> str:
             assert handle is not None
