@@ -1,4 +1,5 @@
-"""The quickstart: ``hpo run examples/quickstart.yaml`` finishes on a small CPU with nothing downloaded."""
+"""PENDING (rename to test_quickstart_run.py once trainer.model accepts pkg:<package>/<path>): the quickstart
+``hpo run examples/quickstart.yaml`` finishes on a small CPU with nothing downloaded."""
 
 from __future__ import annotations
 
