@@ -54,6 +54,24 @@ class Manifest:
         return self.dir / ".hpo" / self.local_study_name
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-6`` as a string; kubectl and the API server, a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def read_yaml(path: Path) -> Mapping[str, Any]:
     """The HPOStudy document of a YAML file (a file may hold other documents; exactly one HPOStudy)."""
     try:
@@ -63,7 +81,7 @@ def read_yaml(path: Path) -> Mapping[str, Any]:
     except OSError as e:
         raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as e:
         raise ManifestError(f"{path}: not valid YAML: {e}") from None
     if not docs:
