@@ -170,6 +170,7 @@ def test_fixed_arguments_and_parameters_combine(tiny_model: str, tiny_data: Tiny
     args = recipe.build_training_args(spec, {"learning_rate": 3e-5, "loss.scale": 10.0}, "/tmp/x")
     assert args.learning_rate == 3e-5 and args.per_device_train_batch_size == 8 and args.seed == 3
     assert args.output_dir == "/tmp/x" and args.report_to == [] and args.save_strategy == "no"
+    assert args.logging_steps == 0.05 and args.disable_tqdm is True  # the runner's defaults
 
 
 def test_training_argument_names_are_checked_against_the_library(

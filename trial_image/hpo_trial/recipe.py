@@ -322,14 +322,19 @@ def build_training_args(
     """Fresh arguments: runner defaults, then the recipe's fixed ``arguments``, then the trial's parameters.
 
     Runner defaults (a recipe may override them): ``report_to="none"``, ``save_strategy="no"`` (no
-    checkpoints; ``saveModel`` keeps the final model) and ``disable_tqdm=True`` (the runner logs progress
-    lines itself). With ``evalEveryEpochs`` the runner triggers evaluations, so
-    ``eval_strategy`` stays ``"no"``.
+    checkpoints; ``saveModel`` keeps the final model), ``disable_tqdm=True`` and ``logging_steps=0.05``
+    (the runner logs a progress line every 5% of the training steps instead of progress bars). With
+    ``evalEveryEpochs`` the runner triggers evaluations, so ``eval_strategy`` stays ``"no"``.
     """
     training, _, _ = split_params(params)
     check_argument_names(spec.arguments, "trainer.arguments")
     check_argument_names(training, "HPO_TRIAL_PARAMS")
-    kwargs: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True}
+    kwargs: dict[str, Any] = {
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "logging_steps": 0.05,
+    }
     kwargs.update(spec.arguments)
     kwargs.update(training)
     kwargs["output_dir"] = output_dir

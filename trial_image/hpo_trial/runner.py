@@ -33,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optuna.trial import TrialState
 
@@ -41,17 +41,11 @@ from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract
 from hpo_trial.reporting import MetricNotFound, TrialHandle
 from hpo_trial.trainer_spec import TrainerSpec, TrainerSpecError, validate_param_names, validate_trainer
 
-if TYPE_CHECKING:
-    from transformers import TrainerCallback
-
 log = logging.getLogger("hpo_trial")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NO_CONTRACT = 2
-
-CONTINUE = "continue"
-PRUNE = "prune"
 
 
 @dataclass
@@ -74,116 +68,6 @@ class _Failed(Exception):
 
 def _rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
-
-
-def _broadcast(decision: str) -> str:
-    """Rank 0's decision, on every rank (a no-op without a multi-process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [decision]
-        dist.broadcast_object_list(box, src=0)
-        return str(box[0])
-    return decision
-
-
-def make_trial_callback(
-    handle: TrialHandle | None, objective: str, every_epochs: float | None, trial_number: int
-) -> TrainerCallback:
-    """The callback that schedules evaluations, reports them, asks the pruner and stops training."""
-    from transformers import TrainerCallback
-
-    class TrialCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.training = False
-            self.marks_done = 0
-            self.pending_mark: float | None = None
-            self.decision = CONTINUE
-            self.reason: str | None = None
-            self.reported: dict[int, float] = {}
-            self.last_eval: tuple[int, dict[str, float]] | None = None
-            self.started = time.monotonic()
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.training = True
-            self.started = time.monotonic()
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.training = False
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if every_epochs is None or state.epoch is None:
-                return
-            # Evaluate at the first optimizer step at or past each mark (every_epochs, 2 * every_epochs, ...).
-            next_mark = (self.marks_done + 1) * every_epochs
-            if state.epoch + 1e-9 >= next_mark:
-                while (self.marks_done + 1) * every_epochs <= state.epoch + 1e-9:
-                    self.marks_done += 1
-                self.pending_mark = self.marks_done * every_epochs
-                control.should_evaluate = True
-
-        def on_evaluate(
-            self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any
-        ) -> None:
-            if not self.training:
-                return
-            progress = self.pending_mark if self.pending_mark is not None else float(state.epoch or 0.0)
-            self.pending_mark = None
-            step = round(progress * 100)
-            self.last_eval = (state.global_step, dict(metrics))
-            decision = CONTINUE
-            if handle is not None:
-                decision = self._decide(metrics, step, progress)
-            decision = _broadcast(decision)
-            if decision != CONTINUE:
-                self.decision = decision
-                control.should_training_stop = True
-                if handle is None:
-                    log.info("Trial %d: rank %d stops with rank 0 (%s)", trial_number, _rank(), decision)
-
-        def _decide(self, metrics: dict[str, float], step: int, progress: float) -> str:
-            assert handle is not None
-            try:
-                value = handle.objective_values(metrics)[0]
-            except MetricNotFound as e:
-                self.reason = str(e)
-                return f"fail: {e}"
-            if step in self.reported:
-                return CONTINUE
-            handle.report(value, step)
-            self.reported[step] = value
-            log.info(
-                "Trial %d: epoch %.2f: %s = %.6g (reported at step %d)",
-                trial_number,
-                progress,
-                objective,
-                value,
-                step,
-            )
-            if handle.should_prune():
-                log.info("Trial %d: the study's pruner stops it at epoch %.2f", trial_number, progress)
-                return PRUNE
-            return CONTINUE
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
-        ) -> None:
-            if not state.is_world_process_zero or not logs or "loss" not in logs:
-                return
-            elapsed = time.monotonic() - self.started
-            lr = logs.get("learning_rate")
-            log.info(
-                "Trial %d: epoch %.2f step %d/%d loss %.4f%s (%.0f s)",
-                trial_number,
-                state.epoch or 0.0,
-                state.global_step,
-                state.max_steps,
-                float(logs["loss"]),
-                f" lr {lr:.3g}" if isinstance(lr, int | float) else "",
-                elapsed,
-            )
-
-    return TrialCallback()
 
 
 def _output_dirs(contract: TrialContract, spec: TrainerSpec, base: str) -> tuple[str, str | None]:
@@ -233,6 +117,7 @@ def _train(
     from transformers.utils import logging as hf_logging
 
     from hpo_trial import recipe as recipes
+    from hpo_trial.callback import CONTINUE, PRUNE, TrialCallback
 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
@@ -250,11 +135,11 @@ def _train(
         spec.loss.name,
     )
 
-    callback = make_trial_callback(handle, objective, spec.eval_every_epochs, number)
+    callback = TrialCallback(handle, objective, spec.eval_every_epochs, number)
     trainer = recipes.make_trainer(r, [callback])
     if "disable_tqdm" not in spec.arguments and "disable_tqdm" not in contract.params:
         trainer.remove_callback(PrinterCallback)  # our progress lines replace the raw dicts
-    if handle is not None and callback_needs_warning(spec, handle):
+    if handle is not None and _pruner_without_evaluations(spec, handle):
         log.warning(
             "Trial %d: the study has a pruner but the recipe never evaluates during training; "
             "set trainer.evalEveryEpochs (for example 0.25) to let the pruner act",
@@ -262,16 +147,16 @@ def _train(
         )
     train_output = trainer.train()
     train_metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
-    reported = dict(callback.reported)  # type: ignore[attr-defined]
-    decision: str = callback.decision  # type: ignore[attr-defined]
+    reported = dict(callback.reported)
+    decision = callback.decision
     if decision == PRUNE:
         if handle is not None:
             handle.prune()
         return TrialOutcome(TrialState.PRUNED, EXIT_OK, reported=reported, train_metrics=train_metrics)
     if decision != CONTINUE:
-        raise _Failed(callback.reason or decision.removeprefix("fail: "))  # type: ignore[attr-defined]
+        raise _Failed(callback.reason or decision.removeprefix("fail: "))
 
-    last_eval = callback.last_eval  # type: ignore[attr-defined]
+    last_eval = callback.last_eval
     if last_eval is not None and last_eval[0] == trainer.state.global_step:
         eval_metrics = last_eval[1]  # the last scheduled evaluation was at the final step: reuse it
     else:
@@ -310,7 +195,7 @@ def _train(
     )
 
 
-def callback_needs_warning(spec: TrainerSpec, handle: TrialHandle) -> bool:
+def _pruner_without_evaluations(spec: TrainerSpec, handle: TrialHandle) -> bool:
     pruning = handle.contract.pruner.get("type", "None") != "None" and len(handle.contract.objectives) == 1
     evaluates = spec.eval_every_epochs is not None or spec.arguments.get("eval_strategy", "no") != "no"
     return pruning and not evaluates
