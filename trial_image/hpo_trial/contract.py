@@ -137,3 +137,26 @@ def _json(env: Mapping[str, str], name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise ContractError(f"{name} must be a JSON {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the shared storage, the same in the operator, `hpo` and trials.
+
+    SQLite waits for its lock (local trial processes write concurrently). A database server gets
+    long-lived-pool hygiene (pre-ping, recycle) and, for PostgreSQL, bounded connects, TCP keepalives
+    (a dead peer is noticed in about a minute) and a statement timeout, so a database that stops
+    answering fails a call instead of hanging it.
+    """
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
+    if url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "options": "-c statement_timeout=60000",
+        }
+    return kwargs

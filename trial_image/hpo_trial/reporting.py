@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo_trial.contract import ATTR_FAIL_REASON, TrialContract
+from hpo_trial.contract import ATTR_FAIL_REASON, TrialContract, engine_kwargs
 from hpo_trial.pruners import build_pruner
 
 log = logging.getLogger("hpo_trial")
@@ -42,11 +42,7 @@ class MetricNotFound(KeyError):
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """The shared Optuna storage, with engine options fit for long-lived pools and concurrent writers."""
-    if url.startswith("sqlite"):
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
 
 
 class TrialHandle:

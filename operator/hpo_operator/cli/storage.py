@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import sqlalchemy.exc
+from hpo_trial.contract import engine_kwargs
 from sqlalchemy.engine import make_url
 
 from hpo_operator.cli.errors import CLIError
@@ -15,15 +16,6 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return "<storage URL>"
-
-
-def engine_kwargs(url: str) -> dict[str, object]:
-    """SQLite waits for the lock (trial processes write concurrently); servers keep pools healthy."""
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    if url.startswith("postgresql"):  # an unreachable host fails in seconds, not minutes
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    return {"pool_pre_ping": True}
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

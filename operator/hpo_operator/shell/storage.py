@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
+from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, engine_kwargs
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
@@ -66,7 +66,7 @@ class Storages:
             storage = self._by_url.get(url)
             if storage is None:
                 with storage_errors("cannot open the storage"):
-                    rdb = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+                    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
                 storage = optuna.storages.get_storage(rdb)  # Optuna's cache in front of the database
                 self._by_url[url] = storage
             return storage
@@ -79,25 +79,6 @@ class Storages:
                 if engine is not None:
                     engine.dispose()
             self._by_url.clear()
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    # Long-lived pools: check a connection before use (a restarted or failed-over database drops them).
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
-    if url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
-        # A database that stops answering must not hang a reconcile: bounded connects, TCP keepalives
-        # (a dead peer is noticed in about a minute), and a statement timeout.
-        kwargs["connect_args"] = {
-            "connect_timeout": 10,
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-            "options": "-c statement_timeout=60000",
-        }
-    return kwargs
 
 
 class StudyStore:
