@@ -373,6 +373,31 @@ def test_a_missing_objective_metric_stops_the_study_naming_the_field() -> None:
     assert plan.of(FailTrial) == [FailTrial(1, "stopped: the study failed (ObjectiveMetricNotFound)")]
 
 
+def test_a_study_stopped_for_a_missing_metric_resumes_once_the_metric_is_fixed() -> None:
+    reason = "objective metric 'eval_nope' was not produced by the evaluation; the metrics that exist are: a"
+    raw = _raw(make_spec(maxFailed=10))
+    raw["objective"] = [{"metric": "eval_nope"}]
+    stopped_reason = "stopped: the study failed"
+    history = [trial(0, "FAIL", fail_reason=reason), trial(1, "FAIL", fail_reason=stopped_reason)]
+    stopped = decide(parse_spec(raw), observed(history, previous_phase="Failed"), NOW)
+    assert (stopped.assessment.phase, stopped.assessment.reason) == ("Failed", "ObjectiveMetricNotFound")
+    assert stopped.of(AskTrials) == []
+    # The user fixes spec.objective[0].metric: the old failure names a metric the spec no longer has.
+    raw["objective"] = [{"metric": "a"}]
+    resumed = decide(parse_spec(raw), observed(history, previous_phase="Failed"), NOW)
+    assert (resumed.assessment.phase, resumed.assessment.reason) == ("Running", "TrialsRunning")
+    assert resumed.of(AskTrials) == [AskTrials(2)]
+    # A second objective that is still missing keeps it stopped, naming that objective.
+    raw["objective"] = [{"metric": "a"}, {"metric": "eval_nope", "direction": "minimize"}]
+    multi = parse_spec(raw)
+    study = StudyView(STUDY, ("maximize", "minimize"), 0, Announced().add([0, 1]))
+    again = decide(multi, observed(history, study=study, previous_phase="Failed"), NOW)
+    assert (again.assessment.reason, again.assessment.field) == (
+        "ObjectiveMetricNotFound",
+        "spec.objective[1].metric",
+    )
+
+
 def test_changed_objectives_are_refused() -> None:
     study = StudyView(STUDY, ("minimize",))
     plan = decide(make_spec(), observed([trial(0)], [run(0)], study=study), NOW)

@@ -362,13 +362,10 @@ def _stop_reason(
     for t in trials:
         if t.state == "FAIL" and t.fail_reason:
             m = _METRIC_NOT_FOUND.search(t.fail_reason)
-            if m:
-                metric = m["metric"]
-                path = (
-                    f"spec.objective[{spec.metrics.index(metric)}].metric"
-                    if metric in spec.metrics
-                    else "spec.objective"
-                )
+            # A metric the spec no longer names was fixed since (spec.objective[i].metric changed):
+            # that trial's failure says nothing about the trials to come.
+            if m and m["metric"] in spec.metrics:
+                path = f"spec.objective[{spec.metrics.index(m['metric'])}].metric"
                 return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
     failed = [t for t in trials if t.state == "FAIL" and not (t.fail_reason or "").startswith(STOPPED_PREFIX)]
     n_failed = len(failed) + len([n for n, r in draft.failing.items() if not r.startswith(STOPPED_PREFIX)])
