@@ -19,11 +19,16 @@ from hpo_operator.core.observe import (
     ATTR_ANNOUNCED,
     ATTR_ENQUEUED,
     ATTR_LAUNCHED,
+    CREATE_CONTAINER_GRACE,
+    IMAGE_PULL_GRACE,
+    NODE_LOST_GRACE,
+    TERMINATING_GRACE,
     Announced,
     Observed,
     RunView,
     StudyView,
     TrialView,
+    format_duration,
     study_view,
     trial_view,
 )
@@ -220,6 +225,101 @@ def test_a_run_that_exits_0_without_a_value_fails_its_trial_without_retry() -> N
 def test_a_deleting_run_holds_its_slot_until_it_is_gone() -> None:
     plan = decide(make_spec(parallelism=1), observed([trial(0)], [run(0, "Running", deleting=True)]), NOW)
     assert plan.actions == ()
+
+
+# ---------------------------------------------------------------------------------- stuck runs
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+def waiting(reason: str, since: dt.timedelta, message: str | None = None, **kw: Any) -> RunView:
+    """Trial 0's run (attempt 0), a container waiting with ``reason`` since ``since`` ago."""
+    return run(
+        0, "Pending", reason=reason, message=message, waiting_reason=reason, waiting_since=NOW - since, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "grace", "what"),
+    [
+        ("ErrImagePull", IMAGE_PULL_GRACE, "image pull failed"),
+        ("ImagePullBackOff", IMAGE_PULL_GRACE, "image pull failed"),
+        ("CreateContainerConfigError", CREATE_CONTAINER_GRACE, "container configuration error"),
+        ("CreateContainerError", CREATE_CONTAINER_GRACE, "container could not be created"),
+    ],
+)
+def test_a_run_waiting_on_a_hopeless_container_state_fails_after_its_grace(
+    reason: str, grace: dt.timedelta, what: str
+) -> None:
+    spec = make_spec(parallelism=1, retries=1, maxFailed=5)
+    early = decide(spec, observed([trial(0)], [waiting(reason, grace - MINUTE)]), NOW)
+    assert early.actions == () and early.assessment.counts.active_runs == 1
+
+    stuck = waiting(reason, grace + MINUTE, message="no such thing")
+    plan = decide(spec, observed([trial(0)], [stuck]), NOW)
+    minutes = int((grace + MINUTE).total_seconds() // 60)
+    why = f"{what}: {reason} for {minutes}m: no such thing"
+    assert plan.of(DeleteRun) == [DeleteRun(f"{NAME}-trial-0", why)]  # it holds its node's GPU
+    assert plan.of(LaunchRun) == [LaunchRun(0, 1, PARAMS, f"retry after: pod {NAME}-trial-0: {why}")]
+    assert [e.reason for e in plan.of(PostEvent)] == ["TrialRetried"]
+    # Out of retries: the trial fails, saying why.
+    last = replace(stuck, name=f"{NAME}-trial-0-r1", attempt=1)
+    plan = decide(spec, observed([trial(0, attempt=1)], [last]), NOW)
+    assert plan.of(FailTrial) == [FailTrial(0, f"pod {NAME}-trial-0-r1: {why} (attempt 2 of 2)")]
+    assert plan.of(DeleteRun) == [DeleteRun(f"{NAME}-trial-0-r1", why)]
+    assert plan.of(AskTrials) == [AskTrials(1)]  # the stuck pod no longer holds the slot
+
+
+def test_an_invalid_image_name_fails_at_once() -> None:
+    plan = decide(
+        make_spec(retries=0), observed([trial(0)], [waiting("InvalidImageName", dt.timedelta(0))]), NOW
+    )
+    (fail,) = plan.of(FailTrial)
+    assert fail.reason == f"pod {NAME}-trial-0: invalid image name: InvalidImageName"
+    assert [d.name for d in plan.of(DeleteRun)] == [f"{NAME}-trial-0"]
+
+
+def test_other_waiting_states_are_waited_for() -> None:
+    for reason in ("ContainerCreating", "PodInitializing", "Unschedulable", None):
+        r = run(0, "Pending", reason=reason, waiting_reason=reason, waiting_since=NOW - 60 * MINUTE)
+        assert decide(make_spec(parallelism=1), observed([trial(0)], [r]), NOW).actions == ()
+
+
+def test_a_run_stuck_terminating_past_its_grace_period_fails_and_frees_its_slot() -> None:
+    spec = make_spec(parallelism=1, retries=1, maxFailed=5)
+    going = run(0, "Running", deleting=True, deletion_deadline=NOW - TERMINATING_GRACE + MINUTE)
+    assert decide(spec, observed([trial(0)], [going]), NOW).actions == ()  # still within the margin
+
+    lost = replace(going, deletion_deadline=NOW - TERMINATING_GRACE - MINUTE)
+    plan = decide(spec, observed([trial(0)], [lost]), NOW)
+    why = "stuck terminating 6m past its grace period (its node may be lost)"
+    assert plan.of(LaunchRun) == [LaunchRun(0, 1, PARAMS, f"retry after: pod {NAME}-trial-0: {why}")]
+    assert plan.of(DeleteRun) == []  # already being deleted
+    # Once its trial is over, the pod that will never go does not keep the study from finishing.
+    done = decide(make_spec(total=1), observed([trial(0, "COMPLETE")], [lost]), NOW)
+    assert (done.assessment.phase, done.assessment.reason) == ("Succeeded", "AllTrialsFinished")
+
+
+def test_a_run_whose_node_stopped_reporting_fails_after_its_grace() -> None:
+    spec = make_spec(parallelism=1, retries=0, maxFailed=5)
+    recent = run(0, "Running", unknown_since=NOW - NODE_LOST_GRACE + MINUTE)
+    assert decide(spec, observed([trial(0)], [recent]), NOW).actions == ()
+    gone = replace(recent, unknown_since=NOW - NODE_LOST_GRACE - MINUTE)
+    plan = decide(spec, observed([trial(0)], [gone]), NOW)
+    why = "its node stopped reporting its state 11m ago"
+    assert plan.of(FailTrial) == [FailTrial(0, f"pod {NAME}-trial-0: {why}")]
+    assert plan.of(DeleteRun) == [DeleteRun(f"{NAME}-trial-0", why)]
+
+
+def test_durations_read_well() -> None:
+    assert [format_duration(dt.timedelta(seconds=s)) for s in (-3, 40, 300, 3660, 7200, 90000)] == [
+        "0s",
+        "40s",
+        "5m",
+        "1h 1m",
+        "2h",
+        "1d 1h",
+    ]
 
 
 # ------------------------------------------------------------------------------ finished trials
@@ -787,6 +887,44 @@ def test_run_view_ignores_other_pods_and_sees_deletion() -> None:
     assert r is not None and r.deleting
     unknown = run_view(pod("Unknown"))
     assert unknown is not None and unknown.phase == "Running" and unknown.active
+
+
+def test_run_view_reads_what_tells_a_stuck_run() -> None:
+    from hpo_operator.core.observe import run_view
+
+    pulling = pod(
+        "Pending",
+        startTime="2025-01-02T11:59:30Z",
+        containerStatuses=[{"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}}],
+    )
+    r = run_view(pulling)
+    half_a_minute_ago = NOW - dt.timedelta(seconds=30)
+    assert r is not None and (r.waiting_reason, r.waiting_since) == ("ImagePullBackOff", half_a_minute_ago)
+    assert r.stuck(NOW) is None
+    assert r.stuck(NOW + IMAGE_PULL_GRACE) == "image pull failed: ImagePullBackOff for 5m: Back-off"
+    # An init container that cannot be pulled keeps the pod pending as well; no startTime: its creation.
+    init = pod("Pending", initContainerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])
+    r = run_view(init)
+    assert r is not None and (r.waiting_reason, r.waiting_since) == ("ErrImagePull", NOW - MINUTE)
+    creating = pod("Pending", containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}])
+    r = run_view(creating)
+    assert r is not None and r.waiting_reason is None and r.stuck(NOW + 60 * MINUTE) is None
+
+    terminating = pod("Running")
+    terminating["metadata"]["deletionTimestamp"] = "2025-01-02T11:50:00Z"
+    r = run_view(terminating)
+    assert r is not None and r.deleting and r.deletion_deadline == NOW - 10 * MINUTE
+    assert r.stuck(NOW) == "stuck terminating 10m past its grace period (its node may be lost)"
+
+    unknown = pod(
+        "Unknown",
+        conditions=[{"type": "Ready", "status": "False", "lastTransitionTime": "2025-01-02T11:45:00Z"}],
+    )
+    r = run_view(unknown)
+    assert r is not None and r.phase == "Running" and r.unknown_since == NOW - 15 * MINUTE
+    assert r.stuck(NOW) == "its node stopped reporting its state 15m ago"
+    # A finished pod is never stuck, whatever its metadata says.
+    assert replace(r, phase="Failed").stuck(NOW) is None
 
 
 def test_trial_view_reads_a_stored_trial() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
@@ -34,6 +34,24 @@ ATTR_LAUNCHED = "hpo:launched"
 # Study system attributes: how many of spec.enqueue were enqueued; which trials were announced.
 ATTR_ENQUEUED = "hpo:enqueued"
 ATTR_ANNOUNCED = "hpo:announced"
+
+# How long a run may wait in a container state it does not recover from by itself before it counts as
+# failed (see :meth:`RunView.stuck`). The kubelet keeps retrying an image pull, so a registry blip gets
+# a few minutes; a name that is not an image name never pulls.
+IMAGE_PULL_GRACE = dt.timedelta(minutes=5)
+CREATE_CONTAINER_GRACE = dt.timedelta(minutes=2)  # a Secret or ConfigMap key the container needs is missing
+STUCK_WAITING: dict[str, tuple[str, dt.timedelta]] = {
+    "ErrImagePull": ("image pull failed", IMAGE_PULL_GRACE),
+    "ImagePullBackOff": ("image pull failed", IMAGE_PULL_GRACE),
+    "InvalidImageName": ("invalid image name", dt.timedelta(0)),
+    "CreateContainerConfigError": ("container configuration error", CREATE_CONTAINER_GRACE),
+    "CreateContainerError": ("container could not be created", CREATE_CONTAINER_GRACE),
+}
+# A pod still there this long after its deletion deadline (deletionTimestamp, which already includes
+# its grace period) will not go by itself: its node is gone and nobody confirms the container stopped.
+TERMINATING_GRACE = dt.timedelta(minutes=5)
+# A pod whose node stopped reporting (phase Unknown) this long is written off.
+NODE_LOST_GRACE = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -114,13 +132,45 @@ class RunView:
     message: str | None = None  # termination message, or why it is pending
     deleting: bool = False
     created: dt.datetime | None = None
+    waiting_reason: str | None = None  # a container's waiting reason (ErrImagePull, ...), if one waits
+    waiting_since: dt.datetime | None = None  # since when it (at the latest) waits
+    deletion_deadline: dt.datetime | None = None  # metadata.deletionTimestamp: gone by then, normally
+    unknown_since: dt.datetime | None = None  # the node stopped reporting (phase Unknown) since then
+    stuck_reason: str | None = None  # set by :meth:`as_stuck`: why the run counts as failed
 
     @property
     def active(self) -> bool:
         """Still using (or waiting for) its accelerator."""
         return self.phase in ("Pending", "Running")
 
+    def stuck(self, now: dt.datetime) -> str | None:
+        """Why an active run will never finish by itself (``"image pull failed: ErrImagePull for 5m"``),
+        or ``None``. See :data:`STUCK_WAITING`, :data:`TERMINATING_GRACE`, :data:`NODE_LOST_GRACE`."""
+        if not self.active:
+            return None
+        if self.deletion_deadline is not None and now - self.deletion_deadline > TERMINATING_GRACE:
+            late = format_duration(now - self.deletion_deadline)
+            return f"stuck terminating {late} past its grace period (its node may be lost)"
+        if self.unknown_since is not None and now - self.unknown_since > NODE_LOST_GRACE:
+            return f"its node stopped reporting its state {format_duration(now - self.unknown_since)} ago"
+        if self.waiting_reason in STUCK_WAITING:
+            what, grace = STUCK_WAITING[self.waiting_reason]
+            since = self.waiting_since or self.created
+            waited = now - since if since is not None else None
+            if grace == dt.timedelta(0) or (waited is not None and waited >= grace):
+                said = self.message.strip() if self.message and self.reason == self.waiting_reason else ""
+                detail = f": {said}" if said else ""
+                length = f" for {format_duration(waited)}" if waited is not None and grace else ""
+                return f"{what}: {self.waiting_reason}{length}{detail}"[:500]
+        return None
+
+    def as_stuck(self, why: str) -> RunView:
+        """This run as a failed one (it still exists, so it is to be deleted): its failure is ``why``."""
+        return replace(self, phase="Failed", stuck_reason=why)
+
     def describe_failure(self) -> str:
+        if self.stuck_reason:
+            return f"pod {self.name}: {self.stuck_reason}"
         parts = [f"pod {self.name} failed"]
         detail = []
         if self.exit_code is not None:
@@ -203,8 +253,13 @@ def run_view(pod: Mapping[str, Any]) -> RunView | None:
         return None
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
+    created = parse_time(meta.get("creationTimestamp"))
+    started = parse_time(status.get("startTime")) or created  # when the kubelet took the pod
+    unknown_since = None
     if phase == "Unknown":
-        phase = "Running"  # the node stopped reporting; Kubernetes fails the pod if it does not come back
+        # The node stopped reporting; usually it comes back, or the pod is evicted (then deleted).
+        phase = "Running"
+        unknown_since = _condition_since(status, "Ready") or started
     owner = next(
         (
             o.get("uid")
@@ -214,6 +269,13 @@ def run_view(pod: Mapping[str, Any]) -> RunView | None:
         None,
     )
     exit_code = reason = message = None
+    waiting_reason = waiting_since = None
+    for cs in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING and waiting_reason is None:
+            # A waiting state has no timestamp: the kubelet took the pod at startTime and has been
+            # trying since then at the latest.
+            waiting_reason, waiting_since = waiting.get("reason"), started
     for cs in status.get("containerStatuses") or ():
         terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
             "terminated"
@@ -242,8 +304,34 @@ def run_view(pod: Mapping[str, Any]) -> RunView | None:
         reason=reason,
         message=message,
         deleting=bool(meta.get("deletionTimestamp")),
-        created=parse_time(meta.get("creationTimestamp")),
+        created=created,
+        waiting_reason=waiting_reason,
+        waiting_since=waiting_since,
+        deletion_deadline=parse_time(meta.get("deletionTimestamp")),
+        unknown_since=unknown_since,
     )
+
+
+def _condition_since(status: Mapping[str, Any], kind: str) -> dt.datetime | None:
+    """When the pod condition ``kind`` last changed status, if the pod has it."""
+    for c in status.get("conditions") or ():
+        if c.get("type") == kind:
+            return parse_time(c.get("lastTransitionTime"))
+    return None
+
+
+def format_duration(value: dt.timedelta) -> str:
+    """``5m``, ``1h 2m``, ``40s``: a duration as a person reads it in a message."""
+    seconds = max(int(value.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours < 1:
+        return f"{minutes}m"
+    days, hours = divmod(hours, 24)
+    head = f"{days}d " if days else ""
+    return f"{head}{hours}h {minutes}m" if minutes else f"{head}{hours}h"
 
 
 def parse_time(value: Any) -> dt.datetime | None:

@@ -18,6 +18,12 @@ nor duplicates a trial. A trial whose ``ask`` was cut short before all its param
 them completed (``FinishAsk``) before its run is created. A run that was created
 (``hpo:launched``) and is gone counts as a failed attempt.
 
+**Stuck runs fail.** A run that cannot finish by itself counts as failed (and is deleted): a
+container waiting on an image that does not pull (past ``observe.IMAGE_PULL_GRACE``), an invalid image
+name, a container that cannot be created or configured (past ``observe.CREATE_CONTAINER_GRACE``), a pod
+still terminating long after its grace period, or one whose node stopped reporting (see
+``RunView.stuck``). Its attempt is retried like any failed attempt.
+
 **A finished trial is final.** COMPLETE, PRUNED and FAIL trials are never changed. Their runs are
 left alone (their logs are the user's), except a run still active a minute after its trial finished
 and runs beyond the most recent ``FINISHED_RUNS_KEPT``, which are deleted.
@@ -230,7 +236,17 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     study = observed.study
     trials = sorted(observed.trials, key=lambda t: t.number)
     by_number = {t.number: t for t in trials}
-    owned = [r for r in observed.runs if r.owner_uid in (None, observed.owner_uid)]
+    owned = []
+    for r in observed.runs:
+        if r.owner_uid not in (None, observed.owner_uid):
+            continue
+        why = r.stuck(now)
+        if why is not None:
+            # It will never finish by itself: a failed attempt, whose pod goes (unless it is going).
+            r = r.as_stuck(why)
+            if not r.deleting:
+                draft.deletes[r.name] = why
+        owned.append(r)
     foreign = {r.name: r for r in observed.runs if r.owner_uid not in (None, observed.owner_uid)}
     runs_of: dict[int, list[RunView]] = {}
     for r in owned:
