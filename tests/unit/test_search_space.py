@@ -207,6 +207,24 @@ def test_sampler_options_are_checked_against_the_sampler() -> None:
     assert error.field == "spec.sampler.options"
 
 
+@pytest.mark.parametrize(
+    ("options", "liar"),
+    [
+        ({}, True),  # Optuna 5's default, its recommendation for trials asked while others run
+        ({"constant_liar": False}, False),  # the user's word stands
+    ],
+)
+def test_tpe_lies_constantly_for_parallel_trials_unless_told_otherwise(
+    options: dict[str, Any], liar: bool
+) -> None:
+    """The operator asks while trials run (parallelism > 1): TPE must count the running trials' params as
+    bad guesses, or parallel asks all land on the same point. Optuna 5 does that by default (the project
+    pins optuna>=5,<6); this pins it, so an upgrade that changes the default is noticed."""
+    spec = parse_spec(spec_dict(sampler={"type": "TPE", "options": options}, trials={"parallelism": 4}))
+    sampler = ss.build_sampler(spec)
+    assert sampler._constant_liar is liar  # type: ignore[attr-defined]
+
+
 def test_enqueued_sets_must_fit_the_space() -> None:
     parse_spec(spec_dict(enqueue=[{"x": 1.5, "n": 2, "kind": "b"}, {"x": 0.0}]))
     cases = [
