@@ -151,6 +151,187 @@ def test_the_seed_example_validates_against_the_openapi_schema() -> None:
         jsonschema.Draft4Validator(SCHEMA).validate(bad)
 
 
+# The CRD's bounds, each with its twin in the parser: a spec just past the bound is refused naming the
+# field, one at the bound is accepted. A bound added to the CRD without a twin fails here.
+BOUNDS = ("maxItems", "minItems", "maxLength", "minLength", "maximum", "minimum", "pattern")
+# A valid spec holding every bounded field (each list item with the fields its bounds are on).
+FULL: dict[str, Any] = {
+    "objective": [{"metric": "m", "direction": "maximize"}],
+    "searchSpace": [
+        {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+        {"name": "s", "type": "float", "low": 0.0, "high": 1.0, "step": 0.5},
+        {"name": "c", "type": "categorical", "choices": ["a", "b"]},
+    ],
+    "trials": {"total": 2000, "parallelism": 1, "maxFailed": 3, "retries": 0},
+    "sampler": {"type": "TPE"},
+    "enqueue": [{}],
+    "storage": {"secretRef": {"name": "db", "key": "url"}},
+    "template": {
+        "image": "img",
+        "command": ["python", "o.py"],
+        "env": [{"name": "A", "value": "1"}],
+        "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "500m"}},
+        "volumes": [{"name": "v", "emptyDir": {}}],
+        "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+    },
+}
+# The pruner each pruner field belongs to (the CRD's CEL rules refuse it under another type).
+PRUNER_OF = {
+    "nStartupTrials": {"type": "Percentile"},
+    "nWarmupSteps": {"type": "Percentile"},
+    "intervalSteps": {"type": "Percentile"},
+    "nMinTrials": {"type": "Percentile"},
+    "percentile": {"type": "Percentile"},
+    "minResource": {"type": "Hyperband", "maxResource": 1000},
+    "maxResource": {"type": "Hyperband"},
+    "reductionFactor": {"type": "Hyperband", "maxResource": 1000},
+    "minEarlyStoppingRate": {"type": "SuccessiveHalving"},
+}
+# Items of the bounded lists (the i-th one), distinct so that only the bound can be at fault.
+ITEM_OF = {
+    "objective": lambda i: {"metric": f"m{i}"},
+    "searchSpace": lambda i: {"name": f"p{i}", "type": "int", "low": 0, "high": 1},
+    "searchSpace[].choices": lambda i: i,
+    "enqueue": lambda i: {},
+    "template.command": lambda i: "python",
+    "template.env": lambda i: {"name": f"E{i}", "value": "v"},
+}
+
+
+def bounds(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path such as ``searchSpace[].name``, keyword, value) for every bound under ``node``."""
+    for key in BOUNDS:
+        if key in node:
+            yield path, key, node[key]
+    for name, child in (node.get("properties") or {}).items():
+        yield from bounds(child, f"{path}.{name}" if path else name)
+    if isinstance(node.get("items"), dict):
+        yield from bounds(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from bounds(node["additionalProperties"], f"{path}{{}}")
+
+
+SPEC_BOUNDS = list(bounds(SCHEMA["properties"]["spec"]))
+
+
+def spec_with(path: str, value: Any) -> tuple[dict[str, Any], str]:
+    """FULL with ``value`` at ``path`` (in the first list item that has that field), and the path the
+    parser names for it."""
+    spec = copy.deepcopy(FULL)
+    if path.startswith("pruner."):
+        spec["pruner"] = dict(PRUNER_OF[path.split(".")[1]])
+    node: Any = spec
+    where = "spec"
+    parts = re.findall(r"[^.\[\]{}]+|\[\]|\{\}", path)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "[]":
+            index = next(j for j, item in enumerate(node) if parts[i + 1] in item)
+            node, where = node[index], f"{where}[{index}]"
+        elif part == "{}":
+            key = next(iter(node))
+            node[key] = value
+            return spec, f"{where}.{key}"
+        elif last:
+            node[part] = value
+        else:
+            node = node[part]
+        if part not in ("[]", "{}"):
+            where = f"{where}.{part}"
+    return spec, where
+
+
+def past_and_at(path: str, keyword: str, bound: Any, node_type: str | None) -> tuple[Any, Any]:
+    """A value just past the bound, and one at it (``None``: none to try)."""
+    item = ITEM_OF.get(path)
+    if keyword == "maxItems":
+        assert item is not None, f"no items known for {path}: add them to ITEM_OF"
+        return [item(i) for i in range(bound + 1)], [item(i) for i in range(bound)]
+    if keyword == "minItems":
+        assert item is not None, f"no items known for {path}: add them to ITEM_OF"
+        return [item(i) for i in range(bound - 1)], [item(i) for i in range(bound)]
+    if keyword == "maxLength":
+        return "a" * (bound + 1), "a" * bound
+    if keyword == "minLength":
+        return "a" * (bound - 1), "a" * bound
+    if keyword == "pattern":
+        return "9 x", None
+    step = 1 if node_type == "integer" else 0.5
+    if keyword == "maximum":
+        return bound + step, bound
+    return bound - step, bound
+
+
+def node_at(path: str) -> dict[str, Any]:
+    return next(node for p, node in walk(SCHEMA["properties"]["spec"]) if p == f".{path}".replace(".[", "["))
+
+
+def test_every_bound_of_the_crd_is_found() -> None:
+    found = {(p, k) for p, k, _ in SPEC_BOUNDS}
+    assert ("objective", "maxItems") in found and ("trials.retries", "maximum") in found
+    assert ("template.resources.limits{}", "pattern") in found and len(found) > 30
+
+
+@pytest.mark.parametrize(
+    ("path", "keyword", "bound"), SPEC_BOUNDS, ids=[f"{p}:{k}" for p, k, _ in SPEC_BOUNDS]
+)
+def test_the_parser_enforces_each_bound_of_the_crd(path: str, keyword: str, bound: Any) -> None:
+    node = node_at(path)
+    if keyword == "minimum" and node.get("exclusiveMinimum"):
+        past, at = bound, None
+    else:
+        past, at = past_and_at(path, keyword, bound, node.get("type"))
+    spec, where = spec_with(path, past)
+    jsonschema.Draft4Validator(SCHEMA["properties"]["spec"]).validate(FULL)  # the base itself is valid
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(SCHEMA["properties"]["spec"]).validate(spec)  # what the CRD says
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec)
+    assert refused.value.field == where, str(refused.value)
+    if at is not None:
+        parse_spec(spec_with(path, at)[0])
+
+
+def required_fields(node: dict[str, Any], path: str = "") -> Iterator[str]:
+    for name in node.get("required") or ():
+        yield f"{path}.{name}" if path else name
+    for name, child in (node.get("properties") or {}).items():
+        yield from required_fields(child, f"{path}.{name}" if path else name)
+    if isinstance(node.get("items"), dict):
+        yield from required_fields(node["items"], f"{path}[]")
+
+
+SPEC_REQUIRED = list(required_fields(SCHEMA["properties"]["spec"]))
+
+
+@pytest.mark.parametrize("path", SPEC_REQUIRED)
+def test_the_parser_requires_what_the_crd_requires(path: str) -> None:
+    spec, where = spec_with(path, None)
+    parent, _, key = path.rpartition(".")
+    holder: Any = spec
+    for part in re.findall(r"[^.\[\]]+|\[\]", parent):
+        holder = holder[0] if part == "[]" else holder[part]  # spec_with picked the first item holding it
+    holder.pop(key)
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec)
+    assert refused.value.field == where, str(refused.value)
+
+
+def test_resource_quantities_are_checked_as_the_crd_checks_them() -> None:
+    from hpo_operator.core.spec import QUANTITY
+
+    pattern = node_at("template.resources.limits{}")["pattern"]
+    assert QUANTITY.pattern == pattern == node_at("template.resources.requests{}")["pattern"]
+    for good in (2, "2", "500m", "16Gi", "1e3", "0.5"):
+        parse_spec(spec_with("template.resources.limits{}", good)[0])
+    for bad in (1.5, True, "1 core", "16GB", ""):
+        spec, where = spec_with("template.resources.limits{}", bad)
+        with pytest.raises(SpecError) as refused:
+            parse_spec(spec)
+        assert refused.value.field == where == "spec.template.resources.limits.cpu"
+        assert "quantity" in str(refused.value)
+
+
 # ------------------------------------------------------------------------- on the API server
 
 
@@ -274,6 +455,16 @@ AGREEMENT = [
     ),
     (lambda s: s["template"].update(imagePullPolicy="Sometimes"), "spec.template.imagePullPolicy", True),
     (lambda s: s["template"].update(command=[]), "spec.template.command", True),
+    (lambda s: s["trials"].update(retries=101), "spec.trials.retries", True),
+    (lambda s: s["objective"][0].update(metric="m" * 257), "spec.objective[0].metric", True),
+    (lambda s: s["searchSpace"][0].update(name="n" * 129), "spec.searchSpace[0].name", True),
+    (lambda s: s["template"].update(image=""), "spec.template.image", True),
+    (
+        lambda s: s["template"].update(resources={"limits": {"memory": "16 GB"}}),
+        "spec.template.resources.limits.memory",
+        True,
+    ),
+    (lambda s: s["template"].update(volumes=[{"emptyDir": {}}]), "spec.template.volumes[0].name", True),
     (lambda s: s.pop("trainer"), "spec.trainer", True),
     # What only the operator can check (it needs Optuna, the search space or the recipe):
     (lambda s: s.update(enqueue=[{"learning_rate": 0.5}]), "spec.enqueue[0].learning_rate", False),

@@ -40,6 +40,20 @@ PRUNER_TYPES = ("None", "Median", "Percentile", "SuccessiveHalving", "Hyperband"
 PARAM_TYPES = ("int", "float", "categorical")
 DIRECTIONS = ("maximize", "minimize")
 MAX_STUDY_NAME_LENGTH = 40
+# The CRD's bounds (crds/hpo.dev_hpostudies.yaml), repeated so that `hpo validate` refuses what the API
+# server refuses; tests/unit/test_crd.py walks the schema and checks every bound has its twin here.
+MAX_OBJECTIVES = 16
+MAX_METRIC_LENGTH = 256
+MAX_PARAMS = 64
+MAX_PARAM_NAME_LENGTH = 128
+MAX_CHOICES = 256
+MAX_RETRIES = 100
+MAX_ENQUEUED = 1000
+MAX_ENV = 256
+# A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3.
+QUANTITY = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 
 # Parameter names are training-argument names (``learning_rate``) or ``loss.<arg>``.
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -114,20 +128,20 @@ class _Model(BaseModel):
 class Objective(_Model):
     """One objective: the metric the trial reports and whether to maximize or minimize it."""
 
-    metric: StrictStr = Field(min_length=1)
+    metric: StrictStr = Field(min_length=1, max_length=MAX_METRIC_LENGTH)
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
 class Param(_Model):
     """One search-space parameter: int, float (optionally log or stepped) or categorical."""
 
-    name: StrictStr = Field(min_length=1)
+    name: StrictStr = Field(min_length=1, max_length=MAX_PARAM_NAME_LENGTH)
     type: Literal["int", "float", "categorical"]
     low: Number | None = None
     high: Number | None = None
     step: Number | None = None
     log: StrictBool = False
-    choices: tuple[Any, ...] | None = None
+    choices: Annotated[tuple[Any, ...], Field(max_length=MAX_CHOICES)] | None = None
 
 
 class Trials(_Model):
@@ -136,7 +150,7 @@ class Trials(_Model):
     total: StrictInt = Field(default=10, ge=1)
     parallelism: StrictInt = Field(default=1, ge=1)
     max_failed: StrictInt = Field(default=3, ge=0)
-    retries: StrictInt = Field(default=0, ge=0)
+    retries: StrictInt = Field(default=0, ge=0, le=MAX_RETRIES)
 
 
 class Sampler(_Model):
@@ -175,11 +189,11 @@ class Storage(_Model):
 class Template(_Model):
     """The trial pod's shape. Kubernetes sub-objects (env, resources, ...) are plain dicts."""
 
-    image: StrictStr | None = None
+    image: Annotated[StrictStr, Field(min_length=1)] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     command: tuple[StrictStr, ...] | None = None
     args: tuple[StrictStr, ...] | None = None
-    env: tuple[dict[str, Any], ...] = ()
+    env: tuple[dict[str, Any], ...] = Field(default=(), max_length=MAX_ENV)
     resources: dict[str, Any] | None = None
     node_selector: dict[str, StrictStr] = Field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
@@ -194,12 +208,12 @@ class Template(_Model):
 class StudySpec(_Model):
     """``HPOStudy.spec``: what to optimize, over which space, with which budget, sampler and pruner."""
 
-    objective: tuple[Objective, ...] = Field(min_length=1)
-    search_space: tuple[Param, ...] = Field(min_length=1)
+    objective: tuple[Objective, ...] = Field(min_length=1, max_length=MAX_OBJECTIVES)
+    search_space: tuple[Param, ...] = Field(min_length=1, max_length=MAX_PARAMS)
     trials: Trials = Field(default_factory=Trials)
     sampler: Sampler = Field(default_factory=Sampler)
     pruner: Pruner = Field(default_factory=Pruner)
-    enqueue: tuple[dict[str, Any], ...] = ()
+    enqueue: tuple[dict[str, Any], ...] = Field(default=(), max_length=MAX_ENQUEUED)
     storage: Storage | None = None
     trainer: dict[str, Any] | None = None
     template: Template = Field(default_factory=Template)
@@ -304,6 +318,9 @@ def _issues_from_pydantic(error: ValidationError) -> list[FieldIssue]:
             message = "unknown field"
         elif kind == "missing":
             message = "required"
+        elif kind == "too_long":
+            ctx = e.get("ctx") or {}
+            message = f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
         elif kind in ("literal_error", "enum"):
             message = f"{e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}"
         else:
@@ -441,13 +458,37 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
         issues.append(
             FieldIssue("spec.template.command", "must not be empty (leave it out for the built-in runner)")
         )
+    for field, items, required in (
+        ("volumes", t.volumes, ("name",)),
+        ("volumeMounts", t.volume_mounts, ("name", "mountPath")),
+    ):
+        for i, item in enumerate(items):
+            for key in required:
+                if not isinstance(item.get(key), str):
+                    issues.append(FieldIssue(f"spec.template.{field}[{i}].{key}", "required"))
     if t.resources is not None:
         for section, quantities in t.resources.items():
             if section not in ("limits", "requests", "claims"):
                 issues.append(FieldIssue(f"spec.template.resources.{section}", "unknown field"))
             elif section != "claims" and not isinstance(quantities, Mapping):
                 issues.append(FieldIssue(f"spec.template.resources.{section}", "must be an object"))
+            elif section != "claims":
+                for resource, quantity in quantities.items():
+                    problem = _quantity_problem(quantity)
+                    if problem:
+                        issues.append(FieldIssue(f"spec.template.resources.{section}.{resource}", problem))
     return issues
+
+
+def _quantity_problem(value: Any) -> str | None:
+    """Why ``value`` is not a Kubernetes quantity (an integer, or a string such as 500m or 16Gi)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if not isinstance(value, str):
+        return f"must be a quantity (an integer or a string such as 500m or 16Gi), got {value!r}"
+    if not QUANTITY.match(value):
+        return f"{value!r} is not a quantity (such as 2, 500m or 16Gi)"
+    return None
 
 
 def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
