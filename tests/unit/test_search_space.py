@@ -7,36 +7,17 @@ from typing import Any
 import optuna
 import pytest
 from hpo_operator.core import search_space as ss
-from hpo_operator.core.spec import SpecError, parse_spec
+from hpo_operator.core.spec import parse_spec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from tests.unit.helpers import custom_spec, error_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def spec_dict(*params: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "objective": [{"metric": "score"}],
-        "searchSpace": list(params)
-        or [
-            {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
-            {"name": "n", "type": "int", "low": 1, "high": 4},
-            {"name": "kind", "type": "categorical", "choices": ["a", "b"]},
-        ],
-        "template": {"image": "example/trial:1", "command": ["python", "objective.py"]},
-    }
-    spec.update(changes)
-    return spec
-
-
-def error_of(raw: dict[str, Any]) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        parse_spec(raw)
-    return info.value
-
-
 def test_each_parameter_type_becomes_its_distribution() -> None:
     spec = parse_spec(
-        spec_dict(
+        custom_spec(
             {"name": "lr", "type": "float", "low": 1e-6, "high": 1e-4, "log": True},
             {"name": "warmup_ratio", "type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
             {"name": "epochs", "type": "int", "low": 1, "high": 3},
@@ -56,7 +37,7 @@ def test_each_parameter_type_becomes_its_distribution() -> None:
 
 
 def test_asking_with_the_distributions_gives_values_inside_the_space() -> None:
-    spec = parse_spec(spec_dict(sampler={"type": "TPE", "seed": 1}))
+    spec = parse_spec(custom_spec(sampler={"type": "TPE", "seed": 1}))
     study = optuna.create_study(sampler=ss.build_sampler(spec))
     dists = ss.distributions(spec)
     for _ in range(15):
@@ -70,7 +51,7 @@ def test_asking_with_the_distributions_gives_values_inside_the_space() -> None:
 @pytest.mark.parametrize("kind", ["TPE", "Random", "CMAES", "QMC", "NSGAII"])
 def test_every_sampler_is_built_seeded_and_reproducible(kind: str) -> None:
     spec = parse_spec(
-        spec_dict(
+        custom_spec(
             {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
             {"name": "y", "type": "float", "low": 0.1, "high": 10.0, "log": True},
             sampler={"type": kind, "seed": 7},
@@ -92,7 +73,7 @@ def test_every_sampler_is_built_seeded_and_reproducible(kind: str) -> None:
 
 def test_grid_sampler_walks_the_whole_grid() -> None:
     spec = parse_spec(
-        spec_dict(
+        custom_spec(
             {"name": "a", "type": "int", "low": 1, "high": 3},
             {"name": "b", "type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
             {"name": "c", "type": "categorical", "choices": ["p", "q"]},
@@ -116,7 +97,7 @@ def test_grid_sampler_walks_the_whole_grid() -> None:
 
 def test_grid_sampler_refuses_a_continuous_float_naming_it() -> None:
     error = error_of(
-        spec_dict(
+        custom_spec(
             {"name": "a", "type": "int", "low": 1, "high": 3},
             {"name": "lr", "type": "float", "low": 1e-5, "high": 1e-3, "log": True},
             sampler={"type": "Grid"},
@@ -127,7 +108,7 @@ def test_grid_sampler_refuses_a_continuous_float_naming_it() -> None:
 
 
 def test_grid_sampler_refuses_a_budget_larger_than_the_grid() -> None:
-    raw = spec_dict(
+    raw = custom_spec(
         {"name": "a", "type": "int", "low": 1, "high": 3}, sampler={"type": "Grid"}, trials={"total": 4}
     )
     error = error_of(raw)
@@ -139,13 +120,13 @@ def test_grid_sampler_refuses_a_budget_larger_than_the_grid() -> None:
 
 def test_grid_sampler_refuses_a_huge_grid() -> None:
     error = error_of(
-        spec_dict({"name": "a", "type": "int", "low": 0, "high": 10_000_000}, sampler={"type": "Grid"})
+        custom_spec({"name": "a", "type": "int", "low": 0, "high": 10_000_000}, sampler={"type": "Grid"})
     )
     assert error.field == "spec.searchSpace"
 
 
 def test_grid_sampler_needs_complete_enqueued_sets() -> None:
-    raw = spec_dict(
+    raw = custom_spec(
         {"name": "a", "type": "int", "low": 1, "high": 3},
         {"name": "b", "type": "categorical", "choices": ["p", "q"]},
         sampler={"type": "Grid"},
@@ -160,7 +141,7 @@ def test_grid_sampler_needs_complete_enqueued_sets() -> None:
 @pytest.mark.parametrize("kind", ["CMAES"])
 def test_single_objective_samplers_refuse_multi_objective(kind: str) -> None:
     error = error_of(
-        spec_dict(
+        custom_spec(
             objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}],
             sampler={"type": kind},
         )
@@ -176,7 +157,7 @@ def test_multi_objective_samplers_accept_two_objectives(kind: str) -> None:
         {"name": "k", "type": "categorical", "choices": [1, 2]},
     ]
     spec = parse_spec(
-        spec_dict(
+        custom_spec(
             *params,
             objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}],
             sampler={"type": kind, "seed": 3},
@@ -192,18 +173,18 @@ def test_multi_objective_samplers_accept_two_objectives(kind: str) -> None:
 
 def test_sampler_options_are_checked_against_the_sampler() -> None:
     spec = parse_spec(
-        spec_dict(sampler={"type": "TPE", "options": {"n_startup_trials": 3, "multivariate": True}})
+        custom_spec(sampler={"type": "TPE", "options": {"n_startup_trials": 3, "multivariate": True}})
     )
     sampler = ss.build_sampler(spec)
     assert sampler._n_startup_trials == 3  # type: ignore[attr-defined]
-    error = error_of(spec_dict(sampler={"type": "TPE", "options": {"population_size": 3}}))
+    error = error_of(custom_spec(sampler={"type": "TPE", "options": {"population_size": 3}}))
     assert error.field == "spec.sampler.options.population_size"
     assert "not an option of the TPE sampler" in str(error) and "n_startup_trials" in str(error)
-    error = error_of(spec_dict(sampler={"type": "TPE", "options": {"seed": 3}}))
+    error = error_of(custom_spec(sampler={"type": "TPE", "options": {"seed": 3}}))
     assert error.field == "spec.sampler.options.seed" and "spec.sampler.seed" in str(error)
     # Python objects cannot be given in YAML: not offered as options.
     assert "gamma" not in ss.sampler_options("TPE") and "constraints_func" not in ss.sampler_options("NSGAII")
-    error = error_of(spec_dict(sampler={"type": "NSGAII", "options": {"population_size": 1}}))
+    error = error_of(custom_spec(sampler={"type": "NSGAII", "options": {"population_size": 1}}))
     assert error.field == "spec.sampler.options"
 
 
@@ -220,13 +201,13 @@ def test_tpe_lies_constantly_for_parallel_trials_unless_told_otherwise(
     """The operator asks while trials run (parallelism > 1): TPE must count the running trials' params as
     bad guesses, or parallel asks all land on the same point. Optuna 5 does that by default (the project
     pins optuna>=5,<6); this pins it, so an upgrade that changes the default is noticed."""
-    spec = parse_spec(spec_dict(sampler={"type": "TPE", "options": options}, trials={"parallelism": 4}))
+    spec = parse_spec(custom_spec(sampler={"type": "TPE", "options": options}, trials={"parallelism": 4}))
     sampler = ss.build_sampler(spec)
     assert sampler._constant_liar is liar  # type: ignore[attr-defined]
 
 
 def test_enqueued_sets_must_fit_the_space() -> None:
-    parse_spec(spec_dict(enqueue=[{"x": 1.5, "n": 2, "kind": "b"}, {"x": 0.0}]))
+    parse_spec(custom_spec(enqueue=[{"x": 1.5, "n": 2, "kind": "b"}, {"x": 0.0}]))
     cases = [
         ({"y": 1.0}, "spec.enqueue[0].y", "not a parameter"),
         ({"x": 7.0}, "spec.enqueue[0].x", "outside"),
@@ -235,21 +216,21 @@ def test_enqueued_sets_must_fit_the_space() -> None:
         ({"kind": "c"}, "spec.enqueue[0].kind", "not one of the choices"),
     ]
     for params, path, words in cases:
-        error = error_of(spec_dict(enqueue=[params]))
+        error = error_of(custom_spec(enqueue=[params]))
         assert error.field == path, str(error)
         assert words in str(error)
         assert "spec.searchSpace[" in str(error) or "not a parameter" in str(error)
 
 
 def test_enqueued_values_must_be_on_the_step() -> None:
-    raw = spec_dict({"name": "b", "type": "int", "low": 16, "high": 128, "step": 16}, enqueue=[{"b": 20}])
+    raw = custom_spec({"name": "b", "type": "int", "low": 16, "high": 128, "step": 16}, enqueue=[{"b": 20}])
     error = error_of(raw)
     assert error.field == "spec.enqueue[0].b" and "step" in str(error)
 
 
 def test_enqueued_set_is_what_ask_returns_first() -> None:
     spec = parse_spec(
-        spec_dict(enqueue=[{"x": 1.25, "n": 3, "kind": "b"}], sampler={"type": "Random", "seed": 0})
+        custom_spec(enqueue=[{"x": 1.25, "n": 3, "kind": "b"}], sampler={"type": "Random", "seed": 0})
     )
     study = optuna.create_study(sampler=ss.build_sampler(spec))
     for params in spec.enqueue:
@@ -261,7 +242,7 @@ def test_enqueued_set_is_what_ask_returns_first() -> None:
 def test_a_sampler_rebuilt_on_resume_does_not_replay_its_draws() -> None:
     """An operator restarted mid-study rebuilds its sampler; with the same seed, Random (and TPE's
     startup trials) would propose the very same parameters again."""
-    spec = parse_spec(spec_dict(sampler={"type": "Random", "seed": 11}))
+    spec = parse_spec(custom_spec(sampler={"type": "Random", "seed": 11}))
     dists = ss.distributions(spec)
     study = optuna.create_study(sampler=ss.build_sampler(spec))
     first = [study.ask(dists).params for _ in range(3)]
@@ -272,12 +253,12 @@ def test_a_sampler_rebuilt_on_resume_does_not_replay_its_draws() -> None:
     replay = optuna.Study(study.study_name, study._storage, sampler=ss.build_sampler(spec))
     assert replay.ask(dists).params == first[0]
     # QMC and Grid derive their points from the trial number and the stored trials: seed unchanged.
-    qmc = parse_spec(spec_dict(sampler={"type": "QMC", "seed": 11}))
+    qmc = parse_spec(custom_spec(sampler={"type": "QMC", "seed": 11}))
     assert ss.build_sampler(qmc, trials_so_far=5)._seed == ss.build_sampler(qmc)._seed  # type: ignore[attr-defined]
 
 
 def test_enqueued_values_take_their_distribution_type() -> None:
-    spec = parse_spec(spec_dict())
+    spec = parse_spec(custom_spec())
     coerced = ss.coerce_params(spec, {"x": 2, "n": 3, "kind": "a"})
     assert coerced == {"x": 2.0, "n": 3, "kind": "a"}
     assert type(coerced["x"]) is float and type(coerced["n"]) is int

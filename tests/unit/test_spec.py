@@ -17,33 +17,14 @@ from hpo_operator.core.spec import (
     validate_name,
 )
 
+from tests.unit.helpers import custom_spec, error_of
+
 ROOT = Path(__file__).resolve().parents[2]
 SEED = yaml.safe_load((ROOT / "examples" / "seed-study.yaml").read_text())
 
 
 def seed_spec() -> dict[str, Any]:
     return copy.deepcopy(SEED["spec"])
-
-
-def custom_spec(**changes: Any) -> dict[str, Any]:
-    """A minimal spec for a custom container (no recipe to validate)."""
-    spec: dict[str, Any] = {
-        "objective": [{"metric": "score"}],
-        "searchSpace": [
-            {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
-            {"name": "n", "type": "int", "low": 1, "high": 4},
-            {"name": "kind", "type": "categorical", "choices": ["a", "b"]},
-        ],
-        "template": {"image": "example/trial:1", "command": ["python", "objective.py"]},
-    }
-    spec.update(changes)
-    return spec
-
-
-def error_of(raw: dict[str, Any]) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        parse_spec(raw)
-    return info.value
 
 
 def test_the_seed_example_parses_to_the_seed_study() -> None:
@@ -287,3 +268,11 @@ def test_pruner_config_uses_the_spec_names_and_builds_on_the_trial_side() -> Non
     assert spec.pruner.config() == {"type": "Median", "nStartupTrials": 2, "nWarmupSteps": 3}
     pruner = build_pruner(spec.pruner.config())
     assert type(pruner).__name__ == "MedianPruner"
+
+
+def test_too_many_items_are_refused_in_words() -> None:
+    objectives = [{"metric": f"m{i}"} for i in range(17)]
+    error = error_of(custom_spec(objective=objectives))
+    assert str(error) == "spec.objective: at most 16 items, got 17"
+    error = error_of(custom_spec(trials={"retries": 101}))
+    assert str(error) == "spec.trials.retries: input should be less than or equal to 100"
