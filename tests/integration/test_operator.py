@@ -307,7 +307,8 @@ def test_a_study_runs_to_its_budget_and_reports_the_true_best(
     }
     assert {r["number"]: r["value"] for r in status["recentTrials"]} == {t.number: t.value for t in trials}
     assert status["bestTrial"]["number"] == study.best_trial.number
-    assert status["bestValue"] == study.best_value
+    assert status["bestTrial"]["value"] == study.best_value
+    assert status["bestValue"] == float(f"{study.best_value:.6g}")
     assert status["bestTrial"]["params"] == study.best_trial.params
     assert condition(body, "Complete")["status"] == "True"
     assert condition(body, "Complete")["reason"] == "AllTrialsFinished"

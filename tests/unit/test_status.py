@@ -177,7 +177,9 @@ def test_ten_thousand_trials_stay_far_below_the_object_size_limit() -> None:
     s = status_for(spec, trials)
     assert len(s["recentTrials"]) == RECENT_TRIALS
     assert [r["number"] for r in s["recentTrials"]] == list(range(10_000 - RECENT_TRIALS, 10_000))
-    assert s["bestValue"] == max(x.values[0] for x in trials)  # type: ignore[index]
+    best = max(x.values[0] for x in trials)  # type: ignore[index]
+    assert s["bestTrial"]["value"] == best
+    assert s["bestValue"] == float(f"{best:.6g}") and s["bestValue"] != best
     assert len(json.dumps(s)) < 64 * 1024  # the API server's limit is 1.5 MiB
 
 

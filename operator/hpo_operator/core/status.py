@@ -7,7 +7,7 @@ The status answers, at any moment, how far the study is and which trial is best:
     studyName: default.nli-distilbert.6f1c...   # the Optuna study
     progress: 7/20                       # finished / total (the "Trials" printer column)
     trials: {total: 20, started: 9, running: 2, complete: 6, pruned: 0, failed: 1, waiting: 0}
-    bestValue: 0.8020                    # the "Best" printer column (single objective)
+    bestValue: 0.802026                  # the "Best" printer column: 6 significant digits
     bestTrial: {number: 5, value: 0.8020, values: [0.8020], params: {...}}
     paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
     recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
@@ -116,7 +116,7 @@ def build_status(
     }
     best = best_trial(spec.directions, trials)
     if best is not None and best.values:
-        status["bestValue"] = best.values[0]
+        status["bestValue"] = display_value(best.values[0])
         status["bestTrial"] = {
             "number": best.number,
             "value": best.values[0],
@@ -274,6 +274,11 @@ def storage_waiting_status(
         ),
         "message": text,
     }
+
+
+def display_value(value: float) -> float:
+    """A value for the printer column: 6 significant digits (``bestTrial.value`` keeps every digit)."""
+    return float(f"{value:.6g}")
 
 
 def trial_row(t: TrialView, spec: StudySpec) -> dict[str, Any]:
