@@ -9,8 +9,6 @@ their environment, exactly as the operator's pods do.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from tests.trial.helpers import (
     TrialRun,
     make_pairs,
     make_triplets,
+    run_hpo_trial,
     write_jsonl,
 )
 
@@ -134,15 +133,7 @@ def run_trial_process(hf_home: str, tmp_path: Path) -> Iterator[RunTrial]:
             "MKL_NUM_THREADS": str(THREADS),
             "PYTHONUNBUFFERED": "1",
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "hpo_trial"],
-            env=env,
-            cwd=str(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        done = run_hpo_trial(env, tmp_path, timeout)
         output = done.stdout + done.stderr
         print(output[-6000:])  # shown by pytest when a test fails
         return TrialRun(done.returncode, output)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +113,42 @@ class TrialRun:
 
 
 RunTrial = Callable[..., TrialRun]
+
+
+def run_hpo_trial(
+    env: Mapping[str, str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m hpo_trial`` with this environment (the trial contract in it, or not), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpo_trial"],
+        env=dict(env),
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_asked(
+    run: RunTrial,
+    storage_url: str,
+    study: Any,
+    trial: Any,
+    trainer: Mapping[str, Any],
+    objective: str,
+    **extra: Any,
+) -> TrialRun:
+    """Run the asked ``trial`` of ``study`` (its number and parameters) with this recipe."""
+    return run(
+        storage_url=storage_url,
+        study_name=study.study_name,
+        trial_number=trial.number,
+        params=trial.params,
+        trainer=trainer,
+        objective=objective,
+        **extra,
+    )
 
 
 def read_sts(path: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from hpo_trial.contract import ATTR_FAIL_REASON, Objective, TrialContract
 from hpo_trial.pruners import build_pruner
 from optuna.trial import TrialState
 
-from tests.trial.helpers import REPO, ask_trial, make_study
+from tests.trial.helpers import REPO, ask_trial, make_study, run_hpo_trial
 
 EXAMPLE = REPO / "trial_image" / "examples" / "custom_loop.py"
 
@@ -104,14 +104,7 @@ def test_nan_objective_fails_the_trial(postgres_url: str) -> None:
 
 def test_runner_without_contract_exits_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "hpo_trial"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_hpo_trial(env, tmp_path)
     assert done.returncode == 2
     assert "missing trial contract variable(s): HPO_STORAGE_URL" in done.stderr
 
@@ -129,14 +122,7 @@ def test_runner_with_a_bad_pruner_fails_the_trial(postgres_url: str, tmp_path: P
         trainer={"model": "m"},
     )
     env = {**os.environ, **contract.to_env()}
-    done = subprocess.run(
-        [sys.executable, "-m", "hpo_trial"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_hpo_trial(env, tmp_path)
     assert done.returncode == 1, done.stderr
     failed = study.trials[trial.number]
     assert failed.state == TrialState.FAIL

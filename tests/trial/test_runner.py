@@ -13,7 +13,7 @@ import pytest
 from hpo_trial.contract import ATTR_FAIL_REASON, ATTR_MODEL_PATH
 from optuna.trial import TrialState
 
-from tests.trial.helpers import RunTrial, TinyData, ask_trial, make_study
+from tests.trial.helpers import RunTrial, TinyData, ask_trial, make_study, run_asked
 
 OBJECTIVE = "eval_sts-dev_spearman_cosine"
 
@@ -138,13 +138,13 @@ def test_unknown_loss_fails_before_training(
 ) -> None:
     study = make_study(postgres_url, "ns.badloss.uid")
     trial = ask_trial(study, {"learning_rate": 1e-4})
-    run = run_trial_process(
-        storage_url=postgres_url,
-        study_name=study.study_name,
-        trial_number=trial.number,
-        params={"learning_rate": 1e-4},
-        trainer=pair_recipe(tiny_model, tiny_data, loss={"name": "CoSENTLos"}),
-        objective=OBJECTIVE,
+    run = run_asked(
+        run_trial_process,
+        postgres_url,
+        study,
+        trial,
+        pair_recipe(tiny_model, tiny_data, loss={"name": "CoSENTLos"}),
+        OBJECTIVE,
     )
     reason = _expect_failure(run, study, trial.number, "trainer.loss.name: unknown loss 'CoSENTLos'")
     assert "CoSENTLoss" in reason  # the known names are listed
@@ -158,14 +158,7 @@ def test_missing_column_fails_before_loading_the_model(
     trial = ask_trial(study, {"learning_rate": 1e-4})
     recipe = pair_recipe(tiny_model, tiny_data)
     recipe["train"] = {"files": tiny_data.pairs_train, "columns": ["sentence1", "sentence2", "similarity"]}
-    run = run_trial_process(
-        storage_url=postgres_url,
-        study_name=study.study_name,
-        trial_number=trial.number,
-        params={"learning_rate": 1e-4},
-        trainer=recipe,
-        objective=OBJECTIVE,
-    )
+    run = run_asked(run_trial_process, postgres_url, study, trial, recipe, OBJECTIVE)
     _expect_failure(
         run,
         study,
@@ -181,13 +174,13 @@ def test_unknown_metric_fails_listing_the_metrics_that_exist(
 ) -> None:
     study = make_study(postgres_url, "ns.badmetric.uid")
     trial = ask_trial(study, {"learning_rate": 1e-4})
-    run = run_trial_process(
-        storage_url=postgres_url,
-        study_name=study.study_name,
-        trial_number=trial.number,
-        params={"learning_rate": 1e-4},
-        trainer=pair_recipe(tiny_model, tiny_data),
-        objective="eval_sts-dev_spearman_cosinus",
+    run = run_asked(
+        run_trial_process,
+        postgres_url,
+        study,
+        trial,
+        pair_recipe(tiny_model, tiny_data),
+        "eval_sts-dev_spearman_cosinus",
     )
     reason = _expect_failure(
         run,
@@ -209,15 +202,7 @@ def test_metric_missing_at_the_end_fails_too(
     trial = ask_trial(study, {"learning_rate": 1e-4})
     recipe = pair_recipe(tiny_model, tiny_data)
     del recipe["evalEveryEpochs"]
-    run = run_trial_process(
-        storage_url=postgres_url,
-        study_name=study.study_name,
-        trial_number=trial.number,
-        params={"learning_rate": 1e-4},
-        trainer=recipe,
-        objective="eval_loss",
-        direction="minimize",
-    )
+    run = run_asked(run_trial_process, postgres_url, study, trial, recipe, "eval_loss", direction="minimize")
     _expect_failure(run, study, trial.number, "objective metric 'eval_loss'", "train_loss", OBJECTIVE)
 
 
@@ -282,3 +267,25 @@ def test_two_ranks_prune_together(
     assert "of study ns.ddp.uid on rank 1" in output
     assert output.count("(reported at step") == 2  # rank 0 only
     assert "Trial 2: rank 1 stops with rank 0 (prune)" in output  # rank 0's decision, broadcast
+
+
+def test_pruner_with_step_scheduled_evaluations_fails_fast(
+    postgres_url: str, tiny_model: str, tiny_data: TinyData, run_trial_process: RunTrial
+) -> None:
+    """eval_strategy "steps" reports at steps a pruner cannot compare across batch sizes: FAIL at once."""
+    study = make_study(postgres_url, "ns.stepsprune.uid")
+    trial = ask_trial(study, {"learning_rate": 1e-4})
+    recipe = pair_recipe(tiny_model, tiny_data)
+    del recipe["evalEveryEpochs"]
+    recipe["arguments"] = {**recipe["arguments"], "eval_strategy": "steps", "eval_steps": 3}
+    run = run_asked(
+        run_trial_process, postgres_url, study, trial, recipe, OBJECTIVE, pruner={"type": "Median"}
+    )
+    _expect_failure(
+        run,
+        study,
+        trial.number,
+        "trainer.evalEveryEpochs: the study has a Median pruner",
+        "set trainer.evalEveryEpochs (for example 0.25)",
+    )
+    assert "recipe ready" not in run.output  # before anything was built

@@ -13,6 +13,7 @@ import yaml
 from hpo_trial.trainer_spec import (
     LoadCall,
     TrainerSpecError,
+    check_pruning,
     split_params,
     validate_param_names,
     validate_trainer,
@@ -215,6 +216,35 @@ def test_bad_recipes_name_the_field(path: str, value: Any, expected: str | None)
 def test_eval_schedule_conflicts_with_an_eval_strategy() -> None:
     trainer = with_(with_(seed_trainer(), "arguments.eval_strategy", "steps"), "evalEveryEpochs", 0.25)
     assert error_of(trainer).startswith("trainer.evalEveryEpochs: the runner schedules evaluations itself")
+
+
+MEDIAN = {"type": "Median", "nStartupTrials": 5}
+
+
+def test_a_pruner_cannot_compare_step_scheduled_evaluations() -> None:
+    """Evaluations every N optimizer steps land at epochs that depend on the batch size: fail fast."""
+    trainer = with_(with_(seed_trainer(), "arguments.eval_strategy", "steps"), "arguments.eval_steps", 50)
+    with pytest.raises(TrainerSpecError) as e:
+        check_pruning(trainer, MEDIAN)
+    message = str(e.value)
+    assert message.startswith("trainer.evalEveryEpochs: the study has a Median pruner"), message
+    assert "evaluates every 50 optimizer steps (trainer.arguments.eval_strategy 'steps')" in message
+    assert "set trainer.evalEveryEpochs (for example 0.25)" in message
+    # The same when the search space sets the strategy.
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.evalEveryEpochs: the study has a Hyperband"):
+        check_pruning(seed_trainer(), {"type": "Hyperband", "maxResource": 300}, {"eval_strategy": "steps"})
+
+
+def test_pruning_checks_that_pass_or_warn() -> None:
+    steps = with_(seed_trainer(), "arguments.eval_strategy", "steps")
+    assert check_pruning(steps, {"type": "None"}) is None  # no pruner: any schedule will do
+    assert check_pruning(steps, None) is None
+    assert check_pruning(with_(seed_trainer(), "evalEveryEpochs", 0.25), MEDIAN) is None
+    assert check_pruning(with_(seed_trainer(), "arguments.eval_strategy", "epoch"), MEDIAN) is None
+    warning = check_pruning(seed_trainer(), MEDIAN)  # the seed evaluates at the end only
+    assert warning is not None
+    assert warning.startswith("the study has a Median pruner but the recipe never evaluates during training")
+    assert "set trainer.evalEveryEpochs" in warning
 
 
 def test_an_objective_source_is_required() -> None:

@@ -5,27 +5,27 @@ or past each mark (``every_epochs``, ``2 * every_epochs``, ...). After every eva
 rank 0 reports the objective at step ``round(mark * 100)`` (hundredths of an epoch; ``round(epoch * 100)``
 for evaluations the Trainer scheduled itself), asks the study's pruner, and broadcasts the decision
 (continue, prune, or fail with a reason) so that every rank stops together.
+
+A storage that does not answer (a database restart) is not the trial's fault: that evaluation goes
+unreported and unchecked, training goes on, and the next evaluation reports again. Any other error
+while deciding becomes a "fail: ..." decision that is still broadcast, so no rank is left waiting.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
+import traceback
 from typing import Any
 
 from transformers import TrainerCallback
 
-from hpo_trial.reporting import MetricNotFound, TrialHandle
+from hpo_trial.reporting import STORAGE_ERRORS, MetricNotFound, TrialHandle, process_rank
 
 log = logging.getLogger("hpo_trial")
 
 CONTINUE = "continue"
 PRUNE = "prune"
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0") or 0)
 
 
 def _broadcast(decision: str) -> str:
@@ -58,6 +58,7 @@ class TrialCallback(TrainerCallback):
         self.decision = CONTINUE
         self.reason: str | None = None
         self.reported: dict[int, float] = {}
+        self.unreported: list[int] = []  # steps whose report the storage did not take
         self.last_eval: tuple[int, dict[str, float]] | None = None
         self.started = time.monotonic()
 
@@ -90,13 +91,27 @@ class TrialCallback(TrainerCallback):
         self.last_eval = (state.global_step, dict(metrics))
         decision = CONTINUE
         if self.handle is not None:
-            decision = self._decide(metrics, step, progress)
+            decision = self.decide(metrics, step, progress)
         decision = _broadcast(decision)
         if decision != CONTINUE:
             self.decision = decision
             control.should_training_stop = True
             if self.handle is None:
-                log.info("Trial %d: rank %d stops with rank 0 (%s)", self.trial_number, _rank(), decision)
+                log.info(
+                    "Trial %d: rank %d stops with rank 0 (%s)", self.trial_number, process_rank(), decision
+                )
+
+    def decide(self, metrics: dict[str, float], step: int, progress: float) -> str:
+        """Rank 0's decision after an evaluation: ``continue``, ``prune`` or ``fail: <reason>``.
+
+        Never raises: every rank waits for this decision.
+        """
+        try:
+            return self._decide(metrics, step, progress)
+        except Exception as e:  # the decision is broadcast whatever happened, or the other ranks would hang
+            log.error("Trial %d: %s", self.trial_number, traceback.format_exc())
+            self.reason = f"{type(e).__name__}: {e}"
+            return f"fail: {self.reason}"
 
     def _decide(self, metrics: dict[str, float], step: int, progress: float) -> str:
         assert self.handle is not None
@@ -107,8 +122,24 @@ class TrialCallback(TrainerCallback):
             return f"fail: {e}"
         if step in self.reported:
             return CONTINUE
-        self.handle.report(value, step)
-        self.reported[step] = value
+        try:
+            self.handle.report(value, step)
+            self.reported[step] = value
+            prune = self.handle.should_prune()
+        except STORAGE_ERRORS as e:
+            self.unreported.append(step)
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            log.warning(
+                "Trial %d: epoch %.2f: %s = %.6g, but the storage did not answer (%s: %s); "
+                "training goes on without a pruning check, the next evaluation reports again",
+                self.trial_number,
+                progress,
+                self.objective,
+                value,
+                type(e).__name__,
+                first_line,
+            )
+            return CONTINUE
         log.info(
             "Trial %d: epoch %.2f: %s = %.6g (reported at step %d)",
             self.trial_number,
@@ -117,7 +148,7 @@ class TrialCallback(TrainerCallback):
             value,
             step,
         )
-        if self.handle.should_prune():
+        if prune:
             log.info("Trial %d: the study's pruner stops it at epoch %.2f", self.trial_number, progress)
             return PRUNE
         return CONTINUE

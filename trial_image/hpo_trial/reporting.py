@@ -15,22 +15,88 @@ A custom training loop needs five calls::
     trial.complete(score)                      # the final objective value (a list for multi-objective)
 
 ``trial.fail(reason)`` ends the trial as FAIL with a reason the operator shows in the study's status.
+
+A storage that does not answer (a database restart) raises one of :data:`STORAGE_ERRORS`. That is no
+fault of the trial: a loop may skip that report and try again at the next one, and a process that cannot
+tell its final value should exit non-zero *without* ``trial.fail`` (the operator's retries then apply);
+:func:`with_storage_retries` retries a call a few times first.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy.exc
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 
 from hpo_trial.contract import ATTR_FAIL_REASON, TrialContract, engine_kwargs
 from hpo_trial.pruners import build_pruner
 
 log = logging.getLogger("hpo_trial")
+
+T = TypeVar("T")
+
+# What a storage that does not answer raises: Optuna wraps most database errors in StorageInternalError,
+# and a connection that cannot be made or is cut surfaces as SQLAlchemy's (or the socket's) own error.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    StorageInternalError,
+    sqlalchemy.exc.SQLAlchemyError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+# with_storage_retries: 4 attempts, 2 s before the second, doubling (2 + 4 + 8 s of waiting in all).
+RETRY_ATTEMPTS = 4
+RETRY_FIRST_DELAY = 2.0
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 without it; only rank 0 touches the storage."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """Whether ``error`` is the storage not answering (infrastructure), not a fault of the trial."""
+    return isinstance(error, STORAGE_ERRORS)
+
+
+def with_storage_retries(
+    call: Callable[[], T], what: str, attempts: int | None = None, first_delay: float | None = None
+) -> T:
+    """``call()``, retried on storage errors with doubling delays.
+
+    By default (:data:`RETRY_ATTEMPTS`, :data:`RETRY_FIRST_DELAY`) 4 attempts, 2, 4 and 8 s apart.
+
+    The last error is raised. Each call must be safe to repeat (the handle's tells are).
+    """
+    attempts = RETRY_ATTEMPTS if attempts is None else attempts
+    delay = RETRY_FIRST_DELAY if first_delay is None else first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except STORAGE_ERRORS as e:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "%s: the storage did not answer (%s: %s); trying again in %.0f s (%d/%d)",
+                what,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+                delay,
+                attempt,
+                attempts - 1,
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class MetricNotFound(KeyError):
@@ -54,6 +120,8 @@ class TrialHandle:
         self.study = optuna.load_study(
             study_name=contract.study_name,
             storage=self.storage,
+            # A trial never samples (its parameters come from the contract): the cheapest sampler will do.
+            sampler=optuna.samplers.RandomSampler(),
             pruner=build_pruner(contract.pruner),
         )
         study_id = self.storage.get_study_id_from_name(contract.study_name)

@@ -16,8 +16,15 @@ The order of work, and what happens when something is wrong:
    tell the objective values looked up by their exact metric names. A missing name fails the trial
    with the list of names that exist.
 
+A storage that does not answer is not the trial's fault. During training an evaluation it cannot take
+goes unreported (training goes on; the next evaluation reports again). At the end, the final tell is
+retried a few times with backoff; if the storage still does not answer, the process exits 3 without
+telling FAIL, so the operator counts a failed attempt and its retries (``spec.trials.retries``) apply.
+FAIL is told only for the trial's own errors: its recipe, its metrics, its training.
+
 Exit codes: 0 for a trial completed or pruned, 1 for a trial failed (told FAIL), 2 when the contract or
-the storage could not be read (nothing told; the operator fails the trial).
+the storage could not be read at the start, 3 when the storage stopped answering (2 and 3: nothing told;
+the operator retries the trial or fails it).
 """
 
 from __future__ import annotations
@@ -31,21 +38,38 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from optuna.trial import TrialState
 
 from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract
-from hpo_trial.reporting import MetricNotFound, TrialHandle
-from hpo_trial.trainer_spec import TrainerSpec, TrainerSpecError, validate_param_names, validate_trainer
+from hpo_trial.reporting import (
+    MetricNotFound,
+    TrialHandle,
+    is_storage_error,
+    process_rank,
+    with_storage_retries,
+)
+from hpo_trial.trainer_spec import (
+    TrainerSpec,
+    TrainerSpecError,
+    check_pruning,
+    validate_param_names,
+    validate_trainer,
+)
 
 log = logging.getLogger("hpo_trial")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NO_CONTRACT = 2
+EXIT_STORAGE = 3
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,10 +90,6 @@ class _Failed(Exception):
     """Ends the trial as FAIL with this reason."""
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def _output_dirs(contract: TrialContract, spec: TrainerSpec, base: str) -> tuple[str, str | None]:
     trial_dir = str(Path(base) / f"trial-{contract.trial_number}")
     model_dir = None
@@ -83,25 +103,48 @@ def _output_dirs(contract: TrialContract, spec: TrainerSpec, base: str) -> tuple
 
 def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
     """Run one trial; ``handle`` is None on ranks other than 0. Tells the storage through ``handle``."""
+    number = contract.trial_number
     try:
         return _run(contract, handle)
     except _Failed as e:
         reason = str(e)
     except TrainerSpecError as e:
         reason = str(e)
-    except Exception as e:  # training or evaluation broke: the trial fails with what broke
-        log.error("Trial %d: %s", contract.trial_number, traceback.format_exc())
+    except Exception as e:
         reason = f"{type(e).__name__}: {e}"
-    if handle is not None:
-        handle.fail(reason)
-    else:
-        log.error("Trial %d failed: %s", contract.trial_number, reason)
+        if is_storage_error(e):  # the infrastructure's fault: leave the trial to the operator's retries
+            log.error(
+                "Trial %d: the storage does not answer (%s); exiting without telling FAIL so the "
+                "operator can run the trial again",
+                number,
+                reason.splitlines()[0],
+            )
+            return TrialOutcome(TrialState.RUNNING, EXIT_STORAGE, reason=reason)
+        log.error("Trial %d: %s", number, traceback.format_exc())  # training or evaluation broke
+    if handle is None:
+        log.error("Trial %d failed: %s", number, reason)
+        return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
+    try:
+        _tell(partial(handle.fail, reason), f"Trial {number}: telling FAIL")
+    except Exception as e:  # the storage is gone too: exit non-zero all the same; the operator ends it
+        log.error(
+            "Trial %d failed (%s) and FAIL could not be told: %s: %s", number, reason, type(e).__name__, e
+        )
     return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
+
+
+def _tell(call: Callable[[], T], what: str) -> T:
+    """A call that ends the trial or records its result: retried while the storage does not answer."""
+    return with_storage_retries(call, what)
 
 
 def _run(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
     spec = validate_trainer(contract.trainer)
     validate_param_names(spec, list(contract.params), "HPO_TRIAL_PARAMS")
+    if len(contract.objectives) == 1:  # Optuna prunes single-objective studies only
+        warning = check_pruning(spec, contract.pruner, contract.params)
+        if warning:
+            log.warning("Trial %d: %s", contract.trial_number, warning)
     objective = contract.objectives[0].metric
     if contract.output_dir:
         return _train(contract, handle, spec, objective, contract.output_dir)
@@ -139,19 +182,13 @@ def _train(
     trainer = recipes.make_trainer(r, [callback])
     if "disable_tqdm" not in spec.arguments and "disable_tqdm" not in contract.params:
         trainer.remove_callback(PrinterCallback)  # our progress lines replace the raw dicts
-    if handle is not None and _pruner_without_evaluations(spec, handle):
-        log.warning(
-            "Trial %d: the study has a pruner but the recipe never evaluates during training; "
-            "set trainer.evalEveryEpochs (for example 0.25) to let the pruner act",
-            number,
-        )
     train_output = trainer.train()
     train_metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
     reported = dict(callback.reported)
     decision = callback.decision
     if decision == PRUNE:
         if handle is not None:
-            handle.prune()
+            _tell(handle.prune, f"Trial {number}: telling PRUNED")
         return TrialOutcome(TrialState.PRUNED, EXIT_OK, reported=reported, train_metrics=train_metrics)
     if decision != CONTINUE:
         raise _Failed(callback.reason or decision.removeprefix("fail: "))
@@ -163,8 +200,9 @@ def _train(
         eval_metrics = trainer.evaluate()
         step = round(float(trainer.state.epoch or 0.0) * 100)
         if handle is not None and objective in eval_metrics and step not in reported:
-            handle.report(float(eval_metrics[objective]), step)
-            reported[step] = float(eval_metrics[objective])
+            value = float(eval_metrics[objective])
+            _tell(partial(handle.report, value, step), f"Trial {number}: reporting step {step}")
+            reported[step] = value
     metrics: dict[str, Any] = {**train_metrics, **eval_metrics}
     values = None
     if handle is not None:
@@ -175,13 +213,15 @@ def _train(
     if model_dir is not None:
         trainer.save_model(model_dir)
         if handle is not None:
-            handle.set_attr(ATTR_MODEL_PATH, model_dir)
+            _tell(
+                partial(handle.set_attr, ATTR_MODEL_PATH, model_dir), f"Trial {number}: recording the model"
+            )
         log.info("Trial %d: model saved to %s", number, model_dir)
     if handle is not None and values is not None:
         bad = [v for v in values if math.isnan(v) or math.isinf(v)]
         if bad:
             raise _Failed(f"objective value is {bad[0]}")
-        handle.complete(values)
+        _tell(partial(handle.complete, values), f"Trial {number}: telling the final value")
         shown = ", ".join(f"{o.metric} = {v:.6g}" for o, v in zip(contract.objectives, values, strict=True))
         log.info("Trial %d finished in %.0f s: %s", number, time.monotonic() - started, shown)
     return TrialOutcome(
@@ -195,12 +235,6 @@ def _train(
     )
 
 
-def _pruner_without_evaluations(spec: TrainerSpec, handle: TrialHandle) -> bool:
-    pruning = handle.contract.pruner.get("type", "None") != "None" and len(handle.contract.objectives) == 1
-    evaluates = spec.eval_every_epochs is not None or spec.arguments.get("eval_strategy", "no") != "no"
-    return pruning and not evaluates
-
-
 def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -212,7 +246,7 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m hpo_trial``: run the trial the environment describes; returns the exit code."""
     _setup_logging()
-    rank = _rank()
+    rank = process_rank()
     try:
         contract = TrialContract.from_env()
     except ContractError as e:

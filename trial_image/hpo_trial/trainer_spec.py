@@ -35,6 +35,7 @@ __all__ = [
     "LossSpec",
     "TrainerSpec",
     "TrainerSpecError",
+    "check_pruning",
     "split_params",
     "validate_param_names",
     "validate_trainer",
@@ -688,6 +689,47 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
         else:
             training[name] = value
     return training, loss, inner
+
+
+def check_pruning(
+    trainer: TrainerSpec | Mapping[str, Any],
+    pruner: Mapping[str, Any] | None,
+    params: Mapping[str, Any] | None = None,
+    path: str = "trainer",
+) -> str | None:
+    """Check that the study's pruner can compare this recipe's trials (single-objective studies).
+
+    The pruner compares the values trials report at the *same* step. The runner reports at hundredths of
+    an epoch: ``evalEveryEpochs`` marks and whole epochs (``eval_strategy: epoch``) land on the same steps
+    in every trial, but evaluations every N optimizer steps (``eval_strategy: steps``) land on epochs that
+    depend on the batch size and the data, so trials rarely share a step and the pruner never acts.
+    That combination raises :class:`TrainerSpecError` naming ``<path>.evalEveryEpochs``. A recipe that never
+    evaluates during training is allowed (the study may keep its pruner for other recipes) and gets a
+    warning message back; otherwise None.
+    """
+    kind = str((pruner or {}).get("type", "None"))
+    if kind == "None":
+        return None
+    spec = trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer, path)
+    if spec.eval_every_epochs is not None:
+        return None
+    arguments = {**spec.arguments, **dict(params or {})}
+    strategy = str(arguments.get("eval_strategy", "no")).lower()
+    if strategy == "steps":
+        every = arguments.get("eval_steps", "logging_steps")
+        raise TrainerSpecError(
+            f"{path}.evalEveryEpochs: the study has a {kind} pruner, which compares trials at equal "
+            f"reporting steps, but the recipe evaluates every {every} optimizer steps "
+            f"({path}.arguments.eval_strategy 'steps'), at epochs that depend on the batch size, so trials "
+            f"would rarely report at the same step and the pruner would never act; set "
+            f"{path}.evalEveryEpochs (for example 0.25) and remove {path}.arguments.eval_strategy"
+        )
+    if strategy == "epoch":
+        return None
+    return (
+        f"the study has a {kind} pruner but the recipe never evaluates during training, so the pruner never "
+        f"sees a value; set {path}.evalEveryEpochs (for example 0.25) to let it act"
+    )
 
 
 def validate_param_names(
