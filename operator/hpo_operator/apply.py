@@ -1,6 +1,8 @@
 """Carry out a :class:`~hpo_operator.core.reconcile.Plan`, action by action. No decisions here.
 
-Each action maps to storage and API calls; each can be repeated (see the invariants in
+Each action maps to storage calls and calls on a :class:`Runs`: the trial pods of the operator
+(:class:`PodRuns`) or the trial processes of ``hpo run`` (``hpo_operator.cli.local``), so a plan is
+carried out the same way in both. Each action can be repeated (see the invariants in
 :mod:`hpo_operator.core.reconcile`). An exception stops the plan where it is; the next reconcile
 observes what was done and plans the rest.
 """
@@ -9,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from hpo_operator.core import pods
+from hpo_operator.core import names, pods
 from hpo_operator.core.pods import Owner, SecretKey
 from hpo_operator.core.reconcile import (
     Action,
@@ -28,16 +32,33 @@ from hpo_operator.core.reconcile import (
     RecordAnnounced,
 )
 from hpo_operator.core.spec import StudySpec
-from hpo_operator.shell.kube import Kube
+from hpo_operator.shell.kube import CreateResult, Kube
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import StudyStore
 
 log = logging.getLogger("hpo_operator.apply")
 
 
+class Runs(Protocol):
+    """Where the attempts of a study's trials run: pods on a cluster, processes on this machine."""
+
+    def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
+        """Start the run ``name`` of one attempt: ``created``; ``exists`` (ours already); ``foreign``
+        (the name is held by a run that is not this study's, which decide removes first)."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Stop and remove the run ``name``; nothing if it is gone."""
+        ...
+
+    def post_event(self, type_: str, reason: str, message: str) -> None:
+        """Tell the user (an Event on the HPOStudy, a line on the terminal)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Target:
-    """The HPOStudy a plan is for, as apply needs it."""
+    """The HPOStudy a plan is for, as its pods need it."""
 
     spec: StudySpec
     generation: int | None
@@ -51,14 +72,53 @@ class Target:
         return {"namespace": self.owner.namespace, "name": self.owner.name, "uid": self.owner.uid}
 
 
-def apply_plan(plan: Plan, target: Target, store: StudyStore, kube: Kube, metrics: Metrics) -> None:
+@dataclass(frozen=True)
+class PodRuns:
+    """The runs of an HPOStudy on the cluster: one pod per attempt."""
+
+    target: Target
+    kube: Kube
+
+    def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
+        t = self.target
+        pod = pods.render_pod(
+            t.spec,
+            owner=t.owner,
+            optuna_study=t.optuna_study,
+            trial=trial,
+            attempt=attempt,
+            params=dict(params),
+            secret=t.secret,
+            default_image=t.default_image,
+        )
+        assert pod["metadata"]["name"] == name, (pod["metadata"]["name"], name)
+        return self.kube.create_pod(pod, t.owner.uid)
+
+    def delete(self, name: str) -> None:
+        self.kube.delete_pod(self.target.owner.namespace, name)
+
+    def post_event(self, type_: str, reason: str, message: str) -> None:
+        self.kube.post_event(self.target.owner_ref, type_, reason, message, dt.datetime.now(dt.UTC))
+
+
+@dataclass(frozen=True)
+class Study:
+    """What carrying out a plan needs besides the runs: the spec, the storage, the metrics."""
+
+    name: str  # the HPOStudy's name: its runs are named after it (and log lines start with it)
+    spec: StudySpec
+    generation: int | None
+    store: StudyStore
+    metrics: Metrics
+
+
+def apply_plan(plan: Plan, study: Study, runs: Runs) -> None:
     for action in plan.actions:
-        apply_action(action, target, store, kube, metrics)
+        apply_action(action, study, runs)
 
 
-def apply_action(action: Action, target: Target, store: StudyStore, kube: Kube, metrics: Metrics) -> None:
-    spec, gen = target.spec, target.generation
-    name = target.owner.name
+def apply_action(action: Action, study: Study, runs: Runs) -> None:
+    spec, gen, store, metrics, name = study.spec, study.generation, study.store, study.metrics, study.name
     if isinstance(action, CreateStudy):
         store.create(action.directions, spec)
         log.info("%s: created the Optuna study %s", name, action.study_name)
@@ -70,7 +130,7 @@ def apply_action(action: Action, target: Target, store: StudyStore, kube: Kube, 
             number, params = store.ask(spec, gen)
             metrics.trials_started.inc()
             log.info("%s: trial %d asked with parameters %s", name, number, params)
-            _launch(target, store, kube, number, 0, params)
+            _launch(study, runs, number, 0, params)
     elif isinstance(action, FinishAsk):
         store.finish_ask(spec, gen, action.trial)
         log.info("%s: completed the parameters of trial %d", name, action.trial)
@@ -79,17 +139,17 @@ def apply_action(action: Action, target: Target, store: StudyStore, kube: Kube, 
         if action.attempt > 0:
             metrics.retries.inc()
         log.info("%s: trial %d attempt %d: %s", name, action.trial, action.attempt, action.reason)
-        _launch(target, store, kube, action.trial, action.attempt, action.params)
+        _launch(study, runs, action.trial, action.attempt, action.params)
     elif isinstance(action, MarkLaunched):
         store.mark_launched(action.trial, action.attempt)
     elif isinstance(action, FailTrial):
         store.fail(action.trial, action.reason)
         log.info("%s: trial %d failed: %s", name, action.trial, action.reason)
     elif isinstance(action, DeleteRun):
-        kube.delete_pod(target.owner.namespace, action.name)
-        log.info("%s: deleted pod %s: %s", name, action.name, action.reason)
+        runs.delete(action.name)
+        log.info("%s: deleted run %s: %s", name, action.name, action.reason)
     elif isinstance(action, PostEvent):
-        kube.post_event(target.owner_ref, action.type, action.reason, action.message, dt.datetime.now(dt.UTC))
+        runs.post_event(action.type, action.reason, action.message)
         log.info("%s: %s", name, action.message)
     elif isinstance(action, RecordAnnounced):
         store.record_announced(action.announced)
@@ -99,17 +159,8 @@ def apply_action(action: Action, target: Target, store: StudyStore, kube: Kube, 
         raise TypeError(f"unknown action {action!r}")
 
 
-def _launch(target: Target, store: StudyStore, kube: Kube, trial: int, attempt: int, params: dict) -> None:
-    pod = pods.render_pod(
-        target.spec,
-        owner=target.owner,
-        optuna_study=target.optuna_study,
-        trial=trial,
-        attempt=attempt,
-        params=params,
-        secret=target.secret,
-        default_image=target.default_image,
-    )
-    result = kube.create_pod(pod, target.owner.uid)
-    if result != "foreign":  # a pod of an older namesake holds the name: decide removes it first
-        store.mark_launched(trial, attempt)
+def _launch(study: Study, runs: Runs, trial: int, attempt: int, params: Mapping[str, Any]) -> None:
+    """Create the run of an attempt, then record that it was launched."""
+    result = runs.create(names.pod_name(study.name, trial, attempt), trial, attempt, params)
+    if result != "foreign":  # a run of an older namesake holds the name: decide removes it first
+        study.store.mark_launched(trial, attempt)

@@ -7,6 +7,8 @@
 ``HPO_METRICS_PORT``           Prometheus metrics port (default 8000; 0 disables)
 ``HPO_RECONCILE_INTERVAL``     seconds between reconciles of a running study (default 5)
 ``HPO_LIVENESS_ENDPOINT``      kopf liveness endpoint (default ``http://0.0.0.0:8080/healthz``; empty: off)
+``HPO_WORKER_THREADS``         threads for blocking work (API and database calls; default 32): the
+                               most studies reconciled at once, whatever the pod's CPU count
 =============================  ====================================================================
 """
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+DEFAULT_WORKER_THREADS = 32
+MAX_WORKER_THREADS = 512
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -34,6 +38,7 @@ class OperatorConfig:
     metrics_port: int = 8000
     reconcile_interval: float = 5.0
     liveness_endpoint: str | None = DEFAULT_LIVENESS_ENDPOINT
+    worker_threads: int = DEFAULT_WORKER_THREADS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -58,6 +63,9 @@ class OperatorConfig:
         liveness = env.get("HPO_LIVENESS_ENDPOINT", DEFAULT_LIVENESS_ENDPOINT).strip() or None
         if liveness is not None and not liveness.startswith(("http://", "https://")):
             raise ConfigError(f"HPO_LIVENESS_ENDPOINT must be an http:// URL, got {liveness!r}")
+        workers = _number(env, "HPO_WORKER_THREADS", str(DEFAULT_WORKER_THREADS), int)
+        if not 1 <= workers <= MAX_WORKER_THREADS:
+            raise ConfigError(f"HPO_WORKER_THREADS must be between 1 and {MAX_WORKER_THREADS}, got {workers}")
         url = text("HPO_DEFAULT_STORAGE_URL")
         if url is not None and "://" not in url:
             raise ConfigError("HPO_DEFAULT_STORAGE_URL must be a SQLAlchemy URL (dialect://...)")
@@ -68,6 +76,7 @@ class OperatorConfig:
             metrics_port=port,
             reconcile_interval=interval,
             liveness_endpoint=liveness,
+            worker_threads=workers,
         )
 
 

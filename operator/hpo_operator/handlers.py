@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kopf
 
@@ -34,6 +37,15 @@ from hpo_operator.shell.storage import Storages, StorageUnavailable
 STUDIES = {"group": names.GROUP, "version": names.VERSION, "plural": names.PLURAL}
 TRIAL_PODS = {names.LABEL_MANAGED_BY: names.MANAGER}
 IDLE_CHECK_S = 300.0  # a finished study is looked at again this often (in case its pods changed)
+T = TypeVar("T")
+
+
+async def _blocking(memo: kopf.Memo, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (API and database calls) on the operator's own executor, sized by
+    ``HPO_WORKER_THREADS``: not the loop's default one (a few threads on a small pod), so studies
+    waiting on a slow database cannot starve the others of threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(memo.executor, functools.partial(fn, *args))
 
 
 @kopf.on.startup()
@@ -45,17 +57,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = memo.config.worker_threads
     settings.background.instant_exit_timeout = 5.0  # a stopped daemon exits within a second or two
     metrics = Metrics()
     metrics.serve(memo.config.metrics_port)
-    memo.reconciler = Reconciler(memo.config, Kube(connect()), Storages(), metrics)
+    memo.executor = ThreadPoolExecutor(max_workers=memo.config.worker_threads, thread_name_prefix="hpo-work")
+    memo.reconciler = Reconciler(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
     memo.wakers = {}
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    await asyncio.to_thread(memo.reconciler.close)
+    await _blocking(memo, memo.reconciler.close)
+    memo.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.on.create(**STUDIES)
@@ -63,7 +77,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(**STUDIES, field="spec")
 async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await asyncio.to_thread(memo.reconciler.check, body)
+        await _blocking(memo, memo.reconciler.check, body)
     except SpecError as e:
         raise kopf.PermanentError(str(e)) from None
     except (KubeUnavailable, StorageUnavailable) as e:
@@ -82,7 +96,7 @@ async def run_study(
         while not stopped:
             wait = interval
             try:
-                outcome = await asyncio.to_thread(reconciler.reconcile, body)
+                outcome = await _blocking(memo, reconciler.reconcile, body)
                 wait = IDLE_CHECK_S if outcome.terminal else interval
             except SpecError:
                 wait = IDLE_CHECK_S  # reported; a spec change wakes the daemon
@@ -96,7 +110,7 @@ async def run_study(
     finally:
         meta = body.get("metadata", {})
         memo.wakers.pop((meta.get("namespace"), meta.get("name")), None)
-        await asyncio.to_thread(reconciler.abandon, meta.get("namespace"), meta.get("name"), meta.get("uid"))
+        await _blocking(memo, reconciler.abandon, meta.get("namespace"), meta.get("name"), meta.get("uid"))
 
 
 @kopf.on.event("", "v1", "pods", labels=TRIAL_PODS)
@@ -114,7 +128,7 @@ def _deletes_study(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(**STUDIES, when=_deletes_study, retries=10, backoff=6)
 async def delete_optuna_study(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await asyncio.to_thread(memo.reconciler.delete_study, body)
+        await _blocking(memo, memo.reconciler.delete_study, body)
     except (StorageUnavailable, KubeUnavailable) as e:
         raise kopf.TemporaryError(str(e), delay=6) from None
     except SpecError as e:

@@ -24,21 +24,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo_operator.apply import Target, apply_plan
+from hpo_operator.apply import PodRuns, Study, Target, apply_plan
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names, pods
 from hpo_operator.core.observe import Observed, run_view
 from hpo_operator.core.reconcile import Assessment, Plan, decide
 from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, parse_spec, validate_name
-from hpo_operator.core.status import build_status, invalid_spec_status, storage_waiting_status
+from hpo_operator.core.status import build_status, condition, invalid_spec_status, storage_waiting_status
 from hpo_operator.shell import redact
-from hpo_operator.shell.kube import Kube, KubeUnavailable, PodRejected, SecretProblem
+from hpo_operator.shell.kube import (
+    Kube,
+    KubeUnavailable,
+    PodQuotaExceeded,
+    PodRejected,
+    SecretConflict,
+    SecretProblem,
+)
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
 log = logging.getLogger("hpo_operator")
 
 MAX_PASSES = 8  # observe-decide-apply rounds per reconcile (each round's plan is acted on at once)
+COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota held a trial pod back
 
 
 class Waiting(RuntimeError):
@@ -68,6 +76,8 @@ class StudyState:
     checked_generation: int | None = None  # the generation whose pod template passed a dry run
     invalid_generation: int | None = None  # the generation whose spec error was reported
     secret_written: str | None = None  # the default URL last written to <name>-storage
+    secret_conflict: bool = False  # <name>-storage is a Secret not ours (reported as a spec error)
+    quota_blocked: bool = False  # a ResourceQuota refused a trial pod (reported once, until one fits)
     storage_down: bool = False
     failures: int = 0
 
@@ -80,6 +90,9 @@ class Reconciler:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], StudyState] = {}
+        # The storage URL of each study with deleteStudyOnDelete, by uid, kept until its deletion: its
+        # Secret may be deleted before it (``kubectl delete -f`` of a manifest holding both).
+        self._urls: dict[str, str] = {}
         redact.register(config.default_storage_url)
 
     # -------------------------------------------------------------------------------- entry points
@@ -112,13 +125,33 @@ class Reconciler:
             return outcome
 
     def delete_study(self, body: Mapping[str, Any]) -> bool:
-        """Delete the Optuna study (``spec.storage.deleteStudyOnDelete``); ``False`` if it was not there."""
+        """Delete the Optuna study (``spec.storage.deleteStudyOnDelete``); ``False`` if it was not there
+        or cannot be found (its Secret is gone and its URL unknown: a Warning Event says so, and the
+        deletion of the HPOStudy goes on). Raises StorageUnavailable or KubeUnavailable to be retried."""
         spec = parse_spec(body.get("spec"))
         ns, name, uid = _ids(body)
-        url = self._storage_url(spec, ns)
-        store = StudyStore(self.storages.get(url), names.optuna_study_name(ns, name, uid))
-        deleted = store.delete()
-        log.info("%s/%s: %s the Optuna study %s", ns, name, "deleted" if deleted else "no", store.study_name)
+        study_name = names.optuna_study_name(ns, name, uid)
+        with self._lock:
+            url = self._urls.get(uid)
+        if url is None:
+            try:
+                url = self._storage_url(spec, ns)
+            except SecretProblem as e:
+                message = (
+                    f"the Optuna study {study_name} was not deleted: {e} (the storage URL is unknown; "
+                    "delete the study from the storage by hand)"
+                )
+                log.warning("%s/%s: %s", ns, name, message)
+                self.kube.post_event(_owner(body), "Warning", "StudyNotDeleted", message)
+                return False
+        store = StudyStore(self.storages.open(url, study_name), study_name)
+        try:
+            deleted = store.delete()
+        finally:
+            self.storages.release(url, study_name)
+        with self._lock:
+            self._urls.pop(uid, None)
+        log.info("%s/%s: %s the Optuna study %s", ns, name, "deleted" if deleted else "no", study_name)
         return deleted
 
     def abandon(self, namespace: str, name: str, uid: str) -> None:
@@ -140,14 +173,34 @@ class Reconciler:
                             state.store.fail(t.number, "stopped: the HPOStudy was deleted")
                 except StorageUnavailable as e:
                     log.warning("%s/%s: could not fail its running trials: %s", namespace, name, e)
-            with self._lock:
-                self._states.pop(key, None)
+            if current is None or not ((current.get("spec") or {}).get("storage") or {}).get(
+                "deleteStudyOnDelete"
+            ):
+                with self._lock:
+                    self._urls.pop(uid, None)  # no delete handler will ask for it
+            self._drop(key, state)
             self.metrics.set_phase(f"{namespace}/{name}", None)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._states.pop((namespace, name), None)
+            state = self._states.get((namespace, name))
+        if state is not None:
+            with state.lock:
+                self._drop((namespace, name), state)
         self.metrics.set_phase(f"{namespace}/{name}", None)
+
+    def _drop(self, key: tuple[str, str], state: StudyState) -> None:
+        """Forget a study's state (its cached trials go with its store) and release its storage URL."""
+        with self._lock:
+            if self._states.get(key) is state:
+                del self._states[key]
+        self._release_store(state)
+
+    def _release_store(self, state: StudyState) -> None:
+        if state.store is not None and state.store_url is not None:
+            self.storages.release(state.store_url, state.store.study_name)
+        state.store = None
+        state.store_url = None
 
     def close(self) -> None:
         self.storages.dispose()
@@ -158,10 +211,13 @@ class Reconciler:
         ns, name, uid = _ids(body)
         with self._lock:
             state = self._states.get((ns, name))
+            old = state if state is not None and state.uid != uid else None
             if state is None or state.uid != uid:  # a new resource with an old name is a new study
                 state = StudyState(uid=uid)
                 self._states[(ns, name)] = state
-            return state
+        if old is not None:
+            self._release_store(old)
+        return state
 
     def _spec(self, body: Mapping[str, Any], state: StudyState) -> StudySpec:
         _, name, _ = _ids(body)
@@ -225,8 +281,17 @@ class Reconciler:
         if state.secret_written == url:
             return
         ns, name, uid = _ids(body)
-        self.kube.ensure_secret(pods.render_storage_secret(pods.Owner(name, ns, uid), url))
+        try:
+            self.kube.ensure_secret(pods.render_storage_secret(pods.Owner(name, ns, uid), url), uid)
+        except SecretConflict as e:
+            error = SpecError.at("spec.storage", str(e))
+            self._report_invalid(body, state, error)
+            state.secret_conflict = True
+            raise error from None
         state.secret_written = url
+        if state.secret_conflict:  # the user's Secret went: the study runs again
+            state.secret_conflict = False
+            state.invalid_generation = None
 
     def _reconcile(self, body: Mapping[str, Any], state: StudyState) -> Outcome:
         ns, name, uid = _ids(body)
@@ -236,8 +301,12 @@ class Reconciler:
         self._ensure_default_secret(body, spec, url, state)
         study_name = names.optuna_study_name(ns, name, uid)
         if state.store is None or state.store_url != url:
-            state.store = StudyStore(self.storages.get(url), study_name)
+            self._release_store(state)
+            state.store = StudyStore(self.storages.open(url, study_name), study_name)
             state.store_url = url
+        if spec.delete_study_on_delete:
+            with self._lock:
+                self._urls[uid] = url
         store = state.store
         owner = pods.Owner(name, ns, uid)
         target = Target(
@@ -250,7 +319,6 @@ class Reconciler:
         )
         if state.checked_generation != generation:
             self._dry_run_pod(body, state, target)
-            state.checked_generation = generation
 
         previous = self._previous(body, state)
         previous_phase = previous.get("phase")
@@ -258,18 +326,30 @@ class Reconciler:
             previous_phase = None  # the spec was fixed: the study runs again
         plan: Plan | None = None
         observed: Observed | None = None
+        quota: str | None = None  # why a ResourceQuota held a trial pod back, this reconcile
         for _ in range(MAX_PASSES):
             observed = self._observe(ns, name, uid, study_name, store, previous_phase)
             plan = decide(spec, observed, dt.datetime.now(dt.UTC))
             if not plan.actions:
                 break
-            apply_plan(plan, target, store, self.kube, self.metrics)
+            try:
+                apply_plan(
+                    plan, Study(name, spec, generation, store, self.metrics), PodRuns(target, self.kube)
+                )
+            except PodRejected as e:
+                error = SpecError.at("spec.template", f"the API server refused a trial pod: {e}")
+                self._report_invalid(body, state, error)
+                raise error from None
+            except PodQuotaExceeded as e:
+                quota = str(e)  # the trial waits (RUNNING, not launched): the next reconcile tries again
+                break
             previous_phase = plan.assessment.phase
         assert plan is not None and observed is not None
         now = dt.datetime.now(dt.UTC)
         status = build_status(
             spec, observed, plan.assessment, generation=generation, now=now, previous=previous
         )
+        self._quota_condition(body, state, status, quota, generation, now, previous)
         if state.storage_down:
             self.kube.post_event(_owner(body), "Normal", "StorageReady", "the storage answers again")
             state.storage_down = False
@@ -278,7 +358,61 @@ class Reconciler:
             return Outcome(plan.assessment.phase, True, plan.assessment)  # the HPOStudy is gone
         state.last_status = {**previous, **status}
         self.metrics.set_phase(f"{ns}/{name}", plan.assessment.phase)
-        return Outcome(plan.assessment.phase, plan.assessment.terminal and not plan.actions, plan.assessment)
+        terminal = plan.assessment.terminal and not plan.actions and quota is None
+        return Outcome(plan.assessment.phase, terminal, plan.assessment)
+
+    def _quota_condition(
+        self,
+        body: Mapping[str, Any],
+        state: StudyState,
+        status: dict[str, Any],
+        quota: str | None,
+        generation: int | None,
+        now: dt.datetime,
+        previous: Mapping[str, Any],
+    ) -> None:
+        """``TrialPodsAdmitted``: False while a ResourceQuota holds a trial pod back (an Event when that
+        starts), True again once pods fit; absent for a study never held back."""
+        held_before = any(c.get("type") == COND_PODS_ADMITTED for c in previous.get("conditions") or ())
+        if quota is None and not held_before:
+            return
+        if quota is not None:
+            message = f"waiting for room in a ResourceQuota: {quota}"
+            cond = condition(
+                COND_PODS_ADMITTED,
+                False,
+                "QuotaExceeded",
+                message,
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+            if not state.quota_blocked:
+                self.kube.post_event(_owner(body), "Warning", "QuotaExceeded", f"a trial pod is {message}")
+                ns, name, _ = _ids(body)
+                log.warning("%s/%s: a trial pod is %s", ns, name, message)
+                state.quota_blocked = True
+        else:
+            if (
+                any(
+                    c.get("type") == COND_PODS_ADMITTED and c.get("status") == "True"
+                    for c in previous.get("conditions") or ()
+                )
+                and not state.quota_blocked
+            ):
+                return  # unchanged
+            cond = condition(
+                COND_PODS_ADMITTED,
+                True,
+                "Admitted",
+                "trial pods are admitted",
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+            state.quota_blocked = False
+        conditions = [c for c in status.get("conditions") or () if c.get("type") != COND_PODS_ADMITTED]
+        status["conditions"] = [*conditions, cond]
 
     def _observe(
         self, ns: str, name: str, uid: str, study_name: str, store: StudyStore, previous_phase: str | None
@@ -315,10 +449,13 @@ class Reconciler:
         meta["generateName"] = f"{meta.pop('name')}-check-"  # the real pod may exist already
         try:
             self.kube.create_pod(pod, target.owner.uid, dry_run=True)
+        except PodQuotaExceeded:
+            return  # no room now to check it: the real create reports a refusal
         except PodRejected as e:
             error = SpecError.at("spec.template", f"the trial pod it makes is invalid: {e}")
             self._report_invalid(body, state, error)
             raise error from None
+        state.checked_generation = target.generation
 
     def _waiting(
         self, body: Mapping[str, Any], state: StudyState, message: str, *, storage: bool = True

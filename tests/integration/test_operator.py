@@ -647,3 +647,203 @@ def test_an_objective_metric_the_trial_does_not_produce_stops_the_study_naming_t
         timeout=20,
     )
     assert_nothing_leaks(cluster, namespace, "nometric", storage_url)
+
+
+def test_a_trial_pod_the_api_server_refuses_is_reported_naming_the_template(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    # The template passes the dry run; then a LimitRange arrives and the next trial pod is refused.
+    slow = [{"name": "TRIAL_STEPS", "value": "10"}, {"name": "TRIAL_STEP_SECONDS", "value": "0.5"}]
+    template = {
+        "command": ["python", str(TRIALS / "quadratic.py")],
+        "env": slow,
+        "resources": {"limits": {"cpu": "200m"}},
+    }
+    manifest = study_manifest("limited", namespace, trials={"total": 2, "parallelism": 1}, template=template)
+    apply(cluster, manifest)
+    wait_for("the first trial pod", lambda: "limited-trial-0" in pods.seen, timeout=60)
+    limits = client.V1LimitRange(
+        metadata=client.V1ObjectMeta(name="small"),
+        spec=client.V1LimitRangeSpec(limits=[client.V1LimitRangeItem(type="Container", max={"cpu": "100m"})]),
+    )
+    cluster.core().create_namespaced_limit_range(namespace, limits)
+
+    body = wait_phase(cluster, namespace, "limited", ("Failed", "Succeeded"), timeout=90)
+    spec_valid = condition(body, "SpecValid")
+    assert spec_valid["status"] == "False" and spec_valid["reason"] == "InvalidSpec"
+    assert spec_valid["message"].startswith("spec.template: the API server refused a trial pod: ")
+    assert "cpu" in spec_valid["message"]
+    wait_for(
+        "an InvalidSpec Event naming spec.template",
+        lambda: any(
+            e.reason == "InvalidSpec" and "spec.template" in e.message
+            for e in events(cluster, namespace, "limited")
+        ),
+        timeout=20,
+    )
+    states = [t.state for t in load_study(storage_url, body).get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]  # it waits
+
+    # Fixing the template runs the waiting trial from its stored parameters.
+    patch = {"spec": {"template": {**template, "resources": {"limits": {"cpu": "100m"}}}}}
+    cluster.kubectl("patch", "hps", "limited", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    body = wait_phase(cluster, namespace, "limited", ("Succeeded",), timeout=90)
+    assert condition(body, "SpecValid")["status"] == "True"
+    trials = load_study(storage_url, body).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert "reconcile failed" not in operator.log
+    assert_nothing_leaks(cluster, namespace, "limited", storage_url)
+
+
+def test_a_full_resource_quota_is_waited_for_with_a_condition(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="one-pod"), spec=client.V1ResourceQuotaSpec(hard={"pods": "1"})
+    )
+    cluster.core().create_namespaced_resource_quota(namespace, quota)
+    wait_for(
+        "the quota's usage to be computed",
+        lambda: cluster.core().read_namespaced_resource_quota("one-pod", namespace).status.hard or {},
+        timeout=30,
+    )
+    slow = [{"name": "TRIAL_STEPS", "value": "10"}, {"name": "TRIAL_STEP_SECONDS", "value": "0.4"}]
+    manifest = study_manifest(
+        "squeezed",
+        namespace,
+        trials={"total": 2, "parallelism": 2},
+        template={"command": ["python", str(TRIALS / "quadratic.py")], "env": slow},
+    )
+    apply(cluster, manifest)
+
+    def held_back() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, "squeezed")
+        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        admitted = conds.get("TrialPodsAdmitted")
+        return admitted if admitted and admitted["status"] == "False" else None
+
+    admitted = wait_for("TrialPodsAdmitted=False", held_back, timeout=60)
+    assert admitted["reason"] == "QuotaExceeded"
+    assert admitted["message"].startswith("waiting for room in a ResourceQuota: ")
+    assert "one-pod" in admitted["message"]
+    wait_for(
+        "a QuotaExceeded Event",
+        lambda: any(e.reason == "QuotaExceeded" for e in events(cluster, namespace, "squeezed")),
+        timeout=20,
+    )
+    # Once the first pod is done, the second fits: the study finishes, both trials complete.
+    body = wait_phase(cluster, namespace, "squeezed", ("Succeeded", "Failed"), timeout=120)
+    assert body["status"]["phase"] == "Succeeded"
+    assert condition(body, "TrialPodsAdmitted")["status"] == "True"
+    assert condition(body, "SpecValid")["status"] == "True"
+    trials = load_study(storage_url, body).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert pods.max_active == 1
+
+
+def test_a_users_secret_with_the_storage_secret_name_is_left_alone(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    mine = client.V1Secret(metadata=client.V1ObjectMeta(name="clash-storage"), string_data={"url": "mine"})
+    cluster.core().create_namespaced_secret(namespace, mine)
+    apply(cluster, study_manifest("clash", namespace, trials={"total": 1, "parallelism": 1}))
+    body = wait_phase(cluster, namespace, "clash", ("Failed", "Succeeded"), timeout=60)
+    spec_valid = condition(body, "SpecValid")
+    assert spec_valid["status"] == "False"
+    assert spec_valid["message"].startswith(
+        f"spec.storage: Secret {namespace}/clash-storage exists and is not"
+    )
+    wait_for(
+        "an InvalidSpec Event naming spec.storage",
+        lambda: any(
+            e.reason == "InvalidSpec" and "spec.storage" in e.message
+            for e in events(cluster, namespace, "clash")
+        ),
+        timeout=20,
+    )
+    secret = cluster.core().read_namespaced_secret("clash-storage", namespace)
+    assert secret.data == {"url": "bWluZQ=="}  # untouched ("mine")
+    assert not cluster.core().list_namespaced_pod(namespace).items
+
+    # The user's Secret goes and the spec is touched: the study runs with its own Secret.
+    cluster.core().delete_namespaced_secret("clash-storage", namespace)
+    patch = '{"spec":{"trials":{"total":1,"parallelism":1,"maxFailed":2}}}'
+    cluster.kubectl("patch", "hps", "clash", "-n", namespace, "--type=merge", "-p", patch)
+    body = wait_phase(cluster, namespace, "clash", ("Succeeded",), timeout=90)
+    owners = cluster.core().read_namespaced_secret("clash-storage", namespace).metadata.owner_references
+    assert [o.uid for o in owners] == [body["metadata"]["uid"]]
+    assert_nothing_leaks(cluster, namespace, "clash", storage_url)
+
+
+def test_delete_study_on_delete_when_the_secret_went_first(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    core = cluster.core()
+
+    def study_with_secret(name: str) -> str:
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=f"{name}-db"), string_data={"url": storage_url}
+        )
+        core.create_namespaced_secret(namespace, secret)
+        storage = {"secretRef": {"name": f"{name}-db"}, "deleteStudyOnDelete": True}
+        apply(
+            cluster, study_manifest(name, namespace, trials={"total": 1, "parallelism": 1}, storage=storage)
+        )
+        body = wait_phase(cluster, namespace, name, ("Succeeded",), timeout=90)
+        return str(body["status"]["studyName"])
+
+    # The operator knows the URL from running the study: the Optuna study is deleted all the same.
+    known = study_with_secret("known")
+    core.delete_namespaced_secret("known-db", namespace)
+    cluster.kubectl("delete", "hps", "known", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert known not in optuna.get_all_study_names(storage_url)
+
+    # A fresh operator that never read the Secret: a Warning Event names it, and the deletion goes on.
+    unknown = study_with_secret("unknown")
+    operator.kill()
+    core.delete_namespaced_secret("unknown-db", namespace)
+    operator.start()
+    started = time.monotonic()
+    cluster.kubectl("delete", "hps", "unknown", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert time.monotonic() - started < 60
+    (event,) = [e for e in events(cluster, namespace, "unknown") if e.reason == "StudyNotDeleted"]
+    assert event.type == "Warning"
+    assert f"Secret {namespace}/unknown-db does not exist" in event.message
+    assert unknown in optuna.get_all_study_names(storage_url)  # left, as the Event says
+
+
+def test_storages_share_an_engine_per_url_and_release_it_with_the_last_study(postgres_url: str) -> None:
+    from hpo_operator.core.spec import parse_spec
+    from hpo_operator.shell.storage import Storages, StudyStore
+
+    storages = Storages()
+    spec = parse_spec(
+        {
+            "objective": [{"metric": "score"}],
+            "searchSpace": [
+                {"name": "n", "type": "int", "low": 2, "high": 64, "log": True},
+                {"name": "k", "type": "int", "low": 1, "high": 9, "step": 4},
+                {"name": "lr", "type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+                {"name": "c", "type": "categorical", "choices": ["a", "b"]},
+            ],
+            "template": {"command": ["python", "objective.py"]},
+        }
+    )
+    a = StudyStore(storages.open(postgres_url, "a"), "a")
+    b = StudyStore(storages.open(postgres_url, "b"), "b")
+    assert a.storage is not b.storage  # each study its own cache ...
+    assert storages.urls() == [postgres_url]  # ... on one engine
+    a.create(["maximize"], spec)
+    # A trial whose ask was cut short gets the same distributions ask uses.
+    study = optuna.load_study(study_name="a", storage=postgres_url)
+    study.ask()
+    a.finish_ask(spec, None, 0)
+    (trial,) = optuna.load_study(study_name="a", storage=postgres_url).get_trials()
+    from hpo_operator.core.search_space import distributions
+
+    assert trial.distributions == distributions(spec)
+    storages.release(postgres_url, "a")
+    assert storages.urls() == [postgres_url]  # b still uses it
+    storages.release(postgres_url, "b")
+    assert storages.urls() == []
+    storages.dispose()

@@ -37,16 +37,19 @@ import optuna
 from hpo_trial import contract
 from rich.console import Console
 
+from hpo_operator.apply import Study, apply_plan
 from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
 from hpo_operator.cli.processes import ProcessRuns
 from hpo_operator.cli.storage import redact
-from hpo_operator.core import names, reconcile
+from hpo_operator.core import reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
 from hpo_operator.core.status import pareto_front
+from hpo_operator.shell.kube import CreateResult
+from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
 POLL_SECONDS = 0.5
@@ -97,6 +100,7 @@ class LocalStudy:
         self.study_name = manifest.local_study_name
         self.runs = ProcessRuns(manifest.work_dir, grace)
         self.storages = Storages()
+        self.metrics = Metrics()  # what the operator would export; nothing serves it here
         self.store: StudyStore  # opened by run()
         self.exists = False  # whether the study was in the storage when this session started
         self.previous_phase: str | None = None
@@ -112,7 +116,7 @@ class LocalStudy:
         self.m.work_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(), self._signals():
             try:
-                self.store = StudyStore(self.storages.get(self.url), self.study_name)
+                self.store = StudyStore(self.storages.open(self.url, self.study_name), self.study_name)
                 self.exists = self.store.view() is not None
                 orphans = self.runs.stop_orphans()
                 if orphans:
@@ -175,11 +179,9 @@ class LocalStudy:
                 soft_wrap=True,
             )
             return
-        views = self.store.trials()
-        finished = sum(1 for v in views if v.finished)
-        # Released by a clean stop: they run again as they were. Launched and gone: a failed attempt.
-        again = [v.number for v in views if v.state == "RUNNING" and v.launched < v.attempt]
-        lost = [v.number for v in views if v.state == "RUNNING" and v.launched >= v.attempt]
+        observed = self._observe()  # no run of this session yet: what decide makes of each RUNNING trial
+        finished = sum(1 for v in observed.trials if v.finished)
+        again, lost = _restarts(reconcile.decide(self.spec, observed, dt.datetime.now(dt.UTC)), observed)
         restart = ""
         if again:
             restart += f"; trial(s) {', '.join(map(str, again))} will run again from their stored parameters"
@@ -238,45 +240,21 @@ class LocalStudy:
     # ------------------------------------------------------------------------------------ actions
 
     def _carry_out(self, plan: reconcile.Plan) -> None:
-        """Each action as :func:`hpo_operator.apply.apply_action` carries it out, with processes for pods."""
-        spec, store = self.spec, self.store
-        for action in plan.actions:
-            if isinstance(action, reconcile.CreateStudy):
-                store.create(action.directions, spec)
-            elif isinstance(action, reconcile.Enqueue):
-                store.enqueue(spec, None, action.start, action.params)
-            elif isinstance(action, reconcile.FinishAsk):
-                store.finish_ask(spec, None, action.trial)
-            elif isinstance(action, reconcile.AskTrials):
-                for _ in range(action.count):
-                    number, params = store.ask(spec, None)
-                    self._launch(number, 0, params)
-            elif isinstance(action, reconcile.LaunchRun):
-                store.set_attempt(action.trial, action.attempt)
-                self._launch(action.trial, action.attempt, action.params)
-            elif isinstance(action, reconcile.MarkLaunched):
-                store.mark_launched(action.trial, action.attempt)
-            elif isinstance(action, reconcile.FailTrial):
-                store.fail(action.trial, action.reason)
-            elif isinstance(action, reconcile.DeleteRun):
-                self.runs.delete(action.name)
-            elif isinstance(action, reconcile.PostEvent):
-                self._print_event(action)
-            elif isinstance(action, reconcile.RecordAnnounced):
-                store.record_announced(action.announced)
-            else:  # pragma: no cover - every action type is handled above
-                raise TypeError(f"unknown action {action!r}")
+        """The plan carried out as the operator does (:func:`hpo_operator.apply.apply_plan`), with
+        processes for pods."""
+        apply_plan(plan, Study(self.m.name, self.spec, None, self.store, self.metrics), LocalRuns(self))
 
-    def _launch(self, number: int, attempt: int, params: Mapping[str, Any]) -> None:
-        """Start the process of an attempt, then record that it was launched (as apply does for a pod)."""
+    def _start(self, name: str, number: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
+        """Start the process of an attempt (one still alive under that name is kept)."""
         argv = self._command()
-        name = names.pod_name(self.m.name, number, attempt)
         try:
-            self.runs.launch(name, number, attempt, argv, self._env(number, attempt, params), cwd=self.m.dir)
+            run = self.runs.launch(
+                name, number, attempt, argv, self._env(number, attempt, params), cwd=self.m.dir
+            )
         except OSError as e:
             field = "spec.template.command" if self.spec.template.command is not None else "python"
             raise CLIError(f"{field}: cannot start {argv[0]!r}: {e.strerror}") from None
-        self.store.mark_launched(number, attempt)
+        return "created" if run.started_now else "exists"
 
     def _command(self) -> list[str]:
         """The trial's command line; ``python`` means the interpreter ``hpo`` runs on (it has hpo_trial)."""
@@ -446,3 +424,34 @@ class LocalStudy:
             soft_wrap=True,
         )
         return EXIT_INTERRUPTED
+
+
+def _restarts(plan: reconcile.Plan, observed: Observed) -> tuple[list[int], list[int]]:
+    """The RUNNING trials decide gives their run back as it was (released by a clean stop: ``again``)
+    and those it counts a failed attempt (launched, and their process is gone: ``lost``)."""
+    attempts = {t.number: t.attempt for t in observed.trials if t.state == "RUNNING"}
+    again: set[int] = set()
+    for a in plan.actions:
+        if (isinstance(a, reconcile.LaunchRun) and attempts.get(a.trial) == a.attempt) or (
+            isinstance(a, reconcile.FinishAsk) and a.trial in attempts
+        ):
+            again.add(a.trial)
+    lost = sorted(n for n in attempts if n not in again)
+    return sorted(again), lost
+
+
+class LocalRuns:
+    """The runs of an ``hpo run`` session as :class:`hpo_operator.apply.Runs`: trial processes, and
+    the terminal for Events. Every run of the session is the study's own (never ``foreign``)."""
+
+    def __init__(self, study: LocalStudy) -> None:
+        self.study = study
+
+    def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
+        return self.study._start(name, trial, attempt, params)
+
+    def delete(self, name: str) -> None:
+        self.study.runs.delete(name)
+
+    def post_event(self, type_: str, reason: str, message: str) -> None:
+        self.study._print_event(reconcile.PostEvent(type_, reason, message))  # type: ignore[arg-type]

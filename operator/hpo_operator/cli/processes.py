@@ -52,6 +52,7 @@ class LocalRun:
     exit_code: int | None = None
     deleting: bool = False
     kill_at: float | None = None  # monotonic deadline for SIGKILL after SIGTERM
+    started_now: bool = True  # False when launch() found this run alive and kept it
     _tail: str | None = field(default=None, repr=False)
 
     def poll(self) -> int | None:
@@ -141,6 +142,7 @@ class ProcessRuns:
         """Start a run (a run of that name that is still alive is kept: launching is idempotent)."""
         existing = self.runs.get(name)
         if existing is not None and existing.poll() is None:
+            existing.started_now = False
             return existing
         log_path = self.log_path(trial, attempt)
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,28 +34,40 @@ class SecretProblem(RuntimeError):
     """A study's storage Secret is missing or lacks its key; the message says which."""
 
 
+class SecretConflict(SecretProblem):
+    """The operator's Secret name (``<name>-storage``) is taken by a Secret this HPOStudy does not own."""
+
+
 class PodRejected(ValueError):
     """The API server refused a rendered trial pod (the template is invalid); the message says why."""
 
 
-def connect() -> client.ApiClient:
-    """A client for the cluster the operator runs in, or the one ``KUBECONFIG`` names."""
+class PodQuotaExceeded(RuntimeError):
+    """A ResourceQuota has no room for a trial pod now; it may have later. The message says which."""
+
+
+def connect(pool_size: int = 32) -> client.ApiClient:
+    """A client for the cluster the operator runs in, or the one ``KUBECONFIG`` names; its connection
+    pool holds ``pool_size`` connections (one per worker thread)."""
     try:
         config.load_incluster_config()
         configuration = client.Configuration.get_default_copy()
     except ConfigException:
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)
-    configuration.connection_pool_maxsize = 32  # handlers and daemons share it from many threads
+    configuration.connection_pool_maxsize = pool_size  # handlers and daemons share it from many threads
     return client.ApiClient(configuration)
 
 
-def api_error(e: ApiException, doing: str) -> KubeUnavailable:
+def _message(e: ApiException) -> str:
     try:
-        message = json.loads(e.body or "{}").get("message") or e.reason
-    except ValueError:
-        message = e.reason
-    return KubeUnavailable(redact.redact(f"{doing}: {e.status} {message}"))
+        return str(json.loads(e.body or "{}").get("message") or e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)
+
+
+def api_error(e: ApiException, doing: str) -> KubeUnavailable:
+    return KubeUnavailable(redact.redact(f"{doing}: {e.status} {_message(e)}"))
 
 
 class Kube:
@@ -79,7 +91,9 @@ class Kube:
 
     def create_pod(self, pod: Mapping[str, Any], owner_uid: str, *, dry_run: bool = False) -> CreateResult:
         """Create a trial pod: ``created``; ``exists`` (ours, a 409); ``foreign`` (the name is taken by
-        a pod of an older HPOStudy of the same name). Raises :class:`PodRejected` on a 422."""
+        a pod of an older HPOStudy of the same name). Raises :class:`PodRejected` when the API server
+        refuses the pod itself (400, 422, or an admission 403: LimitRange, a quota's required limits),
+        :class:`PodQuotaExceeded` when a ResourceQuota is full."""
         meta = pod["metadata"]
         name = meta.get("name") or meta.get("generateName", "")
         try:
@@ -92,12 +106,14 @@ class Kube:
                     return "exists"  # deleted meanwhile: the next reconcile sees it gone
                 owners = (existing.get("metadata") or {}).get("ownerReferences") or []
                 return "exists" if any(o.get("uid") == owner_uid for o in owners) else "foreign"
-            if e.status in (400, 422):
-                try:
-                    message = json.loads(e.body or "{}").get("message") or e.reason
-                except ValueError:
-                    message = e.reason
-                raise PodRejected(redact.redact(str(message))) from None
+            if e.status in (400, 403, 422):
+                message = _message(e)
+                if e.status == 403 and ("exceeded quota" in message or "status unknown for quota" in message):
+                    raise PodQuotaExceeded(redact.redact(message)) from None
+                # A 403 is an admission refusal (LimitRange, a quota's required limits) unless it is
+                # RBAC's: the operator may not create pods at all, which no spec change fixes.
+                if e.status != 403 or " cannot create resource " not in message:
+                    raise PodRejected(redact.redact(message)) from None
             raise api_error(e, f"cannot create pod {name}") from None
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -132,8 +148,12 @@ class Kube:
         redact.register(value)
         return value
 
-    def ensure_secret(self, secret: Mapping[str, Any]) -> None:
-        """Create the operator-managed Secret, or bring its data up to date (the URL is never logged)."""
+    def ensure_secret(self, secret: Mapping[str, Any], owner_uid: str) -> None:
+        """Create the operator-managed Secret, or bring its data up to date (the URL is never logged).
+
+        A Secret of that name that is not owned by ``owner_uid`` (a user's own) is left alone:
+        :class:`SecretConflict`.
+        """
         meta = secret["metadata"]
         try:
             self.core.create_namespaced_secret(meta["namespace"], secret)
@@ -143,6 +163,18 @@ class Kube:
                 raise api_error(e, f"cannot create Secret {meta['name']}") from None
         try:
             current = self.core.read_namespaced_secret(meta["name"], meta["namespace"])
+        except ApiException as e:
+            if e.status == 404:  # deleted meanwhile: the next reconcile creates it
+                raise KubeUnavailable(f"Secret {meta['name']} was deleted while being updated") from None
+            raise api_error(e, f"cannot read Secret {meta['name']}") from None
+        owners = current.metadata.owner_references or []
+        if not any(o.uid == owner_uid for o in owners):
+            raise SecretConflict(
+                f"Secret {meta['namespace']}/{meta['name']} exists and is not this HPOStudy's (the operator "
+                "keeps the default storage URL in a Secret of that name): rename or delete that Secret, "
+                "or set spec.storage.secretRef"
+            )
+        try:
             if (current.data or {}) != secret["data"]:
                 self.core.patch_namespaced_secret(meta["name"], meta["namespace"], {"data": secret["data"]})
         except ApiException as e:

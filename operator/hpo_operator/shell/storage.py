@@ -54,31 +54,56 @@ def storage_errors(doing: str) -> Iterator[None]:
 
 
 class Storages:
-    """One cached RDBStorage per URL, created on first use and shared by every study on that URL."""
+    """One RDBStorage (engine and pool) per URL, shared by every study on it; one Optuna cache per study.
+
+    :meth:`open` gives a study its own cache in front of the URL's shared RDBStorage, so what a study
+    caches (every trial it read) goes with its :class:`StudyStore`; :meth:`release` says a study no
+    longer uses the URL, and the URL's engine is disposed once no study uses it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_url: dict[str, optuna.storages.BaseStorage] = {}
+        self._by_url: dict[str, optuna.storages.RDBStorage] = {}
+        self._users: dict[str, set[str]] = {}
 
-    def get(self, url: str) -> optuna.storages.BaseStorage:
+    def open(self, url: str, study_name: str) -> optuna.storages.BaseStorage:
+        """A cached storage for ``study_name`` on ``url`` (the URL's engine is created on first use)."""
         redact.register(url)
         with self._lock:
-            storage = self._by_url.get(url)
-            if storage is None:
+            rdb = self._by_url.get(url)
+            if rdb is None:
                 with storage_errors("cannot open the storage"):
                     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
-                storage = optuna.storages.get_storage(rdb)  # Optuna's cache in front of the database
-                self._by_url[url] = storage
-            return storage
+                self._by_url[url] = rdb
+            self._users.setdefault(url, set()).add(study_name)
+            return optuna.storages.get_storage(rdb)  # a new Optuna cache, this study's alone
+
+    def release(self, url: str, study_name: str) -> None:
+        """``study_name`` no longer uses ``url``; dispose of the URL's engine if no study does."""
+        with self._lock:
+            users = self._users.get(url)
+            if users is None:
+                return
+            users.discard(study_name)
+            if users:
+                return
+            del self._users[url]
+            rdb = self._by_url.pop(url, None)
+        if rdb is not None:
+            rdb.engine.dispose()
+
+    def urls(self) -> list[str]:
+        """The URLs with an open engine (for tests and diagnostics; never logged)."""
+        with self._lock:
+            return list(self._by_url)
 
     def dispose(self) -> None:
         with self._lock:
-            for storage in self._by_url.values():
-                backend = getattr(storage, "_backend", storage)
-                engine = getattr(backend, "engine", None)
-                if engine is not None:
-                    engine.dispose()
+            engines = [rdb.engine for rdb in self._by_url.values()]
             self._by_url.clear()
+            self._users.clear()
+        for engine in engines:
+            engine.dispose()
 
 
 class StudyStore:
@@ -159,15 +184,8 @@ class StudyStore:
         study = self.study(spec, generation)
         with storage_errors("cannot complete a trial's parameters"):
             trial = optuna.Trial(study, self._trial_id(number))
-            for p in spec.search_space:
-                if p.type == "categorical":
-                    trial.suggest_categorical(p.name, list(p.choices or ()))
-                elif p.type == "int":
-                    trial.suggest_int(
-                        p.name, int(p.low or 0), int(p.high or 0), step=int(p.step or 1), log=p.log
-                    )
-                else:
-                    trial.suggest_float(p.name, float(p.low or 0), float(p.high or 0), step=p.step, log=p.log)
+            for name, dist in search_space.distributions(spec).items():
+                _suggest(trial, name, dist)
 
     def trial_params(self, number: int) -> dict[str, Any]:
         with storage_errors("cannot read a trial"):
@@ -234,3 +252,15 @@ class StudyStore:
             except UpdateFinishedTrialError:
                 return False  # it finished meanwhile: a finished trial is final
             return True
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> None:
+    """Suggest ``name`` from ``dist`` (one of the distributions ``ask`` uses) through the public API."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        trial.suggest_categorical(name, list(dist.choices))
+    elif isinstance(dist, optuna.distributions.IntDistribution):
+        trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    elif isinstance(dist, optuna.distributions.FloatDistribution):
+        trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    else:  # pragma: no cover - search_space.distributions makes only these three
+        raise TypeError(f"{name}: unsupported distribution {dist!r}")
