@@ -443,3 +443,26 @@ def test_a_multi_objective_study_ends_with_its_pareto_front(
             f"Trial {t.number} finished with values [{fmt_value(t.values[0])}, {fmt_value(t.values[1])}]"
             in (result.out)
         )
+
+
+def test_a_relative_sqlite_url_is_the_users_file_for_run_trials_and_report(
+    custom_study: CustomStudy, run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    # The manifest is in a sub-directory; hpo runs from its parent; trial processes run in the
+    # manifest's directory. "sqlite:///my.db" must mean <cwd>/my.db for all of them.
+    path = custom_study("rel", directory=tmp_path / "examples", trials={"total": 2, "parallelism": 2})
+    result = run_hpo("run", "examples/study.yaml", "--storage", "sqlite:///my.db", cwd=tmp_path)
+    assert result.code == 0, result.text
+    assert (tmp_path / "my.db").exists()
+    assert not (path.parent / "my.db").exists()
+    study = optuna.load_study(study_name="local.rel", storage=f"sqlite:///{tmp_path / 'my.db'}")
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2  # the trials reported there
+
+    listed = run_hpo("trials", "examples/study.yaml", "--storage", "sqlite:///my.db", cwd=tmp_path)
+    assert listed.code == 0, listed.text
+    assert "COMPLETE" in listed.out
+    report = run_hpo(
+        "report", "examples/study.yaml", "--storage", "sqlite:///my.db", "-o", "r.html", cwd=tmp_path
+    )
+    assert report.code == 0, report.text
+    assert (tmp_path / "r.html").stat().st_size > 0

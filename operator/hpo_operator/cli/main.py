@@ -140,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def dispatch(args: argparse.Namespace, console: Console) -> int:
     # Imports per command: `hpo validate` should not pay for plotly or the Kubernetes client.
+    if getattr(args, "storage", None):
+        from hpo_operator.cli.storage import absolute_sqlite
+
+        # Trial processes run in the manifest's directory: a relative SQLite path means the user's.
+        args.storage = absolute_sqlite(args.storage)
     if args.command == "validate":
         from hpo_operator.cli.manifest import ManifestError, load_manifest, summary
 

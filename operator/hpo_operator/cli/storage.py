@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import sqlalchemy.exc
 from hpo_trial.contract import engine_kwargs
@@ -16,6 +18,22 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return "<storage URL>"
+
+
+def absolute_sqlite(url: str) -> str:
+    """A SQLite URL with a relative path made absolute against the current directory, so that ``hpo``
+    and the trial processes it starts (in the manifest's directory) open the same file. Other URLs,
+    in-memory SQLite and ``file:`` URIs are returned unchanged."""
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url  # open_storage says what is wrong with it
+    db = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not db or db == ":memory:" or db.startswith("file:"):
+        return url
+    if os.path.isabs(db):
+        return url
+    return parsed.set(database=os.path.abspath(db)).render_as_string(hide_password=False)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
