@@ -230,6 +230,21 @@ def test_the_recipe_is_validated_by_the_trainer_spec() -> None:
     assert "NoSuchLoss" in str(error)
 
 
+@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
+def test_a_pruner_needs_reports_that_line_up_across_trials() -> None:
+    # Evaluations every N optimizer steps land on batch-size-dependent epochs: the pruner would never act.
+    raw = seed_spec()
+    raw["pruner"] = {"type": "Median"}
+    raw["trainer"]["arguments"].update({"eval_strategy": "steps", "eval_steps": 50})
+    error = error_of(raw)
+    assert error.field == "spec.trainer.evalEveryEpochs"
+    assert "Median pruner" in str(error)
+    raw["trainer"]["evalEveryEpochs"] = 0.25
+    raw["trainer"]["arguments"]["eval_strategy"] = "no"
+    del raw["trainer"]["arguments"]["eval_steps"]
+    assert parse_spec(raw).pruner.type == "Median"
+
+
 def test_a_custom_command_skips_the_recipe_check() -> None:
     raw = seed_spec()
     raw["trainer"]["loss"]["name"] = "NoSuchLoss"

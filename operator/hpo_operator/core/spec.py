@@ -510,6 +510,11 @@ def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
         check_names = getattr(module, "validate_param_names", None)
         if check_names is not None:
             check_names(dict(spec.trainer), spec.param_names)
+        # The pruner compares trials at equal steps: refuse a recipe whose reports never line up,
+        # at apply time rather than at the first trial (Optuna prunes single-objective studies only).
+        check_pruning = getattr(module, "check_pruning", None)
+        if check_pruning is not None and not spec.multi_objective:
+            check_pruning(dict(spec.trainer), spec.pruner.config())
     except ValueError as e:
         return [_prefixed_issue(str(e), default_path="spec.trainer")]
     return []
