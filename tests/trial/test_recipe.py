@@ -6,6 +6,7 @@ import copy
 import csv
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,19 @@ def test_a_sampled_warmup_ratio_reaches_the_scheduler(
     )
     assert rates[:2] == pytest.approx([0.5e-3, 1e-3])
     assert rates[2] < 1e-3
+
+
+def test_a_warmup_ratio_is_passed_the_way_the_installed_library_means_it(
+    tiny_model: str, tiny_data: TinyData, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = validate_trainer(local_recipe(tiny_model, tiny_data))
+    with caplog.at_level(logging.WARNING):
+        args = recipe.build_training_args(spec, {"warmup_ratio": 0.25}, "/tmp/x")
+    if recipe.WARMUP_RATIO_IN_STEPS:  # Transformers 5: the ratio lives in warmup_steps, without a warning
+        assert args.warmup_steps == 0.25 and args.warmup_ratio is None
+    else:
+        assert args.warmup_ratio == 0.25
+    assert not [r for r in caplog.records if "warmup_ratio" in r.getMessage()]
 
 
 def test_fixed_arguments_and_parameters_combine(tiny_model: str, tiny_data: TinyData) -> None:

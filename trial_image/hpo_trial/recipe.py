@@ -27,11 +27,13 @@ from typing import Any
 
 import datasets
 import torch
+from packaging.version import Version
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, util
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.sentence_transformer import evaluation, losses
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback, set_seed
+from transformers import __version__ as transformers_version
 
 from hpo_trial.trainer_spec import (
     PACKAGE_SCHEME,
@@ -50,6 +52,11 @@ except ImportError:  # older library layouts
     DEFAULT_LABEL_COLUMNS = ("label", "labels", "score", "scores")
 
 log = logging.getLogger("hpo_trial")
+
+# Transformers 5 folds the warmup ratio into ``warmup_steps`` (a float below 1 is a ratio) and keeps
+# ``warmup_ratio`` only as a deprecated alias that logs a warning for every trial. The seed (and most
+# recipes) tune ``warmup_ratio``; the runner passes it the way the installed library means it.
+WARMUP_RATIO_IN_STEPS = Version(transformers_version).major >= 5
 
 __all__ = [
     "Recipe",
@@ -343,6 +350,7 @@ def build_training_args(
     checkpoints; ``saveModel`` keeps the final model), ``disable_tqdm=True`` and ``logging_steps=0.05``
     (the runner logs a progress line every 5% of the training steps instead of progress bars). With
     ``evalEveryEpochs`` the runner triggers evaluations, so ``eval_strategy`` stays ``"no"``.
+    With Transformers 5 a ``warmup_ratio`` is passed as ``warmup_steps`` (see :data:`WARMUP_RATIO_IN_STEPS`).
     """
     training, _, _ = split_params(params)
     check_argument_names(spec.arguments, "trainer.arguments")
@@ -356,6 +364,8 @@ def build_training_args(
     kwargs.update(spec.arguments)
     kwargs.update(training)
     kwargs["output_dir"] = output_dir
+    if WARMUP_RATIO_IN_STEPS and kwargs.get("warmup_ratio") is not None and not kwargs.get("warmup_steps"):
+        kwargs["warmup_steps"] = float(kwargs.pop("warmup_ratio"))
     try:
         return SentenceTransformerTrainingArguments(**kwargs)
     except (TypeError, ValueError) as e:
