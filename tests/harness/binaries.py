@@ -32,6 +32,7 @@ K8S_PACKAGES = (
     "k8s.io/kubernetes/cmd/kube-apiserver",
     "k8s.io/kubernetes/cmd/kube-controller-manager",
     "k8s.io/kubernetes/cmd/kube-scheduler",
+    "k8s.io/kubernetes/cmd/kubectl",  # the client for this server: the system kubectl may be releases behind
     "./cmd/etcd",
 )
 # How long one `go build` may take before we give up (a cold build on 2 cores takes ~10 minutes).
@@ -189,11 +190,18 @@ def _try_lock(lock: object) -> bool:
 
 
 def ensure_control_plane() -> dict[str, Path]:
-    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler at the pinned release.
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at the pinned release.
 
-    Keys: ``etcd``, ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``.
+    Keys: ``etcd``, ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``, ``kubectl``. They
+    are built together (one stamp, one cache directory ``k8s/<version>``), so ``kubectl version`` reports
+    the same release as the API server's ``/version``.
     """
     return ensure_go_binaries(K8S_MODULE_DIR, K8S_PACKAGES, f"k8s/{K8S_VERSION}", k8s_ldflags())
+
+
+def ensure_kubectl() -> Path:
+    """The ``kubectl`` of the pinned release (built with the control plane, so usually already cached)."""
+    return ensure_control_plane()["kubectl"]
 
 
 if __name__ == "__main__":
