@@ -1,7 +1,9 @@
 """``python -m tests.harness up|down|status``: the test cluster and PostgreSQL for a person's shell.
 
 ``up`` starts the control plane, the node agent and PostgreSQL as detached processes and prints the
-variables to export (only those go to stdout, so ``eval "$(python -m tests.harness up)"`` works);
+variables to export (only those go to stdout, so ``eval "$(python -m tests.harness up)"`` works):
+``KUBECONFIG``, ``PATH`` with ``<state>/cluster/bin`` first (its ``kubectl`` is the cluster's own release,
+which a system kubectl may be many releases behind) and ``HPO_TEST_POSTGRES_URL``;
 pytest then uses that cluster and server instead of starting its own. ``down`` stops everything through
 the recorded pids; ``status`` reports what is running.
 """
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from .binaries import cache_root
+from .binaries import K8S_VERSION, cache_root
 from .cluster import DEFAULT_NODE_NAME, STATE_FILE, Cluster, HarnessError, pid_alive, port_is_listening
 from .postgres import STATE_FILE as PG_STATE_FILE
 from .postgres import PostgresServer
@@ -26,7 +29,10 @@ def default_state_dir() -> Path:
 
 
 def _exports(state_dir: Path) -> list[str]:
-    lines = [f"export KUBECONFIG={state_dir / 'cluster' / 'kubeconfig'}"]
+    cluster = Cluster.load(state_dir / "cluster")
+    lines = [f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}"]
+    if (cluster.bin_dir / "kubectl").exists():  # a cluster started before the harness built kubectl has none
+        lines.append(f'export PATH={shlex.quote(str(cluster.bin_dir))}:"$PATH"')
     if (state_dir / PG_STATE_FILE).is_file():
         lines.append(f"export HPO_TEST_POSTGRES_URL={PostgresServer.load(state_dir).admin_url}")
     return lines
@@ -60,7 +66,8 @@ def up(args: argparse.Namespace) -> int:
             raise
     print(
         f"[harness] up in {time.monotonic() - started:.1f}s: API server {cluster.server}, node "
-        f"{cluster.node_name} with {cluster.gpus} nvidia.com/gpu; pod logs in {cluster.pods_dir}",
+        f"{cluster.node_name} with {cluster.gpus} nvidia.com/gpu; pod logs in {cluster.pods_dir}; "
+        f"kubectl {K8S_VERSION} in {cluster.bin_dir} (the PATH export puts it first)",
         file=sys.stderr,
     )
     print("\n".join(_exports(state_dir)))
@@ -91,6 +98,8 @@ def status(args: argparse.Namespace) -> int:
         healthy = False
     else:
         print(f"cluster: {cluster.server}  kubeconfig {cluster.kubeconfig}")
+        if cluster.kubectl is not None:
+            print(f"  kubectl {cluster.bin_dir / 'kubectl'} -> {cluster.kubectl}")
         for name, comp in cluster.components.items():
             alive = pid_alive(comp.pid)
             healthy &= alive

@@ -10,7 +10,8 @@ it started (and any pod process left behind) and waits until their ports are clo
 
 The pids, ports and paths are written to ``<state_dir>/harness.json`` as soon as they are known, so
 ``Cluster.load(state_dir).stop()`` can tear down a detached cluster from another process
-(``python -m tests.harness down``).
+(``python -m tests.harness down``). The ``kubectl`` of the same release is recorded there too and linked as
+``<state_dir>/bin/kubectl``: the client to use against this cluster (a system kubectl may be releases behind).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class Cluster:
         self.detached = detached
         self.server = ""
         self.components: dict[str, Component] = {}
+        self.kubectl: Path | None = None  # the matching client, known once start() has the binaries
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.startup_seconds: float | None = None
 
@@ -139,6 +141,11 @@ class Cluster:
     def kubeconfig(self) -> Path:
         """The admin kubeconfig (client certificate in ``system:masters``)."""
         return self.state_dir / "kubeconfig"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Holds ``kubectl``, a link to the client of this cluster's release (put it first on PATH)."""
+        return self.state_dir / "bin"
 
     @property
     def pki_dir(self) -> Path:
@@ -165,6 +172,7 @@ class Cluster:
             "node_name": self.node_name,
             "gpus": self.gpus,
             "state_dir": str(self.state_dir),
+            "kubectl": str(self.kubectl) if self.kubectl else None,
             "components": {n: vars(c) for n, c in self.components.items()},
         }
         tmp = self.state_dir / (STATE_FILE + ".tmp")
@@ -180,6 +188,7 @@ class Cluster:
         data = json.loads(path.read_text())
         cluster = cls(data["state_dir"], node_name=data["node_name"], gpus=data["gpus"], detached=True)
         cluster.server = data["server"]
+        cluster.kubectl = Path(data["kubectl"]) if data.get("kubectl") else None  # older state files lack it
         cluster.components = {n: Component(**c) for n, c in data["components"].items()}
         return cluster
 
@@ -249,6 +258,11 @@ class Cluster:
             pid_alive(c.pid) for c in Cluster.load(self.state_dir).components.values()
         ):
             raise HarnessError(f"a harness cluster is already running from {self.state_dir}; stop it first")
+        self.kubectl = binaries["kubectl"]
+        self.bin_dir.mkdir(exist_ok=True)
+        link = self.bin_dir / "kubectl"
+        link.unlink(missing_ok=True)
+        link.symlink_to(self.kubectl)
         try:
             self._start(binaries, started + timeout)
         except BaseException:

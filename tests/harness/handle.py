@@ -4,6 +4,10 @@
 wraps whatever ``KUBECONFIG`` names: a cluster started by ``python -m tests.harness up`` (recognised by the
 ``harness.json`` next to its kubeconfig, so its node agent's pod logs and directories are available), or an
 external cluster such as kind (``external=True``: pod logs through the API, no pod directories or pids).
+
+``ClusterHandle.kubectl`` runs the ``kubectl`` the harness built from the cluster's own release on a harness
+cluster (either kind of start), so client and server versions match; on an external cluster it runs the
+``kubectl`` on PATH, the one its owner uses with it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from .binaries import ensure_kubectl
 from .cluster import STATE_FILE, Cluster
 
 KUBECTL_TIMEOUT_S = 120
@@ -33,13 +38,16 @@ class ClusterHandle:
         gpus: int,
         state_dir: Path | None,
         harness: Cluster | None = None,
+        kubectl_binary: Path | None = None,
     ) -> None:
+        """``kubectl_binary`` is the client ``kubectl()`` runs; None means the ``kubectl`` on PATH."""
         self.kubeconfig = kubeconfig
         self.external = external
         self.node_name = node_name
         self.gpus = gpus
         self.state_dir = state_dir
         self.harness = harness
+        self.kubectl_binary = kubectl_binary
         self._core: client.CoreV1Api | None = None
         self.server_version = self._git_version()
 
@@ -53,6 +61,7 @@ class ClusterHandle:
             gpus=cluster.gpus,
             state_dir=cluster.state_dir,
             harness=cluster,
+            kubectl_binary=cluster.kubectl or ensure_kubectl(),
         )
 
     @classmethod
@@ -60,12 +69,14 @@ class ClusterHandle:
         state = Path(kubeconfig).parent / STATE_FILE
         if ":" not in kubeconfig and state.is_file():
             data = json.loads(state.read_text())
+            recorded = data.get("kubectl")  # absent in state written before the harness built kubectl
             return cls(
                 kubeconfig,
                 external=False,
                 node_name=data["node_name"],
                 gpus=int(data["gpus"]),
                 state_dir=Path(data["state_dir"]),
+                kubectl_binary=Path(recorded) if recorded else ensure_kubectl(),
             )
         handle = cls(kubeconfig, external=True, node_name="", gpus=0, state_dir=None)
         nodes = handle.core().list_node().items
@@ -99,10 +110,23 @@ class ClusterHandle:
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = KUBECTL_TIMEOUT_S
     ) -> subprocess.CompletedProcess[str]:
-        """Run the system ``kubectl`` against this cluster; raises with its stderr when ``check`` fails."""
-        kubectl = shutil.which("kubectl")
-        if kubectl is None:
-            raise RuntimeError("kubectl is not on PATH; install kubectl to run this test")
+        """Run ``kubectl`` against this cluster; raises with its stderr when ``check`` fails.
+
+        The harness's own build of the cluster's release on a harness cluster, the ``kubectl`` on PATH on an
+        external one.
+        """
+        if self.kubectl_binary is not None:
+            kubectl = str(self.kubectl_binary)
+            if not os.access(kubectl, os.X_OK):
+                raise RuntimeError(
+                    f"the harness kubectl {kubectl} is missing or not executable; "
+                    "`python -m tests.harness.binaries` rebuilds it"
+                )
+        else:
+            found = shutil.which("kubectl")
+            if found is None:
+                raise RuntimeError("kubectl is not on PATH; install kubectl to run this test")
+            kubectl = found
         argv = [kubectl, f"--kubeconfig={self.kubeconfig}", *args]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         done = subprocess.run(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from tests.harness.binaries import K8S_VERSION
 from tests.harness.cluster import Cluster, pid_alive
 from tests.harness.handle import ClusterHandle
 
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = "python:3.11-slim"  # not run by the harness node agent; makes the same pods work on kind
 T = TypeVar("T")
 
@@ -104,6 +107,52 @@ def test_server_reports_pinned_version(cluster: ClusterHandle) -> None:
     assert (info["major"], info["minor"]) == ("1", "37")
     kubectl = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert kubectl["serverVersion"]["gitVersion"] == K8S_VERSION
+
+
+def _versions(version_json: str) -> tuple[str, str]:
+    """(client, server) gitVersion from `kubectl version -o json`."""
+    info = json.loads(version_json)
+    return info["clientVersion"]["gitVersion"], info["serverVersion"]["gitVersion"]
+
+
+def test_kubectl_is_the_servers_release(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """The handle, a handle found by ``harness.json`` and the shell of ``up`` run the harness's kubectl."""
+    if cluster.external:
+        pytest.skip("KUBECONFIG names an external cluster: the handle runs the kubectl on PATH there")
+    assert cluster.kubectl_binary is not None
+    assert _versions(cluster.kubectl("version", "-o", "json").stdout) == (K8S_VERSION, K8S_VERSION)
+    plain = cluster.kubectl("version")
+    assert f"Client Version: {K8S_VERSION}" in plain.stdout
+    assert "WARNING" not in plain.stderr, plain.stderr  # no version-skew warning
+
+    # A cluster started by `python -m tests.harness up` is found through the harness.json by its kubeconfig.
+    found = ClusterHandle.from_kubeconfig(cluster.kubeconfig)
+    assert not found.external and found.kubectl_binary == cluster.kubectl_binary
+    assert _versions(found.kubectl("version", "-o", "json").stdout) == (K8S_VERSION, K8S_VERSION)
+
+    # `eval "$(python -m tests.harness up)"` (here: already up, as this cluster is) puts that kubectl first
+    # on PATH, so a person's plain `kubectl` is the matching client.
+    assert cluster.state_dir is not None
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cluster").symlink_to(cluster.state_dir, target_is_directory=True)
+    up = shlex.join([sys.executable, "-m", "tests.harness", "--state-dir", str(state), "up", "--no-postgres"])
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "HPO_TEST_POSTGRES_URL")}
+    shell = subprocess.run(
+        ["bash", "-c", f'set -e; eval "$({up})"; command -v kubectl; kubectl version -o json'],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shell.returncode == 0, shell.stderr
+    which, _, version_json = shell.stdout.partition("\n")
+    assert Path(which) == cluster.state_dir / "bin" / "kubectl"
+    assert Path(which).resolve() == Path(cluster.kubectl_binary).resolve()
+    assert _versions(version_json) == (K8S_VERSION, K8S_VERSION)
+    assert "WARNING" not in shell.stderr, shell.stderr
 
 
 def test_node_is_ready_with_gpus(cluster: ClusterHandle) -> None:
