@@ -1,51 +1,55 @@
-"""How well the operator keeps trial slots (GPUs) busy: the idle gap between one trial's process ending
+"""How well the operator keeps trial slots (GPUs) busy: the idle gap between one trial's process exiting
 and the next one starting on the same slot, and the study's wall time against the ideal.
 
 One invocation runs the same study (``--trials`` N, ``--parallelism`` P, each trial a custom container
-that sleeps ``--trial-seconds`` D and reports an objective through ``hpo_trial.reporting``) three ways:
+that sleeps ``--trial-seconds`` D and reports an objective through ``hpo_trial.reporting``) two ways, next
+to the ideal:
 
 * **ideal**: ``ceil(N / P) * D``, every slot busy from the first second to the last;
 * **hpo run (local)**: ``hpo run`` on this machine (trials as local processes, the same ``decide`` and
   ``apply_plan`` as the operator), storage in the same PostgreSQL server;
 * **operator (cluster)**: an HPOStudy on the test harness cluster (``tests/harness``: a real
-  kube-apiserver, controller-manager and scheduler, and a node with P ``nvidia.com/gpu``), the CRD
-  installed, the operator (``python -m hpo_operator``) running as a local process.
+  kube-apiserver, controller-manager and scheduler, and a node with P ``nvidia.com/gpu``, so a slot is a
+  GPU the scheduler accounts for), the CRD installed, the operator (``python -m hpo_operator``, its
+  default reconcile interval unless ``--reconcile-interval``) running as a local process; the trial
+  script reaches the pods through a ConfigMap volume.
 
 **What the cluster numbers measure.** The harness node agent runs each pod's command as a local process:
 no image pull, no container runtime, no kubelet, no CNI. The numbers are the operator + API server +
-scheduler path (and the agent's own status reports), not what a real node adds on top.
+scheduler path (and the agent's status reports), not what a real node adds on top.
 
-**Timestamps.** Each trial process writes its own clock readings to its output (a ``TURNAROUND {json}``
-line): ``start`` at its first statement (before it imports anything; the interpreter's own start-up,
-tens of milliseconds, falls in the gap), ``end`` right after its final ``tell``, just before it exits.
-They are the same in both modes and have microsecond resolution; pod status times (``startedAt``,
-``finishedAt``) are whole seconds in the Kubernetes API, so they are only shown as a cross-check.
+**Timestamps.** The container's command is ``sh -c`` around the trial: the shell prints its clock
+(``date +%s.%N``) before it starts Python (``spawn``) and once Python has exited (``exit``); the Python
+trial prints its own readings (``start`` at its first statement, ``work_start``/``work_end`` around the
+sleep, ``end`` after its final tell). Same clock, both modes, sub-millisecond resolution. Pod status times
+(``startedAt``/``finishedAt``) are whole seconds in the Kubernetes API, so they are shown only as a
+cross-check; Optuna's ``datetime_start`` (the ask) and ``datetime_complete`` (the tell) place the
+controller's decisions.
 
-* **slot**: the N trial processes are laid on P slots in start order; a starting process takes a slot
-  never used yet while there is one (an unused GPU was idle since the submission), else the slot that
-  has been free the longest. Starting while all P slots are busy is an error (it cannot happen with
-  parallelism P).
-* **gap** (turnaround): ``start`` of a process minus ``end`` of the previous process on its slot.
+* **slot**: the N processes are laid on P slots in spawn order; a process takes a slot never used yet
+  while there is one (an unused GPU was idle since the submission), else the slot free the longest.
+  Spawning while all P slots are busy is an error (it cannot happen with parallelism P).
+* **gap** (turnaround): ``spawn`` of a process minus ``exit`` of the previous process on its slot.
 * **wall**: from just before the study is submitted (HPOStudy created / ``hpo run`` started) until it
-  is seen done (status ``phase: Succeeded`` through a watch / ``hpo run`` exited).
-* **utilization**: ideal / wall. **startup**: submission to the first process start. **tail**: the last
-  process end to done.
-* **tell -> ask**: Optuna's ``datetime_complete`` of a slot's previous trial to ``datetime_start`` of
-  its next one (the controller's reaction, without process exit and spawn), both modes.
-* operator gaps are also split into stages with the times a pod watch saw each change: process end ->
-  pod ``Succeeded`` seen (agent) -> next trial asked (Optuna ``datetime_start``: the operator woke,
-  reconciled and asked) -> pod added (the operator created it) -> pod bound (scheduler) -> process
-  start (agent spawn, interpreter start).
+  is seen done (``status.phase: Succeeded`` through a watch / ``hpo run`` exited). **utilization**:
+  ideal / wall. **startup**: submission to the first spawn. **tail**: the last exit to done.
+* **tell -> ask**: a slot's previous trial's ``datetime_complete`` to its next trial's ``datetime_start``
+  (includes the previous trial's Python exit: the slot is busy until its process is gone).
+* each gap is split into stages at the times a pod watch saw each change (operator) or at the ask
+  (local): exit -> pod ``Succeeded`` seen (node agent) -> next trial asked (the operator woke, reconciled,
+  asked) -> pod added (the operator created it) -> pod bound (scheduler) -> spawn (node agent).
+* what a trial spends besides D: shell + Python start-up, imports and study load, the tell, Python's exit.
 
 Usage::
 
-    .venv/bin/python benchmarks/operator_turnaround.py                  # N=12, P=3, D=5 s, about 2 min
+    .venv/bin/python benchmarks/operator_turnaround.py                  # N=12, P=3, D=5 s: about 2 min
     .venv/bin/python benchmarks/operator_turnaround.py --trials 24 --parallelism 4 --trial-seconds 3 \\
         --repeats 2 --json /tmp/turnaround.json
 
-Without ``KUBECONFIG`` it starts a harness cluster (P GPUs) and PostgreSQL of its own; with ``KUBECONFIG``
-naming a cluster from ``python -m tests.harness up`` (and ``HPO_TEST_POSTGRES_URL``) it uses those.
-Other clusters are refused: the trial pods must reach PostgreSQL on 127.0.0.1 and share this clock.
+Without ``KUBECONFIG`` it starts a harness cluster (P GPUs) and PostgreSQL of its own (and stops them);
+with ``KUBECONFIG`` naming a cluster from ``python -m tests.harness up`` (and ``HPO_TEST_POSTGRES_URL``) it
+uses those. Other clusters are refused: the trial pods must reach PostgreSQL on 127.0.0.1 and share this
+machine's clock.
 """
 
 from __future__ import annotations
@@ -312,6 +316,18 @@ TRIAL_PARTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def startup_stages(results: Sequence[ModeResult]) -> dict[str, list[float]]:
+    """Submission to the first trial process, split at that trial's ask (Optuna ``datetime_start``)."""
+    out: dict[str, list[float]] = {"submitted -> first trial asked": [], "asked -> its process spawned": []}
+    for r in results:
+        first = min(r.runs, key=lambda run: run.start)
+        asked = r.times.get(first.trial, {}).get("asked")
+        if asked is not None:
+            out["submitted -> first trial asked"].append(asked - r.submitted)
+            out["asked -> its process spawned"].append(first.start - asked)
+    return out
+
+
 def summarize(results: Sequence[ModeResult], parallelism: int, ideal: float) -> dict[str, Any]:
     """Pool the repeats of one mode: walls, utilization, gaps, their stages, the trials' own overhead."""
     mode = results[0].mode
@@ -345,6 +361,9 @@ def summarize(results: Sequence[ModeResult], parallelism: int, ideal: float) -> 
         "tell_to_ask_s": asdict(stats([x for r in results for x in r.tell_to_ask()])),
         "gap_stages_s": {label: asdict(stats(v)) for label, v in pooled.items()},
         "trial_parts_s": parts,
+        "startup_stages_s": {
+            label: asdict(stats(values)) for label, values in startup_stages(results).items()
+        },
     }
     if mode == "operator":
         coarse = [
@@ -406,6 +425,17 @@ def optuna_times(storage_url: str, study_name: str, trials: int) -> dict[int, di
         assert t.datetime_start is not None and t.datetime_complete is not None
         out[t.number] = {"asked": t.datetime_start.timestamp(), "told": t.datetime_complete.timestamp()}
     return out
+
+
+def init_storage(url: str) -> str:
+    """Create Optuna's tables in a new database, as a deployed operator's database has them: the first
+    study on an empty database would otherwise pay for the schema in its start-up."""
+    import optuna
+    from hpo_trial.contract import engine_kwargs
+
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    storage.engine.dispose()
+    return url
 
 
 def run_local(
@@ -642,6 +672,26 @@ def install_crd(kubeconfig: str) -> None:
     raise RuntimeError("the HPOStudy CRD was not Established in 60s")
 
 
+def wait_for_study_api(core: Any, namespace: str, timeout: float = 30) -> None:
+    """Wait until HPOStudies can be listed: for a second or so after a CRD is Established the API server
+    answers 429 "storage is (re)initializing", which kopf retries after a pause that would count as the
+    operator's start-up."""
+    from hpo_operator.core import names
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(core.api_client)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            custom.list_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL)
+            return
+        except ApiException as e:
+            if e.status not in (404, 429) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def create_namespace(core: Any, name: str) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -751,6 +801,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": mem_gib,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "packages": versions,
     }
 
@@ -774,6 +825,8 @@ def report(results: dict[str, Any]) -> str:
         f"{results['date']}",
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB; {m['platform']}; "
         f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
+        f"load average (1, 5, 15 min): {', '.join(map(str, m['load_average']))} before, "
+        f"{', '.join(map(str, results['load_average_after']))} after",
     ]
     if "cluster" in results:
         c = results["cluster"]
@@ -808,6 +861,9 @@ def report(results: dict[str, Any]) -> str:
             st = s["gap_stages_s"][label]
             cells = f"{fmt(st['median'], 3):>9}{fmt(st['p90'], 3):>8}{fmt(st['max'], 3):>8}"
             lines.append(f"  {label:<36}{cells}  {what}")
+        for label, st in s["startup_stages_s"].items():
+            cells = f"{fmt(st['median'], 3):>9}{fmt(st['p90'], 3):>8}{fmt(st['max'], 3):>8}"
+            lines.append(f"  {label:<36}{cells}  start-up: the first trial to start")
         if "gap_from_pod_status_s" in s:
             ps = s["gap_from_pod_status_s"]
             lines.append(
@@ -926,8 +982,10 @@ def harness_cluster(work: Path, gpus: int) -> Iterator[Any]:
                 f"--parallelism {gpus}: the harness node in KUBECONFIG has {handle.gpus} nvidia.com/gpu; "
                 f"start one with `python -m tests.harness up --gpus {gpus}` or lower --parallelism"
             )
+        print(f"using the harness cluster of KUBECONFIG={kubeconfig} ...", flush=True)
         yield handle
         return
+    print(f"starting a harness cluster with {gpus} nvidia.com/gpu ...", flush=True)
     cluster = Cluster(work / "cluster", gpus=gpus)
     cluster.start()
     try:
@@ -966,13 +1024,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for i in range(args.repeats):
                         db = f"turnaround_local_{uuid.uuid4().hex[:8]}"
                         dbs.append(db)
-                        url = pg.create_database(db)
+                        url = init_storage(pg.create_database(db))
                         print(f"hpo run (local), repeat {i + 1}/{args.repeats} ...", flush=True)
                         results.setdefault(mode, []).append(run_local(work, i, url, args, timeout))
                 else:
                     db = f"turnaround_operator_{uuid.uuid4().hex[:8]}"
                     dbs.append(db)
-                    url = pg.create_database(db)
+                    url = init_storage(pg.create_database(db))
                     results[mode] = run_cluster_mode(work, url, args, timeout, out)
         finally:
             if pg.external:
@@ -998,6 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         if args.workdir is not None:
             out["workdir"] = str(work)
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print()
     print(report(out))
     if args.json is not None:
@@ -1021,12 +1080,12 @@ def run_cluster_mode(
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    print("starting the harness cluster ...", flush=True)
     with harness_cluster(work, args.parallelism) as handle:
         install_crd(handle.kubeconfig)
         core = handle.core()
         namespace = f"turnaround-{uuid.uuid4().hex[:6]}"
         create_namespace(core, namespace)
+        wait_for_study_api(core, namespace)
         core.create_namespaced_config_map(
             namespace,
             client.V1ConfigMap(

@@ -126,6 +126,9 @@ def test_summary_of_a_mode() -> None:
     assert s["idle_slot_seconds_median"] == pytest.approx(2 * 4.0 - (1.5 + 1.5 + 1.3 + 1.1))
     stage = s["gap_stages_s"]["exited -> next trial asked"]
     assert stage["n"] == 2 and stage["median"] == pytest.approx(0.4)
+    first = s["startup_stages_s"]  # trial 0 started first: asked at 100.4, spawned at 100.5
+    assert first["submitted -> first trial asked"]["median"] == pytest.approx(0.4)
+    assert first["asked -> its process spawned"]["median"] == pytest.approx(0.1)
 
 
 def test_output_parsing_names_what_is_missing() -> None:
