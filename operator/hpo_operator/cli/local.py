@@ -27,7 +27,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -52,7 +51,7 @@ from hpo_operator.shell.kube import CreateResult
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.5  # the longest sleep between looks; a trial process exiting ends it at once
 OWNER = "local"  # the owner uid of local runs: every run of this session is the study's own
 _TRIAL_LINE = re.compile(r"^Trial (\d+)(?: attempt (?P<attempt>\d+) of)?\b")
 
@@ -220,7 +219,7 @@ class LocalStudy:
                     if plan.assessment.terminal and not self.runs.active() and _settled(plan):
                         return plan.assessment
                     self.runs.enforce_deadlines()
-                    time.sleep(POLL_SECONDS)
+                    self.runs.wait_for_exit(POLL_SECONDS)
             finally:
                 self.progress = None
 

@@ -5,6 +5,9 @@ alone and ``hpo run`` decides how its children stop: SIGTERM to the run's whole 
 SIGKILL after a grace period. Output goes to a per-run log file; the log's last lines become the run's
 failure message, as ``terminationMessagePolicy: FallbackToLogsOnError`` does for a pod.
 
+``hpo run`` sleeps between looks at its runs, but a run that exits wakes it at once
+(:meth:`ProcessRuns.wait_for_exit`), so a slot does not sit idle for the rest of a poll interval.
+
 A small JSON file per live run (``<work dir>/runs/<name>.json``: pid, start time) lets the next
 ``hpo run`` find processes a killed ``hpo run`` left behind, and stop them before it decides anything.
 """
@@ -17,6 +20,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +130,7 @@ class ProcessRuns:
         self.state_dir = work_dir / "runs"
         self.grace = grace
         self.runs: dict[str, LocalRun] = {}
+        self._exited = threading.Event()  # set by a run's watcher thread when its process exits
 
     def log_path(self, trial: int, attempt: int) -> Path:
         return self.work_dir / (f"trial-{trial}.log" if attempt == 0 else f"trial-{trial}-r{attempt}.log")
@@ -167,7 +172,21 @@ class ProcessRuns:
         run = LocalRun(name, trial, attempt, proc, log_path, dt.datetime.now(dt.UTC), log_file)
         self.runs[name] = run
         self._write_state(run)
+        threading.Thread(target=self._watch, args=(proc,), name=f"wait-{name}", daemon=True).start()
         return run
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()  # Popen serializes waits: poll() elsewhere returns None until this one is done
+        self._exited.set()
+
+    def wait_for_exit(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, less when a run exits meanwhile; True when one did.
+
+        An exit during the caller's following look is not lost: the caller sees it then, or it ends
+        the next wait at once."""
+        exited = self._exited.wait(timeout)
+        self._exited.clear()
+        return exited
 
     def views(self) -> tuple[RunView, ...]:
         """Every run of this session as a :class:`RunView` (finished runs stay, as finished pods do)."""
