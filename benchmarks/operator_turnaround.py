@@ -303,7 +303,7 @@ STAGES: dict[str, tuple[Stage, ...]] = {
     ),
     "local": (
         ("trial process exited", "prev", "exit", ""),
-        ("exited -> next trial asked", "next", "asked", "hpo run: polls every 0.5 s, decides, asks Optuna"),
+        ("exited -> next trial asked", "next", "asked", "hpo run: woken by the exit, decides, asks Optuna"),
         ("asked -> process spawned", "next", "spawn", "hpo run: records the launch, starts the process"),
     ),
 }
