@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from hpo_operator.cli.manifest import ManifestError, load_manifest
 
+from tests.cli.conftest import REPO, RunHpo
+
 MANIFEST = """\
 apiVersion: hpo.dev/v1alpha1
 kind: HPOStudy
@@ -37,3 +39,36 @@ def test_a_quoted_exponent_stays_a_string_and_is_refused(tmp_path: Path) -> None
     path.write_text(MANIFEST.replace("low: 1e-6", 'low: "1e-6"'))
     with pytest.raises(ManifestError, match=r"searchSpace\[0\]\.low"):
         load_manifest(path)
+
+
+def _custom_example_with(tmp_path: Path, sampler_options: str) -> Path:
+    """The shipped custom-container example, its sampler given ``options``."""
+    text = (REPO / "examples" / "custom-container-study.yaml").read_text()
+    assert "    type: TPE\n    seed: 1\n" in text
+    text = text.replace(
+        "    type: TPE\n    seed: 1\n", f"    type: TPE\n    seed: 1\n    options: {sampler_options}\n"
+    )
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_hpo_validate_refuses_a_sampler_option_of_the_wrong_type(tmp_path: Path, run_hpo: RunHpo) -> None:
+    # The reviewer's repro: this passed `hpo validate` and crash-looped the operator at its first ask.
+    path = _custom_example_with(tmp_path, '{n_startup_trials: "x"}')
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code != 0
+    assert "spec.sampler.options.n_startup_trials: must be int" in result.text
+    assert "Traceback" not in result.text
+
+
+def test_hpo_validate_refuses_a_sampler_option_optuna_refuses_only_when_sampling(
+    tmp_path: Path, run_hpo: RunHpo
+) -> None:
+    path = _custom_example_with(tmp_path, "{n_ei_candidates: 0}")
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code != 0 and "spec.sampler.options: the TPE sampler failed to sample" in result.text
+    good = _custom_example_with(tmp_path, "{n_startup_trials: 4, multivariate: true}")
+    result = run_hpo("validate", str(good), cwd=tmp_path)
+    assert result.code == 0 and "valid HPOStudy" in result.out
+    assert "A new study created" not in result.text  # the spec-time trial run is silent

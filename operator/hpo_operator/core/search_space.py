@@ -4,7 +4,8 @@
   trial process never suggests anything: it receives the parameters in ``HPO_TRIAL_PARAMS``).
 * :func:`build_sampler` gives the Optuna sampler the operator asks with.
 * :func:`validate` refuses what a sampler cannot handle (a Grid over a continuous float, CMA-ES on a
-  multi-objective study, sampler options the sampler does not take, ...) and enqueued parameter sets
+  multi-objective study, sampler options the sampler does not take or of the wrong type for its
+  constructor, values it refuses when it samples: see :func:`trial_run`, ...) and enqueued parameter sets
   that do not fit the space. :func:`hpo_operator.core.spec.parse_spec` calls it, so a parsed spec is
   always one the operator can run.
 
@@ -13,10 +14,17 @@ Every error is a :class:`~hpo_operator.core.spec.SpecError` naming the field.
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
+import functools
 import inspect
+import logging
 import math
+import sys
+import types
+import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +35,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from pydantic import ConfigDict, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from hpo_operator.core.spec import FieldIssue, Param, SpecError, StudySpec
 
@@ -135,6 +144,10 @@ def build_sampler(spec: StudySpec, *, trials_so_far: int = 0) -> optuna.samplers
     operator process does not replay the draws of the first one. A study run by one process from start
     to end is reproducible from ``spec.sampler.seed`` alone.
     """
+    return _construct(spec, _sampler_kwargs(spec, trials_so_far))
+
+
+def _sampler_kwargs(spec: StudySpec, trials_so_far: int = 0) -> dict[str, Any]:
     kind = spec.sampler.type
     kwargs: dict[str, Any] = dict(spec.sampler.options)
     if spec.sampler.seed is not None:
@@ -143,12 +156,68 @@ def build_sampler(spec: StudySpec, *, trials_so_far: int = 0) -> optuna.samplers
     if kind == "Grid":
         grid = {p.name: grid_values(p) for p in spec.search_space}
         kwargs["search_space"] = grid
+    return kwargs
+
+
+def _construct(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    kind = spec.sampler.type
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             return SAMPLER_CLASSES[kind](**kwargs)
         except (TypeError, ValueError) as e:
             raise SpecError.at("spec.sampler.options", f"the {kind} sampler refused them: {e}") from None
+
+
+# Trials the spec-time trial run asks for: enough for a model-based sampler to fit on told values.
+_TRIAL_RUN_TRIALS = 3
+
+
+def trial_run(spec: StudySpec) -> None:
+    """Ask the spec's sampler for a few parameter sets in a throw-away in-memory study.
+
+    Optuna checks some options only when it samples (TPE's ``n_ei_candidates`` and ``prior_weight``,
+    CMA-ES's ``popsize`` and ``x0``), so without this a bad value fails the operator's first ask, not the
+    spec. The run skips the samplers' start-up phase (``n_startup_trials: 0``) so their models run at once;
+    Optuna's log lines and warnings from the run are dropped. Raises :class:`SpecError` naming
+    ``spec.sampler.options``; :func:`validate` runs it when the spec gives options.
+    """
+    kind = spec.sampler.type
+    kwargs = _sampler_kwargs(spec)
+    if "n_startup_trials" in sampler_options(kind):
+        kwargs["n_startup_trials"] = 0
+    dists = distributions(spec)
+    quiet = ("optuna.storages._in_memory", SAMPLER_CLASSES[kind].__module__, "optuna.samplers._base")
+    with warnings.catch_warnings(), _silenced(quiet):
+        warnings.simplefilter("ignore")
+        sampler = _construct(spec, kwargs)
+        try:
+            study = optuna.create_study(directions=list(spec.directions), sampler=sampler)
+            for i in range(_TRIAL_RUN_TRIALS):
+                trial = study.ask(dists)
+                values = [float(i)] * len(spec.objective)
+                study.add_trial(
+                    optuna.trial.create_trial(params=trial.params, distributions=dists, values=values)
+                )
+        except Exception as e:  # whatever the sampler raises, its options are the cause
+            raise SpecError.at(
+                "spec.sampler.options",
+                f"the {kind} sampler failed to sample with them: {type(e).__name__}: {e}",
+            ) from None
+
+
+@contextlib.contextmanager
+def _silenced(names: Sequence[str]) -> Iterator[None]:
+    """Drop the records of these loggers (only those created while inside)."""
+    loggers = [logging.getLogger(n) for n in names]
+    drop = logging.Filter("\0")  # matches no logger name: every record is dropped
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def validate(spec: StudySpec) -> None:
@@ -159,6 +228,8 @@ def validate(spec: StudySpec) -> None:
     if issues:
         raise SpecError(issues)
     build_sampler(spec)
+    if spec.sampler.options:
+        trial_run(spec)
 
 
 def check_params(
@@ -268,11 +339,57 @@ def sampler_options(kind: str) -> dict[str, inspect.Parameter]:
     return out
 
 
+# What a spec may give an option: JSON values as they are (no "5" for 5, no 1 for true), finite numbers.
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+@functools.cache
+def option_adapter(kind: str, name: str) -> TypeAdapter[Any] | None:
+    """A pydantic validator for the ``name`` option of the ``kind`` sampler, from the constructor's type
+    hint; ``None`` when the hint cannot be resolved or pydantic cannot check it (the constructor then
+    has the last word, when :func:`build_sampler` runs at spec-check time)."""
+    cls = SAMPLER_CLASSES[kind]
+    param = sampler_options(kind).get(name)
+    if param is None or param.annotation is inspect.Parameter.empty:
+        return None
+    # Optuna's modules import the names of their hints under TYPE_CHECKING only (``Callable``,
+    # ``Sequence``, ...); the typing and collections.abc names fill that gap.
+    module = sys.modules[cls.__init__.__module__]
+    known = {**_public(collections.abc), **_public(typing)}
+    holder = types.SimpleNamespace(__annotations__={name: param.annotation})
+    try:
+        hint = typing.get_type_hints(holder, globalns=dict(vars(module)), localns=known)[name]
+        return TypeAdapter(hint, config=_STRICT)
+    except (NameError, TypeError, AttributeError, SyntaxError, PydanticSchemaGenerationError):
+        return None
+
+
+def _public(module: types.ModuleType) -> dict[str, Any]:
+    return {k: v for k, v in vars(module).items() if not k.startswith("_")}
+
+
+def _option_problem(kind: str, name: str, value: Any) -> str | None:
+    adapter = option_adapter(kind, name)
+    if adapter is None:
+        return None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err["loc"])
+        detail = err["msg"][0].lower() + err["msg"][1:]
+        annotation = sampler_options(kind)[name].annotation
+        return f"must be {annotation} (the {kind} sampler's {name}), got {value!r}" + (
+            f": item {where} {detail}" if where else f" ({detail})"
+        )
+    return None
+
+
 def _check_options(spec: StudySpec) -> list[FieldIssue]:
     kind = spec.sampler.type
     allowed = sampler_options(kind)
     issues = []
-    for name in spec.sampler.options:
+    for name, value in spec.sampler.options.items():
         if name in _RESERVED_OPTIONS:
             issues.append(
                 FieldIssue(
@@ -286,4 +403,8 @@ def _check_options(spec: StudySpec) -> list[FieldIssue]:
                     f"not an option of the {kind} sampler (those are: {', '.join(sorted(allowed))})",
                 )
             )
+        else:
+            problem = _option_problem(kind, name, value)
+            if problem:
+                issues.append(FieldIssue(f"spec.sampler.options.{name}", problem))
     return issues
