@@ -416,6 +416,37 @@ def test_no_completed_trial_fails_the_study() -> None:
     assert (plan.assessment.phase, plan.assessment.reason) == ("Failed", "NoTrialCompleted")
 
 
+def test_the_study_failed_event_counts_the_failures_of_its_own_plan() -> None:
+    # Both trials exit 0 without reporting; the second one is failed by this very plan, and the Event
+    # says what the status will say once it is carried out.
+    exited = "the trial process exited 0 without reporting a final value"
+    trials = [trial(0, "FAIL", fail_reason=exited), trial(1)]
+    plan = decide(make_spec(total=2, maxFailed=5), observed(trials, [run(1, "Succeeded")]), NOW)
+    a = plan.assessment
+    assert (a.phase, a.reason) == ("Failed", "NoTrialCompleted")
+    assert (a.counts.failed, a.counts.running) == (2, 0)
+    assert plan.of(FailTrial)[0].trial == 1
+    (event,) = [e for e in plan.of(PostEvent) if e.reason == "StudyFailed"]
+    assert "2 of 2 trials finished (0 complete, 0 pruned, 2 failed); none completed" in event.message
+
+
+def test_a_budget_lowered_below_the_started_trials_asks_nothing_and_says_so() -> None:
+    done = [trial(i, "COMPLETE", values=(float(i),)) for i in range(12)]
+    plan = decide(make_spec(total=5), observed(done, previous_phase="Succeeded"), NOW)
+    a = plan.assessment
+    assert (a.phase, a.reason) == ("Succeeded", "AllTrialsFinished")
+    assert a.message.startswith(
+        "12 trials finished (12 complete, 0 pruned, 0 failed); spec.trials.total (5) is below the "
+        "12 trials already started, so no new trial is asked."
+    )
+    assert "Best is trial 11" in a.message and plan.actions == ()
+    # Lowered while trials run: they finish (nothing is failed or deleted), nothing new is asked.
+    trials = [*done[:4], trial(4), trial(5)]
+    plan = decide(make_spec(total=3, parallelism=4), observed(trials, [run(4), run(5)]), NOW)
+    assert plan.assessment.phase == "Running" and plan.actions == ()
+    assert "spec.trials.total (3) is below the 6 trials already started" in plan.assessment.message
+
+
 def test_too_many_failed_trials_stop_the_study() -> None:
     trials = [
         trial(0, "FAIL", fail_reason="CUDA out of memory"),
@@ -503,6 +534,106 @@ def test_changed_objectives_are_refused() -> None:
     plan = decide(make_spec(), observed([trial(0)], [run(0)], study=study), NOW)
     assert (plan.assessment.phase, plan.assessment.field) == ("Failed", "spec.objective")
     assert [type(a) for a in plan.actions] == [PostEvent]
+
+
+def test_a_refused_direction_change_keeps_the_best_trial_of_the_stored_directions() -> None:
+    study = StudyView(STUDY, ("minimize",), 0, Announced(2))
+    trials = [trial(0, "COMPLETE", values=(0.1666,)), trial(1, "COMPLETE", values=(8.27e-05,))]
+    plan = decide(make_spec(total=2), observed(trials, study=study, previous_phase="Succeeded"), NOW)
+    assert (plan.assessment.reason, plan.assessment.field) == ("InvalidSpec", "spec.objective")
+    assert plan.assessment.best == (1, 8.27e-05)  # the spec's "maximize" would pick trial 0
+
+
+SPACE: list[dict[str, Any]] = [
+    {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
+    {"name": "n", "type": "int", "low": 1, "high": 4},
+    {"name": "batch", "type": "categorical", "choices": [16, 32, 64]},
+]
+
+
+def space_spec(space: list[dict[str, Any]], **trials: Any) -> StudySpec:
+    raw = _raw(make_spec(**trials))
+    raw["searchSpace"] = space
+    return parse_spec(raw)
+
+
+def stored_trials(spec: StudySpec, complete: int, *, partial: bool = False) -> list[TrialView]:
+    """Trials as Optuna stores them (with their distributions): ``complete`` asked with the spec's
+    distributions and told, then, with ``partial``, one RUNNING trial whose ``ask`` stored only ``x``."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(complete):
+        study.tell(study.ask(ss.distributions(spec)), 0.5)
+    if partial:
+        study.ask({"x": ss.distributions(spec)["x"]})
+    return [trial_view(t) for t in study.get_trials()]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (
+            {"choices": [16, 64]},
+            "spec.searchSpace[2].choices",
+            "choices [16, 32, 64], the spec asks for choices [16, 64]",
+        ),
+        ({"type": "int", "low": 1, "high": 4, "choices": None}, "spec.searchSpace[2].type", "int [1, 4]"),
+    ],
+)
+def test_a_categorical_parameter_cannot_change_its_choices_or_type(
+    change: dict[str, Any], field: str, words: str
+) -> None:
+    spec = space_spec(SPACE, total=8)
+    trials = stored_trials(spec, 8)
+    changed = [*SPACE[:2], {k: v for k, v in {**SPACE[2], **change}.items() if v is not None}]
+    plan = decide(space_spec(changed, total=12), observed(trials, previous_phase="Succeeded"), NOW)
+    a = plan.assessment
+    assert (a.phase, a.reason, a.field) == ("Failed", "InvalidSpec", field)
+    assert "parameter 'batch' of trial 0 was sampled from choices [16, 32, 64]" in a.message
+    assert words in a.message and "create a new HPOStudy" in a.message
+    assert kinds(plan) == ["PostEvent"]  # nothing asked
+    (event,) = plan.of(PostEvent)
+    assert event.reason == "StudyFailed" and f"(InvalidSpec): {field}: parameter 'batch'" in event.message
+
+
+def test_a_half_asked_trial_is_not_completed_with_an_incompatible_distribution() -> None:
+    # The reviewer's repro: the total raised and the choices changed in one edit, with a trial whose
+    # ask was cut short by the incompatible parameter. Nothing is asked or completed, nothing launched.
+    spec = space_spec(SPACE, total=8)
+    trials = stored_trials(spec, 8, partial=True)
+    assert trials[-1].state == "RUNNING" and set(trials[-1].params) == {"x"}
+    changed = [*SPACE[:2], {**SPACE[2], "choices": [16, 64]}]
+    plan = decide(space_spec(changed, total=12), observed(trials), NOW)
+    assert (plan.assessment.reason, plan.assessment.field) == ("InvalidSpec", "spec.searchSpace[2].choices")
+    assert kinds(plan) == ["PostEvent"]
+    # Restoring the spec resumes the study: the half-asked trial gets its parameters.
+    assert "FinishAsk" in kinds(decide(space_spec(SPACE, total=12), observed(trials), NOW))
+
+
+def test_a_numeric_parameter_cannot_change_its_type_or_log_scale_but_its_range_can() -> None:
+    spec = space_spec(SPACE, total=3)
+    trials = stored_trials(spec, 3)
+    to_int = [{"name": "x", "type": "int", "low": -5, "high": 5}, *SPACE[1:]]
+    plan = decide(space_spec(to_int, total=5), observed(trials), NOW)
+    assert plan.assessment.field == "spec.searchSpace[0].type"
+    assert "float [-5.0, 5.0], the spec asks for int [-5, 5]" in plan.assessment.message
+    assert "Cannot set different distribution kind" in plan.assessment.message
+    to_log = [{"name": "x", "type": "float", "low": 0.1, "high": 5.0, "log": True}, *SPACE[1:]]
+    plan = decide(space_spec(to_log, total=5), observed(trials), NOW)
+    assert plan.assessment.field == "spec.searchSpace[0].log"
+    # Two problems: the first one is the field, both are named.
+    both = [{**to_log[0]}, SPACE[1], {**SPACE[2], "choices": [16]}]
+    plan = decide(space_spec(both, total=5), observed(trials), NOW)
+    assert plan.assessment.field == "spec.searchSpace[0].log"
+    assert "; spec.searchSpace[2].choices: parameter 'batch'" in plan.assessment.message
+    # Ranges may change (Optuna allows it), parameters may be added: the study goes on.
+    wider = [
+        {"name": "x", "type": "float", "low": -50.0, "high": 50.0},
+        {"name": "n", "type": "int", "low": 2, "high": 9, "step": 1},
+        SPACE[2],
+        {"name": "extra", "type": "categorical", "choices": ["a", "b"]},
+    ]
+    plan = decide(space_spec(wider, total=5), observed(trials), NOW)
+    assert plan.assessment.phase == "Running" and plan.of(AskTrials) == [AskTrials(2)]
 
 
 # ---------------------------------------------------------------------- runs of an older namesake

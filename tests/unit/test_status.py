@@ -99,6 +99,17 @@ def test_minimize_picks_the_lowest_value() -> None:
     assert s["bestTrial"]["number"] == 1 and s["bestValue"] == 0.2
 
 
+def test_after_a_refused_direction_change_the_best_trial_follows_the_stored_directions() -> None:
+    spec = make_spec([{"metric": "loss", "direction": "maximize"}], total=2)  # the stored study minimizes
+    trials = [t(0, values=(0.1666,)), t(1, values=(8.27e-05,))]
+    study = StudyView(STUDY, ("minimize",), 0, Announced(2))
+    obs = Observed("demo", STUDY, "uid", study, tuple(trials), (), "Succeeded")
+    plan = decide(spec, obs, NOW)
+    s = build_status(spec, obs, plan.assessment, generation=3, now=NOW)
+    assert s["phase"] == "Failed" and plan.assessment.field == "spec.objective"
+    assert s["bestTrial"]["number"] == 1 and s["bestValue"] == 8.27e-05
+
+
 def test_no_best_before_a_trial_completes() -> None:
     s = status_for(make_spec(), [t(0, "RUNNING", values=None)], [RunView("demo-trial-0", 0, 0, "Pending")])
     assert s["phase"] == "Pending"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
+from optuna.distributions import BaseDistribution
 
 from hpo_operator.core import names
 
@@ -108,6 +109,9 @@ class TrialView:
     last_intermediate: float | None = None
     started: dt.datetime | None = None
     completed: dt.datetime | None = None
+    # The distribution each stored parameter was sampled from (Optuna keeps it with the value): a
+    # parameter's kind, log scale and categorical choices cannot change within a study.
+    distributions: Mapping[str, BaseDistribution] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -227,6 +231,7 @@ def trial_view(trial: Any) -> TrialView:
         last_intermediate=trial.intermediate_values.get(last_step) if last_step is not None else None,
         started=_aware(trial.datetime_start),
         completed=_aware(trial.datetime_complete),
+        distributions=dict(trial.distributions),
     )
 
 

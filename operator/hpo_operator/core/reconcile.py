@@ -40,13 +40,21 @@ trial finished still holds its slot: there are never more active runs than the p
 
 **Budget.** ``spec.trials.total`` counts Optuna trials that were started (asked), whatever their
 outcome; a trial that failed after all its retries counts once. Enqueued parameter sets wait in the
-study (Optuna's WAITING trials) and are the first ones ``ask`` returns.
+study (Optuna's WAITING trials) and are the first ones ``ask`` returns. Lowered below the trials already
+started, the budget asks nothing more (RUNNING trials finish) and the study's message says so.
 
 **Failure.** The study fails when more than ``spec.trials.maxFailed`` trials have failed, when a trial
 reports that the objective's metric does not exist (every trial would fail the same way), or when the
 stored study's directions differ from the spec's. A failing study asks nothing more, tells its
 RUNNING trials FAIL ("stopped: ...") and deletes their runs, like a Kubernetes Job past its backoff
 limit. Since the phase is derived from the storage, raising ``maxFailed`` or ``total`` later resumes it.
+
+**What a stored study cannot change.** Its directions, and each parameter's kind, log scale and
+categorical choices (Optuna refuses to sample a name from a distribution incompatible with one a stored
+trial used; numeric ranges may change). A spec that changes them is refused as ``InvalidSpec`` naming
+the field, before anything is asked or launched; nothing else is done (RUNNING trials and their runs
+are left as they are), so restoring the spec resumes the study. The best trial is always judged by the
+stored study's directions.
 
 **Finishing.** The study succeeds once ``total`` trials have started, none is RUNNING, no run is active
 and at least one trial completed (none completed: it fails with ``NoTrialCompleted``).
@@ -64,7 +72,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hpo_operator.core import events, names
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+
+from hpo_operator.core import events, names, search_space
 from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
 from hpo_operator.core.spec import StudySpec
 
@@ -252,15 +268,23 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     for r in owned:
         runs_of.setdefault(r.trial, []).append(r)
 
-    best = _best(spec, trials)
-    counts = _counts(spec, trials, owned)
+    # The best trial by the stored study's directions (the spec's may have been edited, and refused).
+    best = _best(study.directions if study is not None else spec.directions, trials)
 
+    # What a stored study cannot change: its directions, and its parameters' distributions (kind, log
+    # scale, categorical choices). Refused before anything is asked; reverting the spec resumes it.
+    clash: tuple[str, str] | None = None
     if study is not None and study.directions != spec.directions:
-        message = (
+        clash = (
+            "spec.objective",
             f"the stored study {study.name} optimizes {list(study.directions)}, the spec asks for "
-            f"{list(spec.directions)}; the objectives of a study cannot change (create a new HPOStudy)"
+            f"{list(spec.directions)}; the objectives of a study cannot change (create a new HPOStudy)",
         )
-        assessment = Assessment("Failed", "InvalidSpec", message, counts, field="spec.objective", best=best)
+    elif study is not None:
+        clash = _search_space_clash(spec, trials)
+    if clash is not None:
+        counts = _counts(spec, trials, owned, {})
+        assessment = Assessment("Failed", "InvalidSpec", clash[1], counts, field=clash[0], best=best)
         return Plan(assessment, tuple(_phase_events(observed, assessment)))
 
     if study is None:
@@ -289,6 +313,10 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
 
     # Runs of finished trials: the lingering ones and the oldest ones go.
     _tidy_finished_runs(trials, by_number, owned, now, draft)
+
+    # The counts as they stand once this plan is carried out (its FAIL verdicts included), so that the
+    # assessment and its Events tell the same numbers as the status the next observation gives.
+    counts = _counts(spec, trials, owned, draft.failing)
 
     # New trials, up to the parallelism, while the budget lasts.
     running_after = {t.number for t in trials if t.state == "RUNNING" and t.number not in draft.failing}
@@ -421,8 +449,61 @@ def _tidy_finished_runs(
             draft.deletes[r.name] = f"only the last {FINISHED_RUNS_KEPT} finished trial pods are kept"
 
 
-def _counts(spec: StudySpec, trials: Sequence[TrialView], owned: Sequence[RunView]) -> Counts:
-    states = [t.state for t in trials]
+def _search_space_clash(spec: StudySpec, trials: Sequence[TrialView]) -> tuple[str, str] | None:
+    """(field, message) when a parameter of the spec cannot be sampled in the stored study: Optuna
+    refuses a distribution incompatible with the one a stored trial used for that name (another kind,
+    another log scale, other categorical choices). Numeric ranges may change."""
+    stored: dict[str, dict[BaseDistribution, int]] = {}  # name → distinct stored distribution → a trial
+    for t in trials:
+        for name, dist in t.distributions.items():
+            stored.setdefault(name, {}).setdefault(dist, t.number)
+    problems: list[tuple[str, str]] = []
+    for i, param in enumerate(spec.search_space):
+        new = search_space.distribution(param)
+        for old, number in stored.get(param.name, {}).items():
+            try:
+                check_distribution_compatibility(old, new)
+            except ValueError as e:
+                if type(old) is not type(new):
+                    path = f"spec.searchSpace[{i}].type"
+                elif isinstance(old, CategoricalDistribution):
+                    path = f"spec.searchSpace[{i}].choices"
+                else:
+                    path = f"spec.searchSpace[{i}].log"
+                problems.append(
+                    (
+                        path,
+                        f"parameter {param.name!r} of trial {number} was sampled from {_describe(old)}, "
+                        f"the spec asks for {_describe(new)} (Optuna: {e})",
+                    )
+                )
+                break
+    if not problems:
+        return None
+    # The first problem's field is the assessment's; the others are named in the message.
+    more = "".join(f"; {path}: {text}" for path, text in problems[1:])
+    message = (
+        f"{problems[0][1]}{more}; a study's parameters cannot change their type, log scale or "
+        "categorical choices (numeric ranges can): restore the spec, or create a new HPOStudy"
+    )
+    return problems[0][0], message
+
+
+def _describe(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    if isinstance(dist, IntDistribution | FloatDistribution):
+        kind = "int" if isinstance(dist, IntDistribution) else "float"
+        step = f", step {dist.step}" if dist.step not in (None, 1) else ""
+        return f"{kind} [{dist.low}, {dist.high}]{', log' if dist.log else ''}{step}"
+    return repr(dist)  # pragma: no cover - the spec makes only these three
+
+
+def _counts(
+    spec: StudySpec, trials: Sequence[TrialView], owned: Sequence[RunView], failing: Mapping[int, str]
+) -> Counts:
+    """The counts once the RUNNING trials in ``failing`` are told FAIL."""
+    states = [("FAIL" if t.state == "RUNNING" and t.number in failing else t.state) for t in trials]
     return Counts(
         budget=spec.trials.total,
         started=sum(1 for s in states if s != "WAITING"),
@@ -446,8 +527,8 @@ def best_trial(directions: Sequence[str], trials: Sequence[TrialView]) -> TrialV
     return min(complete, key=lambda t: (sign * t.values[0], t.number))  # type: ignore[index]
 
 
-def _best(spec: StudySpec, trials: Sequence[TrialView]) -> tuple[int, float] | None:
-    b = best_trial(spec.directions, trials)
+def _best(directions: Sequence[str], trials: Sequence[TrialView]) -> tuple[int, float] | None:
+    b = best_trial(directions, trials)
     return (b.number, b.values[0]) if b is not None and b.values else None
 
 
@@ -469,6 +550,13 @@ def _assess(
         f"{counts.finished} of {spec.trials.total} trials finished "
         f"({counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed)"
     )
+    if counts.started > spec.trials.total:
+        # The budget was lowered below what already ran: a trial cannot be taken back, none is added.
+        tally = (
+            f"{counts.finished} trials finished ({counts.complete} complete, {counts.pruned} pruned, "
+            f"{counts.failed} failed); spec.trials.total ({spec.trials.total}) is below the "
+            f"{counts.started} trials already started, so no new trial is asked"
+        )
     if counts.started >= spec.trials.total and not running_after and not active_after:
         if counts.complete == 0:
             return Assessment("Failed", "NoTrialCompleted", f"{tally}; none completed", counts, best=best)

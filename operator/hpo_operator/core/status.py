@@ -114,7 +114,10 @@ def build_status(
             trial_row(t, spec) for t in [t for t in trials if t.state != "WAITING"][-RECENT_TRIALS:]
         ],
     }
-    best = best_trial(spec.directions, trials)
+    # Judged by the stored study's directions: a spec whose objectives were edited is refused (InvalidSpec),
+    # and its trials are still the stored study's.
+    directions = observed.study.directions if observed.study is not None else spec.directions
+    best = best_trial(directions, trials)
     if best is not None and best.values:
         status["bestValue"] = display_value(best.values[0])
         status["bestTrial"] = {
@@ -126,8 +129,8 @@ def build_status(
     else:
         status["bestValue"] = None
         status["bestTrial"] = None
-    if spec.multi_objective:
-        front = pareto_front(spec.directions, trials)
+    if len(directions) > 1:
+        front = pareto_front(directions, trials)
         status["paretoFront"] = [
             {"number": t.number, "values": list(t.values or ()), "params": dict(t.params)}
             for t in front[:PARETO_FRONT]
