@@ -42,6 +42,8 @@ from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID,
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
 from hpo_operator.cli.processes import ProcessRuns
 from hpo_operator.cli.storage import redact
+from hpo_operator.cli.volumes import LocalVolumes, VolumeError
+from hpo_operator.cli.volumes import prepare as prepare_volumes
 from hpo_operator.core import reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed
@@ -107,6 +109,7 @@ class LocalStudy:
         self.progress: RunProgress | None = None
         self._warned_env: set[int] = set()
         self.final_event: reconcile.PostEvent | None = None  # StudySucceeded/StudyFailed, shown last
+        self.volumes = LocalVolumes((), {})  # the pod's volumes as local directories (see run())
 
     # ------------------------------------------------------------------------------------ session
 
@@ -115,6 +118,7 @@ class LocalStudy:
         self.m.work_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(), self._signals():
             try:
+                self._prepare_volumes()
                 self.store = StudyStore(self.storages.open(self.url, self.study_name), self.study_name)
                 self.exists = self.store.view() is not None
                 orphans = self.runs.stop_orphans()
@@ -255,11 +259,32 @@ class LocalStudy:
             raise CLIError(f"{field}: cannot start {argv[0]!r}: {e.strerror}") from None
         return "created" if run.started_now else "exists"
 
+    def _prepare_volumes(self) -> None:
+        """The pod's volumes as local directories (:mod:`hpo_operator.cli.volumes`); a command, argument
+        or variable that needs a volume this machine cannot have is refused before any trial starts."""
+        t = self.spec.template
+        self.volumes = prepare_volumes(t, self.m.config_maps, self.m.work_dir / "volumes")
+        values = {f"spec.template.command[{i}]": str(a) for i, a in enumerate(t.command or ())}
+        values |= {f"spec.template.args[{i}]": str(a) for i, a in enumerate(t.args or ())}
+        values |= {
+            f"spec.template.env[{i}].value": str(e["value"]) for i, e in enumerate(t.env) if "value" in e
+        }
+        try:
+            self.volumes.check(values)
+        except VolumeError as e:
+            raise CLIError(f"{self._rel(self.m.path)}: {e}", EXIT_INVALID) from None
+        for mount_path, why in self.volumes.missing.items():
+            self._print(
+                f"{why}: not available to local processes (nothing here is mounted at {mount_path})", "yellow"
+            )
+
     def _command(self) -> list[str]:
-        """The trial's command line; ``python`` means the interpreter ``hpo`` runs on (it has hpo_trial)."""
+        """The trial's command line; ``python`` means the interpreter ``hpo`` runs on (it has hpo_trial).
+        Paths on the pod's volumes point at their local copies."""
         t = self.spec.template
         argv = list(t.command) if t.command is not None else list(DEFAULT_COMMAND)
         argv += list(t.args or ())
+        argv = [self.volumes.rewrite(str(a)) for a in argv]
         if argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         return argv
@@ -270,7 +295,7 @@ class LocalStudy:
         # nothing here); then the contract, which the template cannot override (the spec forbids it).
         for i, item in enumerate(self.spec.template.env):
             if "value" in item:
-                env[str(item["name"])] = str(item["value"])
+                env[str(item["name"])] = self.volumes.rewrite(str(item["value"]))
             elif i not in self._warned_env:
                 self._warned_env.add(i)
                 self._print(
@@ -398,7 +423,19 @@ class LocalStudy:
                 markup=False,
                 soft_wrap=True,
             )
-        # A failed study's reason was printed as its StudyFailed line.
+        # A failed study's reason was printed as its StudyFailed line; how to go on is not obvious.
+        if outcome.phase == "Failed" and outcome.reason != "InvalidSpec":
+            where = (
+                f"delete {self._rel(Path(self.url.removeprefix('sqlite:///')))}"
+                if self.url == self.m.default_storage_url
+                else f"delete the Optuna study {self.study_name} from the storage"
+            )
+            self.console.print(
+                f"A new `hpo run` resumes this study as it is: to start over, fix the cause and {where}; "
+                "to let it go on, raise spec.trials.maxFailed.",
+                markup=False,
+                soft_wrap=True,
+            )
         return EXIT_FAILED if outcome.phase == "Failed" else EXIT_OK
 
     def _interrupted(self) -> int:

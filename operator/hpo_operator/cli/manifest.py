@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Manifest:
     namespace: str | None
     spec: StudySpec
     raw: Mapping[str, Any]
+    # The ConfigMaps in the same file, by name (``hpo run`` writes the ones the trial pod mounts).
+    config_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:
@@ -74,6 +76,11 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(path: Path) -> Mapping[str, Any]:
     """The HPOStudy document of a YAML file (a file may hold other documents; exactly one HPOStudy)."""
+    return _study(path, read_documents(path))
+
+
+def read_documents(path: Path) -> list[Mapping[str, Any]]:
+    """Every document of a YAML file, each a Kubernetes object (a mapping)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -89,6 +96,10 @@ def read_yaml(path: Path) -> Mapping[str, Any]:
     for i, d in enumerate(docs):
         if not isinstance(d, Mapping):
             raise ManifestError(f"{path}: document {i + 1} is a {type(d).__name__}, not a Kubernetes object")
+    return docs
+
+
+def _study(path: Path, docs: list[Mapping[str, Any]]) -> Mapping[str, Any]:
     studies = [d for d in docs if d.get("kind") == names.KIND]
     if not studies:
         kinds = ", ".join(repr(d.get("kind")) for d in docs)
@@ -105,7 +116,13 @@ def load_manifest(path: str | Path, trials: Mapping[str, int] | None = None) -> 
     is checked like the manifest itself.
     """
     p = Path(path).expanduser().resolve()
-    doc = read_yaml(p)
+    docs = read_documents(p)
+    doc = _study(p, docs)
+    config_maps = {
+        str((d.get("metadata") or {}).get("name")): d
+        for d in docs
+        if d.get("kind") == "ConfigMap" and isinstance(d.get("metadata"), Mapping)
+    }
     if trials:
         spec = dict(doc.get("spec") or {}) if isinstance(doc.get("spec"), Mapping) else doc.get("spec")
         if isinstance(spec, dict):
@@ -134,7 +151,7 @@ def load_manifest(path: str | Path, trials: Mapping[str, int] | None = None) -> 
         spec = parse_spec(doc.get("spec"))
     except SpecError as e:
         raise ManifestError(f"{p}: {e}") from None
-    return Manifest(path=p, name=name, namespace=namespace, spec=spec, raw=doc)
+    return Manifest(path=p, name=name, namespace=namespace, spec=spec, raw=doc, config_maps=config_maps)
 
 
 def summary(m: Manifest) -> str:
