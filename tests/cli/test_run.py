@@ -466,3 +466,38 @@ def test_a_relative_sqlite_url_is_the_users_file_for_run_trials_and_report(
     )
     assert report.code == 0, report.text
     assert (tmp_path / "r.html").stat().st_size > 0
+
+
+def test_a_search_space_change_the_stored_study_cannot_take_is_refused_naming_the_field(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    space = [
+        {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+        {"name": "y", "type": "categorical", "choices": [0, 1, 2, 3]},
+    ]
+    path = custom_study("space", searchSpace=space, enqueue=[], trials={"total": 2, "parallelism": 1})
+    first = run_hpo("run", str(path), cwd=path.parent)
+    assert first.code == 0, first.text
+
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["searchSpace"][1]["choices"] = [0, 1]
+    path.write_text(yaml.safe_dump(doc))
+    again = run_hpo("run", str(path), "--trials", "3", cwd=path.parent)
+    assert again.code == 1, again.text
+    said = " ".join(again.out.split())
+    assert (
+        "Study failed (InvalidSpec): spec.searchSpace[1].choices: parameter 'y' of trial 0 was sampled "
+        "from choices [0, 1, 2, 3], the spec asks for choices [0, 1]"
+    ) in said, again.text
+    assert "create a new HPOStudy" in said and "Traceback" not in again.text
+    # Nothing was asked: no third trial, none left RUNNING with part of its parameters.
+    trials = load_local(path, "space").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+    # A numeric range may change (Optuna allows it): the study goes on.
+    doc["spec"]["searchSpace"][1]["choices"] = [0, 1, 2, 3]
+    doc["spec"]["searchSpace"][0]["high"] = 2.0
+    path.write_text(yaml.safe_dump(doc))
+    more = run_hpo("run", str(path), "--trials", "3", cwd=path.parent)
+    assert more.code == 0, more.text
+    assert len(load_local(path, "space").get_trials()) == 3
