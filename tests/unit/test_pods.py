@@ -99,6 +99,8 @@ def test_the_pod_runs_once_on_one_gpu_by_default() -> None:
     assert container["command"] == list(DEFAULT_COMMAND) == ["python", "-m", "hpo_trial"]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["image"] == "ghcr.io/hpo-dev/hpo-trial:0.1.0"
+    assert spec["automountServiceAccountToken"] is False  # training code gets no API token
+    assert "serviceAccountName" not in spec
 
 
 def test_the_trial_contract_is_in_the_environment_and_round_trips() -> None:
@@ -170,6 +172,7 @@ def test_the_template_shapes_the_pod() -> None:
     assert s["affinity"] == {"nodeAffinity": {}}
     assert s["volumes"] == [{"name": "cache", "emptyDir": {}}]
     assert s["serviceAccountName"] == "trainer" and s["priorityClassName"] == "batch-low"
+    assert "automountServiceAccountToken" not in s  # a named account keeps its token
     env = env_of(pod)
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["HPO_OUTPUT_DIR"] == "/out/nli-distilbert/trial-4"

@@ -166,6 +166,10 @@ def render_pod(
         pod_spec["volumes"] = [_copy(v) for v in t.volumes]
     if t.service_account_name:
         pod_spec["serviceAccountName"] = t.service_account_name
+    else:
+        # A trial talks to its storage, not to the API server: no token of the namespace's default
+        # service account in a container that runs training code. A named account keeps its token.
+        pod_spec["automountServiceAccountToken"] = False
     if t.priority_class_name:
         pod_spec["priorityClassName"] = t.priority_class_name
 
