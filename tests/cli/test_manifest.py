@@ -72,3 +72,25 @@ def test_hpo_validate_refuses_a_sampler_option_optuna_refuses_only_when_sampling
     result = run_hpo("validate", str(good), cwd=tmp_path)
     assert result.code == 0 and "valid HPOStudy" in result.out
     assert "A new study created" not in result.text  # the spec-time trial run is silent
+
+
+def test_hpo_validate_refuses_recipe_mistakes_before_any_trial(tmp_path: Path, run_hpo: RunHpo) -> None:
+    # The reviewer's three built-in-runner mistakes: each passed `hpo validate` and failed in a trial pod.
+    seed = (REPO / "examples" / "seed-study.yaml").read_text()
+    fp16 = "      fp16: true\n"
+    cases = [
+        (fp16, fp16 + "      num_train_epoch: 1\n", "spec.trainer.arguments.num_train_epoch"),
+        (
+            "    - name: learning_rate\n",
+            "    - name: learning_rat\n",
+            "spec.searchSpace[3].name: 'learning_rat'",
+        ),
+        (fp16, fp16 + '      num_train_epochs: "one"\n', "must be a number, got 'one'"),
+    ]
+    for old, new, words in cases:
+        assert old in seed
+        path = tmp_path / "study.yaml"
+        path.write_text(seed.replace(old, new, 1))
+        result = run_hpo("validate", str(path), cwd=tmp_path)
+        assert result.code != 0 and words in result.text
+        assert "HPO_TRIAL_PARAMS" not in result.text and "Traceback" not in result.text

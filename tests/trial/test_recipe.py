@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
+import enum
 import inspect
 import json
 import logging
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,20 @@ import torch
 import yaml
 from hpo_trial import recipe
 from hpo_trial.recipe import RecipeError
-from hpo_trial.trainer_spec import EVALUATORS, LOSSES, DatasetSpec, validate_trainer
+from hpo_trial.trainer_spec import (
+    EVALUATORS,
+    LOSSES,
+    TRAINING_ARGUMENTS,
+    TRIAL_PARAMS_PATH,
+    Arg,
+    DatasetSpec,
+    TrainerSpecError,
+    validate_trainer,
+)
 from sentence_transformers import SentenceTransformer, util
 from sentence_transformers.base.sampler import BatchSamplers
 from sentence_transformers.sentence_transformer import evaluation, losses
+from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 
 from tests.trial.helpers import REPO, TinyData, make_pairs, write_jsonl
@@ -74,6 +88,81 @@ def test_evaluator_table_matches_the_library(name: str) -> None:
     assert set(info.args) <= params, set(info.args) - params
     inputs = {"queries", "corpus"} if name == "InformationRetrievalEvaluator" else set(info.inputs)
     assert inputs <= params
+
+
+_SIMPLE_TYPES: dict[Any, str] = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def classify(hint: Any) -> Arg | None:
+    """The :data:`TRAINING_ARGUMENTS` entry for a field of this type hint (the table's generator).
+
+    A bool, int, float or str (optionally ``| None``) is that kind; ``SomeEnum | str`` is a choice of the
+    enum's values (the library converts the string with ``SomeEnum(value)``); anything else is ``None``,
+    checked by name only."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    nullable = type(None) in members
+    rest = [m for m in members if m is not type(None)]
+    enums = [m for m in rest if isinstance(m, type) and issubclass(m, enum.Enum)]
+    if len(rest) == 1 and rest[0] in _SIMPLE_TYPES:
+        return Arg(_SIMPLE_TYPES[rest[0]], nullable=nullable)  # type: ignore[arg-type]
+    if len(enums) == 1 and set(rest) - set(enums) <= {str}:
+        return Arg("choice", tuple(str(m.value) for m in enums[0]), nullable=nullable)
+    return None
+
+
+def library_training_arguments() -> dict[str, Arg | None]:
+    hints = typing.get_type_hints(SentenceTransformerTrainingArguments)
+    return {
+        f.name: classify(hints[f.name])
+        for f in dataclasses.fields(SentenceTransformerTrainingArguments)
+        if f.init
+    }
+
+
+def _table_source(table: dict[str, Arg | None]) -> str:
+    lines = []
+    for name, arg in table.items():
+        if arg is None:
+            lines.append(f"    {name!r}: None,")
+            continue
+        parts = [repr(arg.kind)] + ([repr(arg.choices)] if arg.choices else [])
+        parts += ["nullable=True"] if arg.nullable else []
+        lines.append(f"    {name!r}: Arg({', '.join(parts)}),")
+    return "\n".join(lines)
+
+
+def test_training_argument_table_matches_the_library() -> None:
+    # trainer_spec cannot import the library (the operator has no torch), so it keeps a table of the
+    # fields; a library upgrade that adds, removes or retypes a field fails here with the new table.
+    library = library_training_arguments()
+    regenerate = f"regenerate TRAINING_ARGUMENTS in trainer_spec.py:\n{_table_source(library)}"
+    assert set(TRAINING_ARGUMENTS) == set(library), (
+        f"missing {sorted(set(library) - set(TRAINING_ARGUMENTS))}, "
+        f"gone {sorted(set(TRAINING_ARGUMENTS) - set(library))}; {regenerate}"
+    )
+    differ = {n: (TRAINING_ARGUMENTS[n], library[n]) for n in library if TRAINING_ARGUMENTS[n] != library[n]}
+    assert not differ, f"{differ}; {regenerate}"
+    # The generator itself sees the types it is meant to see.
+    assert library["num_train_epochs"] == Arg("float") and library["fp16"] == Arg("bool")
+    assert library["eval_steps"] == Arg("float", nullable=True)
+    eval_strategy = library["eval_strategy"]
+    assert eval_strategy is not None and set(eval_strategy.choices) == {"no", "steps", "epoch"}
+
+
+def test_the_table_accepts_the_library_defaults_and_refuses_what_the_library_refuses() -> None:
+    # Not stricter than the library: every field's own default passes the table's check.
+    for f in dataclasses.fields(SentenceTransformerTrainingArguments):
+        arg = TRAINING_ARGUMENTS.get(f.name)
+        if arg is None or f.default is dataclasses.MISSING:
+            continue
+        default = f.default.value if isinstance(f.default, enum.Enum) else f.default
+        assert arg.check(default) is None, (f.name, default, arg)
+    # A choice outside the enum is what the library itself refuses when it builds the arguments.
+    for name, value in (("eval_strategy", "EPOCH"), ("lr_scheduler_type", "linear_decay")):
+        assert TRAINING_ARGUMENTS[name] is not None and TRAINING_ARGUMENTS[name].check(value)  # type: ignore[union-attr]
+        with pytest.raises(ValueError, match=value):
+            SentenceTransformerTrainingArguments(output_dir="/tmp/x", report_to="none", **{name: value})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,15 +280,31 @@ def test_training_argument_names_are_checked_against_the_library(
     tiny_model: str, tiny_data: TinyData
 ) -> None:
     spec = validate_trainer(local_recipe(tiny_model, tiny_data))
+    # The spec-time table catches these first (validate_param_names, validate_trainer); the library's own
+    # fields are the second line, in the trial.
     with pytest.raises(
-        RecipeError, match=r"^searchSpace\[1\]\.name: 'learning_rat' is not a Sentence.*'learning_rate'"
+        TrainerSpecError, match=r"^searchSpace\[1\]\.name: 'learning_rat' is not a Sentence.*'learning_rate'"
     ):
         recipe.check_param_names(spec, ["num_train_epochs", "learning_rat"])
-    bad = validate_trainer(local_recipe(tiny_model, tiny_data, arguments={"fp61": True}))
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.arguments\.fp61: not a Sentence.*'fp16'"):
+        validate_trainer(local_recipe(tiny_model, tiny_data, arguments={"fp61": True}))
     with pytest.raises(
         RecipeError, match=r"^trainer\.arguments\.fp61: not a SentenceTransformerTrainingArguments"
     ):
-        recipe.build_training_args(bad, {}, "/tmp/x")
+        recipe.check_argument_names(["fp61"])
+    # A trial's own parameters (HPO_TRIAL_PARAMS, sorted by name) are named as search-space parameters.
+    for check in (recipe.check_argument_names, lambda n, p: recipe.check_param_names(spec, n, p)):
+        with pytest.raises(TrainerSpecError) as e:
+            check(["learning_rat", "num_train_epochs"], TRIAL_PARAMS_PATH)
+        assert str(e.value).startswith(
+            "searchSpace[name='learning_rat'].name: 'learning_rat' is not a "
+            "SentenceTransformerTrainingArguments"
+        ), str(e.value)
+        assert "HPO_TRIAL_PARAMS" not in str(e.value) and "did you mean 'learning_rate'" in str(e.value)
+    with pytest.raises(
+        TrainerSpecError, match=r"^searchSpace\[name='learning_rat'\]\.name: 'learning_rat' is not"
+    ):
+        recipe.prepare(spec, {"learning_rat": 1e-5}, "/tmp/x")
     bad = validate_trainer(local_recipe(tiny_model, tiny_data, arguments={"batch_sampler": "no_dupes"}))
     with pytest.raises(RecipeError, match=r"^trainer\.arguments: .*no_dupes"):
         recipe.build_training_args(bad, {}, "/tmp/x")
@@ -283,8 +388,10 @@ def test_a_tuned_loss_argument_reaches_a_fresh_loss(
     second = recipe.prepare(spec, {"loss.scale": 40.0}, str(tmp_path))
     assert first.loss.scale == 5.0 and second.loss.scale == 40.0
     assert first.model is not second.model and first.loss is not second.loss
-    with pytest.raises(RecipeError, match=r"^HPO_TRIAL_PARAMS.loss.scale: must be a number"):
+    with pytest.raises(RecipeError, match=r"^searchSpace\[name='loss.scale'\]: must be a number"):
         recipe.build_loss(spec.loss, first.model, {"scale": "x"})
+    with pytest.raises(RecipeError, match=r"^searchSpace\[name='loss.inner.scale'\]: must be a number"):
+        recipe.build_loss(spec.loss, first.model, {"scale": "x"}, path="trainer.loss.inner")
 
 
 # --------------------------------------------------------------------------------------------------

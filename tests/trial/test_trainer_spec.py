@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 from hpo_trial.trainer_spec import (
+    TRIAL_PARAMS_PATH,
     LoadCall,
     TrainerSpecError,
     check_pruning,
+    param_location,
     split_params,
     validate_param_names,
     validate_trainer,
@@ -183,6 +185,34 @@ def test_local_files_and_their_formats() -> None:
         ("train.columns", ["a", "a"], "trainer.train.columns: 'a' is listed twice"),
         ("arguments.output_dir", "/tmp", "trainer.arguments.output_dir: set by the runner"),
         ("arguments.Learning-Rate", 1, "trainer.arguments.Learning-Rate: not a training-argument name"),
+        # Names and simple types against TRAINING_ARGUMENTS (the library's fields), at spec time.
+        (
+            "arguments.num_train_epoch",
+            1,
+            "trainer.arguments.num_train_epoch: not a SentenceTransformerTrainingArguments field "
+            "(did you mean 'num_train_epochs'?)",
+        ),
+        (
+            "arguments.num_train_epochs",
+            "one",
+            "trainer.arguments.num_train_epochs: must be a number, got 'one'",
+        ),
+        ("arguments.num_train_epochs", 2, None),  # an int is a number
+        (
+            "arguments.per_device_train_batch_size",
+            8.0,
+            "trainer.arguments.per_device_train_batch_size: must be an",
+        ),
+        ("arguments.fp16", "true", "trainer.arguments.fp16: must be true or false, got 'true'"),
+        (
+            "arguments.eval_strategy",
+            "EPOCH",
+            "trainer.arguments.eval_strategy: must be one of no, steps, epoch",
+        ),
+        ("arguments.lr_scheduler_type", "cosine", None),
+        ("arguments.eval_steps", None, None),
+        ("arguments.run_name", 5, "trainer.arguments.run_name: must be a string, got 5"),
+        ("arguments.report_to", ["none"], None),  # not a simple type: the name only, the library checks it
         (
             "arguments",
             {"warmup_ratio": 0.1, "warmup_steps": 10},
@@ -302,6 +332,12 @@ def test_sequential_evaluator() -> None:
         (["output_dir"], "searchSpace[0].name: 'output_dir' is set by the runner"),
         (["logging_steps"], "searchSpace[0].name: 'logging_steps' is also fixed in trainer.arguments"),
         (["warmup_ratio", "warmup_steps"], "searchSpace[0].name: warmup_ratio and warmup_steps are both set"),
+        (
+            ["num_train_epochs", "learning_rat"],
+            "searchSpace[1].name: 'learning_rat' is not a SentenceTransformerTrainingArguments field "
+            "(did you mean 'learning_rate'?)",
+        ),
+        (["weight_decay", "lr_scheduler_type", "adam_beta2"], None),
     ],
 )
 def test_search_space_names(names: list[str], expected: str | None) -> None:
@@ -328,6 +364,18 @@ def test_search_space_names_for_a_wrapped_loss() -> None:
         validate_param_names(spec, ["loss.matryoshka_dims"])
     with pytest.raises(TrainerSpecError, match=r"'loss.inner.scal': CoSENTLoss has no argument 'scal'"):
         validate_param_names(spec, ["loss.inner.scal"])
+
+
+def test_a_trials_own_parameters_are_named_as_search_space_parameters() -> None:
+    # The trial gets HPO_TRIAL_PARAMS sorted by name, not in the spec's order: errors name the parameter.
+    spec = validate_trainer(seed_trainer())
+    with pytest.raises(TrainerSpecError) as e:
+        validate_param_names(spec, ["learning_rat", "num_train_epochs"], TRIAL_PARAMS_PATH)
+    assert str(e.value).startswith("searchSpace[name='learning_rat'].name: 'learning_rat' is not a"), str(
+        e.value
+    )
+    assert "HPO_TRIAL_PARAMS" not in str(e.value)
+    assert param_location("searchSpace", 2, "x") == "searchSpace[2].name"
 
 
 def test_split_params() -> None:

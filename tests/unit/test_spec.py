@@ -231,6 +231,51 @@ def test_the_recipe_is_validated_by_the_trainer_spec() -> None:
 
 
 @pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        # The reviewer's three: each used to pass validation and fail only in a scheduled trial pod.
+        (
+            lambda raw: raw["trainer"]["arguments"].update(num_train_epoch=1),
+            "spec.trainer.arguments.num_train_epoch",
+            "not a SentenceTransformerTrainingArguments field (did you mean 'num_train_epochs'?)",
+        ),
+        (
+            lambda raw: raw["searchSpace"][3].update(name="learning_rat"),
+            "spec.searchSpace[3].name",
+            "'learning_rat' is not a SentenceTransformerTrainingArguments field "
+            "(did you mean 'learning_rate'?)",
+        ),
+        (
+            lambda raw: raw["trainer"]["arguments"].update(num_train_epochs="one"),
+            "spec.trainer.arguments.num_train_epochs",
+            "must be a number, got 'one'",
+        ),
+        (
+            lambda raw: raw["trainer"]["arguments"].update(eval_strategy="sometimes"),
+            "spec.trainer.arguments.eval_strategy",
+            "must be one of no, steps, epoch; got 'sometimes'",
+        ),
+        (
+            lambda raw: raw["trainer"]["arguments"].update(fp16="yes"),
+            "spec.trainer.arguments.fp16",
+            "must be true or false, got 'yes'",
+        ),
+    ],
+)
+def test_training_arguments_and_parameter_names_are_checked_at_apply_time(
+    change: Any, path: str, words: str
+) -> None:
+    raw = seed_spec()
+    assert raw["searchSpace"][3]["name"] == "learning_rate"
+    change(raw)
+    error = error_of(raw)
+    assert error.field == path, str(error)
+    assert words in str(error)
+    assert "HPO_TRIAL_PARAMS" not in str(error)
+
+
+@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 def test_a_pruner_needs_reports_that_line_up_across_trials() -> None:
     # Evaluations every N optimizer steps land on batch-size-dependent epochs: the pruner would never act.
     raw = seed_spec()

@@ -37,11 +37,13 @@ from transformers import __version__ as transformers_version
 
 from hpo_trial.trainer_spec import (
     PACKAGE_SCHEME,
+    TRIAL_PARAMS_PATH,
     DatasetSpec,
     EvaluatorSpec,
     LossSpec,
     TrainerSpec,
     TrainerSpecError,
+    param_location,
     split_params,
     validate_param_names,
 )
@@ -94,24 +96,32 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 
 def check_argument_names(names: Iterable[str], path: str = "trainer.arguments") -> None:
+    """Every name must be a field of the installed library's ``SentenceTransformerTrainingArguments``.
+
+    With ``path`` :data:`~hpo_trial.trainer_spec.TRIAL_PARAMS_PATH` the names are the trial's parameters
+    and the error names the search-space parameter.
+    """
     known = training_argument_names()
-    for name in names:
+    for i, name in enumerate(names):
         if name not in known:
-            raise RecipeError(
-                f"{path}.{name}: not a SentenceTransformerTrainingArguments field{_suggest(name, known)}"
-            )
+            problem = f"not a SentenceTransformerTrainingArguments field{_suggest(name, known)}"
+            if path == TRIAL_PARAMS_PATH:
+                raise RecipeError(f"{param_location(path, i, name)}: {name!r} is {problem}")
+            raise RecipeError(f"{path}.{name}: {problem}")
 
 
 def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "searchSpace") -> None:
-    """:func:`validate_param_names` plus: training-argument names must be real fields of the library's."""
+    """:func:`validate_param_names` plus: training-argument names must be fields of the installed library's
+    (the spec-time table could be older than the trial image's library). Errors name the search-space
+    parameter (see :func:`~hpo_trial.trainer_spec.param_location`)."""
     names = list(names)
     validate_param_names(spec, names, path)
     known = training_argument_names()
     for i, name in enumerate(names):
         if not name.startswith("loss.") and name not in known:
             raise RecipeError(
-                f"{path}[{i}].name: {name!r} is not a SentenceTransformerTrainingArguments field"
-                f"{_suggest(name, known)}"
+                f"{param_location(path, i, name)}: {name!r} is not a SentenceTransformerTrainingArguments "
+                f"field{_suggest(name, known)}"
             )
 
 
@@ -309,6 +319,13 @@ def _embedding_dimension(model: SentenceTransformer) -> int | None:
     return get()
 
 
+def _tuned_at(loss_path: str, key: str) -> str:
+    """The search-space parameter that tunes ``key`` of the loss at ``loss_path``: ``loss.inner.<key>``
+    for ``trainer.loss.inner``."""
+    inner = loss_path.removeprefix("trainer.loss").lstrip(".")
+    return param_location(TRIAL_PARAMS_PATH, 0, ".".join(p for p in ("loss", inner, key) if p))
+
+
 def build_loss(
     spec: LossSpec,
     model: SentenceTransformer,
@@ -322,10 +339,10 @@ def build_loss(
     for key, value in tuned.items():
         arg = info.args.get(key)
         if arg is None:
-            raise RecipeError(f"HPO_TRIAL_PARAMS.loss.{key}: not an argument of {spec.name}")
+            raise RecipeError(f"{_tuned_at(path, key)}: not an argument of {spec.name}")
         problem = arg.check(value)
         if problem:
-            raise RecipeError(f"HPO_TRIAL_PARAMS.loss.{key}: {problem}")
+            raise RecipeError(f"{_tuned_at(path, key).removesuffix('.name')}: {problem}")
     kwargs = _loss_kwargs(spec, {**spec.args, **tuned}, model)
     if spec.inner is not None:
         kwargs["loss"] = build_loss(spec.inner, model, tuned_inner, None, f"{path}.inner")
@@ -354,7 +371,7 @@ def build_training_args(
     """
     training, _, _ = split_params(params)
     check_argument_names(spec.arguments, "trainer.arguments")
-    check_argument_names(training, "HPO_TRIAL_PARAMS")
+    check_argument_names(training, TRIAL_PARAMS_PATH)
     kwargs: dict[str, Any] = {
         "report_to": "none",
         "save_strategy": "no",
@@ -396,7 +413,7 @@ class Recipe:
 def prepare(spec: TrainerSpec, params: Mapping[str, Any], output_dir: str) -> Recipe:
     """Build everything for one trial, cheapest checks first (see the module docstring)."""
     params = dict(params)
-    check_param_names(spec, params, "HPO_TRIAL_PARAMS")
+    check_param_names(spec, params, TRIAL_PARAMS_PATH)
     args = build_training_args(spec, params, output_dir)
 
     train = load_data(spec.train, "trainer.train")

@@ -2,9 +2,11 @@
 
 Parse only. This module imports pydantic and the standard library, never torch, sentence_transformers or
 datasets: the operator and the ``hpo`` command validate manifests with it before any pod runs, and the
-trial process validates with it before it imports anything heavy. What can only be checked against the
-installed library (training-argument names, column names in the data) is checked by
-:mod:`hpo_trial.recipe` at the start of the trial, before the model is loaded.
+trial process validates with it before it imports anything heavy. Training-argument names and simple
+value types (in ``arguments`` and as search-space names) are checked against :data:`TRAINING_ARGUMENTS`, a
+table of the library's fields kept in step with the installed library by a test; what can only be checked
+against the installed library or the real data (the values of the other fields, column names) is checked
+by :mod:`hpo_trial.recipe` at the start of the trial, before the model is loaded.
 
 Errors are :class:`TrainerSpecError` (a ``ValueError``) whose message starts with the field's path::
 
@@ -16,6 +18,7 @@ and :data:`EVALUATORS`; a test keeps these tables equal to the installed library
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "EVALUATORS",
     "LOSSES",
+    "TRAINING_ARGUMENTS",
+    "TRIAL_PARAMS_PATH",
     "Arg",
     "DatasetSpec",
     "EvaluatorInfo",
@@ -36,10 +41,15 @@ __all__ = [
     "TrainerSpec",
     "TrainerSpecError",
     "check_pruning",
+    "param_location",
     "split_params",
+    "training_argument_problem",
     "validate_param_names",
     "validate_trainer",
 ]
+
+
+_UNSET: Any = object()
 
 
 class TrainerSpecError(ValueError):
@@ -60,6 +70,7 @@ class Arg:
     kind: ArgKind
     choices: tuple[str, ...] = ()
     required: bool = False
+    nullable: bool = False  # null (None) is a value too
 
     @property
     def tunable(self) -> bool:
@@ -69,6 +80,8 @@ class Arg:
     def check(self, value: Any) -> str | None:
         """None when ``value`` fits, else what is wrong with it."""
         kind = self.kind
+        if value is None and self.nullable:
+            return None
         if kind == "float":
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             return None if ok else f"must be a number, got {value!r}"
@@ -300,6 +313,197 @@ EVALUATORS: Mapping[str, EvaluatorInfo] = {
         },
     ),
     "SequentialEvaluator": EvaluatorInfo(),
+}
+
+# Every ``SentenceTransformerTrainingArguments`` field (``__init__`` arguments), with its type where the
+# type is simple: a bool, int, float or str, or one of an enum's values (fields typed ``SomeEnum | str``),
+# optionally null. ``None``: a field whose type is not simple (dicts, lists, unions of those); only its
+# name is checked here, the library checks its value when the trial starts. Generated from
+# sentence-transformers 6.2.0 / transformers 5.24.0 by the ``classify`` function in
+# tests/trial/test_recipe.py; ``test_training_argument_table_matches_the_library`` there fails (and prints
+# the table to paste here) when the installed library's fields differ.
+TRAINING_ARGUMENTS: Mapping[str, Arg | None] = {
+    "output_dir": Arg("str", nullable=True),
+    "per_device_train_batch_size": Arg("int"),
+    "num_train_epochs": Arg("float"),
+    "max_steps": Arg("int"),
+    "learning_rate": Arg("float"),
+    "lr_scheduler_type": Arg(
+        "choice",
+        (
+            "linear",
+            "cosine",
+            "cosine_with_restarts",
+            "polynomial",
+            "constant",
+            "constant_with_warmup",
+            "inverse_sqrt",
+            "reduce_lr_on_plateau",
+            "cosine_with_min_lr",
+            "cosine_warmup_with_min_lr",
+            "warmup_stable_decay",
+            "greedy",
+        ),
+    ),
+    "lr_scheduler_kwargs": None,
+    "warmup_steps": Arg("float"),
+    "optim": Arg(
+        "choice",
+        (
+            "adamw_torch",
+            "adamw_torch_fused",
+            "adamw_torch_xla",
+            "adamw_torch_npu_fused",
+            "adafactor",
+            "adamw_anyprecision",
+            "adamw_torch_4bit",
+            "adamw_torch_8bit",
+            "ademamix",
+            "sgd",
+            "adagrad",
+            "adamw_bnb_8bit",
+            "adamw_8bit",
+            "ademamix_8bit",
+            "lion_8bit",
+            "lion_32bit",
+            "paged_adamw_32bit",
+            "paged_adamw_8bit",
+            "paged_ademamix_32bit",
+            "paged_ademamix_8bit",
+            "paged_lion_32bit",
+            "paged_lion_8bit",
+            "rmsprop",
+            "rmsprop_bnb",
+            "rmsprop_bnb_8bit",
+            "rmsprop_bnb_32bit",
+            "galore_adamw",
+            "galore_adamw_8bit",
+            "galore_adafactor",
+            "galore_adamw_layerwise",
+            "galore_adamw_8bit_layerwise",
+            "galore_adafactor_layerwise",
+            "lomo",
+            "adalomo",
+            "grokadamw",
+            "schedule_free_radam",
+            "schedule_free_adamw",
+            "schedule_free_sgd",
+            "apollo_adamw",
+            "apollo_adamw_layerwise",
+            "stable_adamw",
+        ),
+    ),
+    "optim_args": Arg("str", nullable=True),
+    "weight_decay": Arg("float"),
+    "adam_beta1": Arg("float"),
+    "adam_beta2": Arg("float"),
+    "adam_epsilon": Arg("float"),
+    "optim_target_modules": None,
+    "gradient_accumulation_steps": Arg("int"),
+    "average_tokens_across_devices": Arg("bool"),
+    "max_grad_norm": Arg("float"),
+    "label_smoothing_factor": Arg("float"),
+    "bf16": Arg("bool"),
+    "fp16": Arg("bool"),
+    "bf16_full_eval": Arg("bool"),
+    "fp16_full_eval": Arg("bool"),
+    "tf32": Arg("bool", nullable=True),
+    "activation_checkpointing": Arg("bool", nullable=True),
+    "activation_checkpointing_kwargs": None,
+    "gradient_checkpointing": Arg("bool", nullable=True),
+    "gradient_checkpointing_kwargs": None,
+    "torch_compile": Arg("bool"),
+    "torch_compile_backend": Arg("str", nullable=True),
+    "torch_compile_mode": Arg("str", nullable=True),
+    "use_liger_kernel": Arg("bool"),
+    "liger_kernel_config": None,
+    "use_cache": Arg("bool"),
+    "neftune_noise_alpha": Arg("float", nullable=True),
+    "torch_empty_cache_steps": Arg("int", nullable=True),
+    "auto_find_batch_size": Arg("bool"),
+    "logging_strategy": Arg("choice", ("no", "steps", "epoch")),
+    "logging_steps": Arg("float"),
+    "logging_first_step": Arg("bool"),
+    "log_on_each_node": Arg("bool"),
+    "logging_nan_inf_filter": Arg("bool"),
+    "include_num_input_tokens_seen": None,
+    "log_level": Arg("str"),
+    "log_level_replica": Arg("str"),
+    "disable_tqdm": Arg("bool", nullable=True),
+    "report_to": None,
+    "run_name": Arg("str", nullable=True),
+    "project": Arg("str"),
+    "trackio_space_id": Arg("str", nullable=True),
+    "trackio_bucket_id": Arg("str", nullable=True),
+    "trackio_static_space_id": None,
+    "eval_strategy": Arg("choice", ("no", "steps", "epoch")),
+    "eval_steps": Arg("float", nullable=True),
+    "eval_delay": Arg("float"),
+    "per_device_eval_batch_size": Arg("int"),
+    "prediction_loss_only": Arg("bool"),
+    "eval_on_start": Arg("bool"),
+    "eval_do_concat_batches": Arg("bool"),
+    "eval_use_gather_object": Arg("bool"),
+    "eval_accumulation_steps": Arg("int", nullable=True),
+    "include_for_metrics": None,
+    "batch_eval_metrics": Arg("bool"),
+    "save_only_model": Arg("bool"),
+    "save_strategy": Arg("choice", ("no", "steps", "epoch", "best")),
+    "save_steps": Arg("float"),
+    "save_on_each_node": Arg("bool"),
+    "save_total_limit": Arg("int", nullable=True),
+    "enable_jit_checkpoint": Arg("bool"),
+    "push_to_hub": Arg("bool"),
+    "hub_token": Arg("str", nullable=True),
+    "hub_private_repo": Arg("bool", nullable=True),
+    "hub_model_id": Arg("str", nullable=True),
+    "hub_strategy": Arg("choice", ("end", "every_save", "checkpoint", "all_checkpoints")),
+    "hub_always_push": Arg("bool"),
+    "hub_revision": Arg("str", nullable=True),
+    "load_best_model_at_end": Arg("bool"),
+    "metric_for_best_model": Arg("str", nullable=True),
+    "greater_is_better": Arg("bool", nullable=True),
+    "ignore_data_skip": Arg("bool"),
+    "restore_callback_states_from_checkpoint": Arg("bool"),
+    "full_determinism": Arg("bool"),
+    "seed": Arg("int"),
+    "data_seed": Arg("int", nullable=True),
+    "use_cpu": Arg("bool"),
+    "accelerator_config": None,
+    "parallelism_config": None,
+    "dataloader_drop_last": Arg("bool"),
+    "dataloader_num_workers": Arg("int"),
+    "dataloader_pin_memory": Arg("bool"),
+    "dataloader_persistent_workers": Arg("bool"),
+    "dataloader_prefetch_factor": Arg("int", nullable=True),
+    "dataloader_multiprocessing_context": Arg("str", nullable=True),
+    "dataloader_in_order": Arg("bool"),
+    "remove_unused_columns": Arg("bool"),
+    "label_names": None,
+    "train_sampling_strategy": Arg("str"),
+    "length_column_name": Arg("str"),
+    "ddp_find_unused_parameters": Arg("bool", nullable=True),
+    "ddp_bucket_cap_mb": Arg("int", nullable=True),
+    "ddp_broadcast_buffers": Arg("bool", nullable=True),
+    "ddp_static_graph": Arg("bool", nullable=True),
+    "ddp_backend": Arg("str", nullable=True),
+    "ddp_timeout": Arg("int"),
+    "fsdp": Arg("str", nullable=True),
+    "fsdp_config": None,
+    "deepspeed": None,
+    "debug": None,
+    "skip_memory_metrics": Arg("bool"),
+    "do_train": Arg("bool"),
+    "do_eval": Arg("bool"),
+    "do_predict": Arg("bool"),
+    "resume_from_checkpoint": Arg("str", nullable=True),
+    "local_rank": Arg("int"),
+    "prompts": None,
+    "batch_sampler": None,
+    "multi_dataset_batch_sampler": None,
+    "router_mapping": None,
+    "learning_rate_mapping": None,
+    "warmup_ratio": Arg("float", nullable=True),
 }
 
 # Training arguments the runner sets itself; a recipe or search space may not.
@@ -564,11 +768,14 @@ def _check(spec: TrainerSpec, path: str) -> None:
             f"{path}.evaluator: a recipe needs an evaluator or an eval dataset (for eval_loss) to produce "
             "the objective"
         )
-    for key in spec.arguments:
+    for key, value in spec.arguments.items():
         if not _IDENTIFIER.match(key):
             raise TrainerSpecError(f"{path}.arguments.{key}: not a training-argument name")
         if key in RESERVED_ARGUMENTS:
             raise TrainerSpecError(f"{path}.arguments.{key}: set by the runner ({RESERVED_ARGUMENTS[key]})")
+        problem = training_argument_problem(key, value)
+        if problem:
+            raise TrainerSpecError(f"{path}.arguments.{key}: {problem}")
     if "warmup_ratio" in spec.arguments and "warmup_steps" in spec.arguments:
         raise TrainerSpecError(
             f"{path}.arguments: set warmup_ratio or warmup_steps, not both (one would be ignored)"
@@ -676,6 +883,35 @@ def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
         _check_dataset(ev.dataset, f"{path}.dataset")
 
 
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def training_argument_problem(name: str, value: Any = _UNSET) -> str | None:
+    """None when ``name`` is a ``SentenceTransformerTrainingArguments`` field (see
+    :data:`TRAINING_ARGUMENTS`) and ``value`` (when given) fits its type; else what is wrong."""
+    if name not in TRAINING_ARGUMENTS:
+        return f"not a SentenceTransformerTrainingArguments field{_suggest(name, TRAINING_ARGUMENTS)}"
+    arg = TRAINING_ARGUMENTS[name]
+    if arg is None or value is _UNSET:
+        return None
+    return arg.check(value)
+
+
+# The ``path`` that stands for a trial's own parameters (``HPO_TRIAL_PARAMS``) rather than the spec's
+# search space: the trial gets them sorted by name, so an error names the parameter, not an index.
+TRIAL_PARAMS_PATH = "HPO_TRIAL_PARAMS"
+
+
+def param_location(path: str, index: int, name: str) -> str:
+    """Where a search-space parameter's name is: ``searchSpace[0].name``, or for the trial's own
+    parameters (``path`` :data:`TRIAL_PARAMS_PATH`) ``searchSpace[name='learning_rat'].name``."""
+    if path == TRIAL_PARAMS_PATH:
+        return f"searchSpace[name={name!r}].name"
+    return f"{path}[{index}].name"
+
+
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Trial parameters → (training arguments, ``loss.<arg>`` values, ``loss.inner.<arg>`` values)."""
     training: dict[str, Any] = {}
@@ -735,25 +971,30 @@ def check_pruning(
 def validate_param_names(
     trainer: TrainerSpec | Mapping[str, Any], names: Iterable[str], path: str = "searchSpace"
 ) -> None:
-    """Check search-space parameter names against the recipe (syntax only for training arguments).
+    """Check search-space parameter names against the recipe.
 
-    A name is a training-argument name (``learning_rate``), ``loss.<arg>`` for an argument of the recipe's
-    loss, or ``loss.inner.<arg>`` for the loss a wrapper loss wraps. Whether a training-argument name is a
-    real ``SentenceTransformerTrainingArguments`` field needs the library:
-    :func:`hpo_trial.recipe.check_param_names` checks that at the start of the trial.
-    Errors start with ``searchSpace[<index>].name``.
+    A name is a training-argument name (``learning_rate``: a field of :data:`TRAINING_ARGUMENTS`),
+    ``loss.<arg>`` for an argument of the recipe's loss, or ``loss.inner.<arg>`` for the loss a wrapper loss
+    wraps. :func:`hpo_trial.recipe.check_param_names` checks the names again against the installed library
+    at the start of the trial. Errors start with ``searchSpace[<index>].name``; with ``path``
+    :data:`TRIAL_PARAMS_PATH` (the names of a trial's ``HPO_TRIAL_PARAMS``, which the trial receives sorted,
+    not in the spec's order) they name the parameter instead: ``searchSpace[name='learning_rat'].name``.
     """
     spec = trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer)
     names = list(names)
+
+    def at(i: int) -> str:
+        return param_location(path, i, names[i])
+
     warmup = [n for n in ("warmup_ratio", "warmup_steps") if n in names or n in spec.arguments]
     if len(warmup) == 2:
-        where = f"{path}[{names.index('warmup_ratio' if 'warmup_ratio' in names else 'warmup_steps')}].name"
+        where = at(names.index("warmup_ratio" if "warmup_ratio" in names else "warmup_steps"))
         raise TrainerSpecError(
             f"{where}: warmup_ratio and warmup_steps are both set (in the search space or "
             "trainer.arguments); keep one, the other would be ignored"
         )
     for i, name in enumerate(names):
-        where = f"{path}[{i}].name"
+        where = at(i)
         if name.startswith("loss."):
             loss = spec.loss
             arg = name[len("loss.") :]
@@ -786,6 +1027,9 @@ def validate_param_names(
             )
         if name in RESERVED_ARGUMENTS:
             raise TrainerSpecError(f"{where}: {name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
+        problem = training_argument_problem(name)
+        if problem:
+            raise TrainerSpecError(f"{where}: {name!r} is {problem}")
         if name in spec.arguments:
             raise TrainerSpecError(
                 f"{where}: {name!r} is also fixed in trainer.arguments; remove one of the two"
