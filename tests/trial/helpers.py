@@ -164,3 +164,43 @@ def read_sts(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{n}: expected at least 7 tab-separated fields, got {len(fields)}")
         rows.append({"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4]) / 5.0})
     return rows
+
+
+def stop_postgres(server: Any) -> None:
+    """``pg_ctl stop -m fast`` on a harness :class:`~tests.harness.postgres.PostgresServer`, keeping its data.
+
+    What an operator of the database does for a restart: clients are disconnected at once and new
+    connections are refused until :func:`start_postgres_again`.
+    """
+    assert server.bin_dir is not None and not server.external, "only a server this test started"
+    done = subprocess.run(
+        [str(server.bin_dir / "pg_ctl"), "stop", "-D", str(server.data_dir), "-m", "fast", "-w", "-t", "30"],
+        env=server._env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **server._account_kwargs(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    if server._proc is not None:
+        server._proc.wait(timeout=30)  # our child: reap it
+
+
+def start_postgres_again(server: Any) -> None:
+    """Start a server stopped by :func:`stop_postgres` on its data directory and port, as the harness does."""
+    from tests.harness.cluster import set_pdeathsig
+
+    with open(server.log_file, "ab") as log:
+        server._proc = subprocess.Popen(
+            [str(server.bin_dir / "postgres"), "-D", str(server.data_dir)],
+            cwd=server.base_dir,
+            env=server._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
+            **server._account_kwargs(),
+        )
+    server._wait_ready(60.0)

@@ -11,7 +11,15 @@ from typing import Any
 import optuna
 import pytest
 from hpo_trial import reporting
-from hpo_trial.contract import ATTR_FAIL_REASON, Objective, TrialContract
+from hpo_trial.contract import (
+    ATTR_FAIL_REASON,
+    DEFAULT_STORAGE_RETRY_SECONDS,
+    STORAGE_RETRY_SECONDS,
+    ContractError,
+    Objective,
+    TrialContract,
+    storage_retry_seconds,
+)
 from hpo_trial.pruners import build_pruner
 from optuna.trial import TrialState
 
@@ -170,3 +178,22 @@ def test_build_pruner_errors(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as e:
         build_pruner(config)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "inf", "nan"])
+def test_a_bad_storage_retry_time_is_an_error_naming_the_variable(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contract = TrialContract("sqlite:///unused.db", "s", 0, {}, (Objective("acc", "maximize"),))
+    for key, value in {**contract.to_env(), STORAGE_RETRY_SECONDS: raw}.items():
+        monkeypatch.setenv(key, value)
+    message = f"HPO_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, got '{raw}'"
+    with pytest.raises(ContractError) as e:
+        reporting.current_trial()  # at the start, before the storage is opened
+    assert str(e.value) == message
+
+
+def test_storage_retry_seconds() -> None:
+    assert storage_retry_seconds({}) == DEFAULT_STORAGE_RETRY_SECONDS == 300
+    assert storage_retry_seconds({STORAGE_RETRY_SECONDS: " 2.5 "}) == 2.5
+    assert storage_retry_seconds({STORAGE_RETRY_SECONDS: "0"}) == 0

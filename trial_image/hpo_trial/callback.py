@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from hpo_trial.reporting import STORAGE_ERRORS, MetricNotFound, TrialHandle, process_rank
+from hpo_trial.reporting import MetricNotFound, TrialHandle, process_rank
 
 log = logging.getLogger("hpo_trial")
 
@@ -122,24 +122,24 @@ class TrialCallback(TrainerCallback):
             return f"fail: {e}"
         if step in self.reported:
             return CONTINUE
-        try:
-            self.handle.report(value, step)
-            self.reported[step] = value
-            prune = self.handle.should_prune()
-        except STORAGE_ERRORS as e:
+        if len(self.handle.contract.objectives) > 1:  # Optuna prunes single-objective studies only
+            log.info("Trial %d: epoch %.2f: %s = %.6g", self.trial_number, progress, self.objective, value)
+            return CONTINUE
+        # The outage policy is the handle's (hpo_trial.reporting): a report the storage does not take is
+        # skipped with a warning, and so is the pruning check.
+        if not self.handle.report(value, step):
             self.unreported.append(step)
-            first_line = str(e).splitlines()[0] if str(e) else ""
             log.warning(
-                "Trial %d: epoch %.2f: %s = %.6g, but the storage did not answer (%s: %s); "
-                "training goes on without a pruning check, the next evaluation reports again",
+                "Trial %d: epoch %.2f: %s = %.6g was not reported; training goes on without a pruning "
+                "check, the next evaluation reports again",
                 self.trial_number,
                 progress,
                 self.objective,
                 value,
-                type(e).__name__,
-                first_line,
             )
             return CONTINUE
+        self.reported[step] = value
+        prune = self.handle.should_prune()
         log.info(
             "Trial %d: epoch %.2f: %s = %.6g (reported at step %d)",
             self.trial_number,

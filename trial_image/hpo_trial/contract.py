@@ -17,8 +17,18 @@ receives these variables:
 ``HPO_OUTPUT_DIR``         Optional: where the trial may write its model and checkpoints.
 ========================  ===============================================================
 
+Set by the user (``template.env``), not by the operator:
+
+=============================  ==========================================================
+``HPO_STORAGE_RETRY_SECONDS``   How long a trial keeps retrying its final tell (complete,
+                                pruned, fail) while the storage does not answer, with
+                                doubling delays; default 300 (5 minutes), 0 tries once.
+=============================  ==========================================================
+
 Reporting is done straight against the storage (see :mod:`hpo_trial.reporting`): intermediate values
 with ``trial.report`` so the study's pruner can stop the trial, and the final value(s) with ``study.tell``.
+A storage that does not answer skips an intermediate report; the final tell is retried for
+``HPO_STORAGE_RETRY_SECONDS``.
 A process that exits 0 without having told its final value is failed by the operator with that reason.
 """
 
@@ -39,6 +49,8 @@ PRUNER = "HPO_PRUNER"
 TRAINER = "HPO_TRAINER"
 TRIAL_ATTEMPT = "HPO_TRIAL_ATTEMPT"
 OUTPUT_DIR = "HPO_OUTPUT_DIR"
+STORAGE_RETRY_SECONDS = "HPO_STORAGE_RETRY_SECONDS"
+DEFAULT_STORAGE_RETRY_SECONDS = 300.0
 
 REQUIRED = (STORAGE_URL, STUDY_NAME, TRIAL_NUMBER, TRIAL_PARAMS, OBJECTIVE)
 
@@ -127,6 +139,21 @@ class TrialContract:
             attempt=attempt,
             output_dir=env.get(OUTPUT_DIR) or None,
         )
+
+
+def storage_retry_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """``HPO_STORAGE_RETRY_SECONDS`` (default :data:`DEFAULT_STORAGE_RETRY_SECONDS`), a number >= 0."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(STORAGE_RETRY_SECONDS) or "").strip()
+    if not raw:
+        return DEFAULT_STORAGE_RETRY_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ContractError(f"{STORAGE_RETRY_SECONDS} must be a number of seconds >= 0, got {raw!r}")
+    return seconds
 
 
 def _json(env: Mapping[str, str], name: str, kind: type) -> Any:

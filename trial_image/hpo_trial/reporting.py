@@ -16,14 +16,23 @@ A custom training loop needs five calls::
 
 ``trial.fail(reason)`` ends the trial as FAIL with a reason the operator shows in the study's status.
 
-A storage that does not answer (a database restart) raises one of :data:`STORAGE_ERRORS`. That is no
-fault of the trial: a loop may skip that report and try again at the next one, and a process that cannot
-tell its final value should exit non-zero *without* ``trial.fail`` (the operator's retries then apply);
-:func:`with_storage_retries` retries a call a few times first.
+A storage that does not answer (a database restart) is no fault of the trial, and this module has the
+one outage policy for the built-in runner and custom containers alike:
+
+- ``report()`` and ``should_prune()`` log a warning and carry on: the report is skipped (``report``
+  returns False) and ``should_prune`` answers False; the next report tries again.
+- The final tell (``complete``, ``prune``, ``fail``) and ``set_attr`` are retried with doubling delays
+  (1 s, 2 s, ... at most 30 s apart) for ``HPO_STORAGE_RETRY_SECONDS`` (default 300 s); then
+  :class:`StorageUnavailable` says what could not be told. A process that gets it should exit non-zero
+  (an uncaught exception does): the operator counts a failed attempt and its retries apply.
+
+A retry of a trial (``HPO_TRIAL_ATTEMPT`` > 0) reuses the same Optuna trial. Its reports replace the
+earlier attempt's at the same steps, and its pruning decisions see only its own reports.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -36,12 +45,23 @@ import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 
-from hpo_trial.contract import ATTR_FAIL_REASON, TrialContract, engine_kwargs
+from hpo_trial.contract import (
+    ATTR_FAIL_REASON,
+    STORAGE_RETRY_SECONDS,
+    TrialContract,
+    engine_kwargs,
+    storage_retry_seconds,
+)
 from hpo_trial.pruners import build_pruner
 
 log = logging.getLogger("hpo_trial")
 
 T = TypeVar("T")
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage did not answer for the whole retry time; the message says what could not be told."""
+
 
 # What a storage that does not answer raises: Optuna wraps most database errors in StorageInternalError,
 # and a connection that cannot be made or is cut surfaces as SQLAlchemy's (or the socket's) own error.
@@ -50,12 +70,13 @@ STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.SQLAlchemyError,
     ConnectionError,
     TimeoutError,
+    StorageUnavailable,
 )
 
-
-# with_storage_retries: 4 attempts, 2 s before the second, doubling (2 + 4 + 8 s of waiting in all).
-RETRY_ATTEMPTS = 4
-RETRY_FIRST_DELAY = 2.0
+# with_storage_retries: 1 s before the second try, doubling, at most RETRY_MAX_DELAY apart, for as long as
+# HPO_STORAGE_RETRY_SECONDS (the handle's retry_seconds) allows.
+RETRY_FIRST_DELAY = 1.0
+RETRY_MAX_DELAY = 30.0
 
 
 def process_rank() -> int:
@@ -68,35 +89,54 @@ def is_storage_error(error: BaseException) -> bool:
     return isinstance(error, STORAGE_ERRORS)
 
 
-def with_storage_retries(
-    call: Callable[[], T], what: str, attempts: int | None = None, first_delay: float | None = None
-) -> T:
-    """``call()``, retried on storage errors with doubling delays.
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
-    By default (:data:`RETRY_ATTEMPTS`, :data:`RETRY_FIRST_DELAY`) 4 attempts, 2, 4 and 8 s apart.
 
-    The last error is raised. Each call must be safe to repeat (the handle's tells are).
+def with_storage_retries(call: Callable[[], T], what: str, retry_seconds: float | None = None) -> T:
+    """``call()``, retried on storage errors with doubling delays for ``retry_seconds``.
+
+    ``retry_seconds`` defaults to ``HPO_STORAGE_RETRY_SECONDS`` (300 s). The delays start at
+    :data:`RETRY_FIRST_DELAY` and double up to :data:`RETRY_MAX_DELAY`; the last try is made at the end
+    of the retry time at the latest. When the storage still does not answer, :class:`StorageUnavailable`
+    (from the last error) names ``what`` and how long it was tried. Each call must be safe to repeat.
     """
-    attempts = RETRY_ATTEMPTS if attempts is None else attempts
-    delay = RETRY_FIRST_DELAY if first_delay is None else first_delay
-    for attempt in range(1, attempts + 1):
+    budget = storage_retry_seconds() if retry_seconds is None else retry_seconds
+    deadline = time.monotonic() + budget
+    delay = RETRY_FIRST_DELAY
+    tries = 0
+    while True:
+        tries += 1
         try:
             return call()
         except STORAGE_ERRORS as e:
-            if attempt == attempts:
-                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StorageUnavailable(
+                    f"{what}: the storage did not answer for {budget:g} s ({tries} tries; "
+                    f"{STORAGE_RETRY_SECONDS} sets how long): {_first_line(e)}"
+                ) from e
+            wait = min(delay, left)
             log.warning(
-                "%s: the storage did not answer (%s: %s); trying again in %.0f s (%d/%d)",
+                "%s: the storage did not answer (%s); trying again in %.1f s (%.0f s of %g s left)",
                 what,
-                type(e).__name__,
-                str(e).splitlines()[0] if str(e) else "",
-                delay,
-                attempt,
-                attempts - 1,
+                _first_line(e),
+                wait,
+                left,
+                budget,
             )
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+            time.sleep(wait)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def skip_on_outage(call: Callable[[], T], what: str, default: T) -> T:
+    """``call()``, or ``default`` with a warning when the storage does not answer (nothing is retried)."""
+    try:
+        return call()
+    except STORAGE_ERRORS as e:
+        log.warning("%s: the storage did not answer (%s); going on without it", what, _first_line(e))
+        return default
 
 
 class MetricNotFound(KeyError):
@@ -112,10 +152,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 class TrialHandle:
-    """One running trial of the shared study, as the trial process sees it."""
+    """One running trial of the shared study, as the trial process sees it.
 
-    def __init__(self, contract: TrialContract, storage: optuna.storages.BaseStorage | None = None) -> None:
+    ``retry_seconds``: how long the final tell is retried while the storage does not answer (default
+    ``HPO_STORAGE_RETRY_SECONDS``, read here so that a bad value is an error at the start, not at the end).
+    """
+
+    def __init__(
+        self,
+        contract: TrialContract,
+        storage: optuna.storages.BaseStorage | None = None,
+        retry_seconds: float | None = None,
+    ) -> None:
         self.contract = contract
+        self.retry_seconds = storage_retry_seconds() if retry_seconds is None else retry_seconds
         self.storage = storage if storage is not None else open_storage(contract.storage_url)
         self.study = optuna.load_study(
             study_name=contract.study_name,
@@ -127,11 +177,16 @@ class TrialHandle:
         study_id = self.storage.get_study_id_from_name(contract.study_name)
         self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, contract.trial_number)
         self._trial = optuna.Trial(self.study, self.trial_id)
+        self.reported: dict[int, float] = {}  # what THIS attempt reported (and the storage took)
         self.finished = False
 
     @property
     def number(self) -> int:
         return self.contract.trial_number
+
+    @property
+    def attempt(self) -> int:
+        return self.contract.attempt
 
     @property
     def params(self) -> dict[str, Any]:
@@ -144,22 +199,61 @@ class TrialHandle:
     def state(self) -> TrialState:
         return self.storage.get_trial(self.trial_id).state
 
-    def report(self, value: float, step: int) -> None:
-        """Report the first objective's intermediate value at a progress step (same units in every trial)."""
-        if len(self.contract.objectives) > 1:
-            return  # Optuna prunes single-objective studies only
-        self._trial.report(float(value), int(step))
+    def report(self, value: float, step: int) -> bool:
+        """Report the first objective's intermediate value at a progress step (same units in every trial).
 
-    def should_prune(self) -> bool:
+        Returns whether the storage took it: a storage that does not answer skips this report with a
+        warning (the next report tries again). A retry's report replaces the earlier attempt's value at
+        the same step. Multi-objective studies report nothing (Optuna prunes single-objective ones only).
+        """
         if len(self.contract.objectives) > 1:
             return False
-        return self._trial.should_prune()
+        value, step = float(value), int(step)
+
+        def report() -> bool:
+            self._report(value, step)
+            return True
+
+        taken = skip_on_outage(report, f"Trial {self.number}: the report at step {step} is skipped", False)
+        if taken and self.attempt == 0:
+            self.reported.setdefault(step, value)  # Optuna's Trial.report keeps the first value at a step
+        elif taken:
+            self.reported[step] = value
+        return taken
+
+    def _report(self, value: float, step: int) -> None:
+        if self.attempt == 0:
+            self._trial.report(value, step)
+            return
+        # A retry reuses the trial: Trial.report would ignore (with a warning) every step the failed
+        # attempt reported, while the storage's own write replaces the value at that step.
+        if step < 0:
+            raise ValueError(f"`step={step}` must be non-negative.")
+        self.storage.set_trial_intermediate_value(self.trial_id, step, value)
+
+    def should_prune(self) -> bool:
+        """The study's pruner's decision on this attempt's reports; False during a storage outage."""
+        if len(self.contract.objectives) > 1:
+            return False
+        # bool(): pruners answer numpy booleans
+        return bool(skip_on_outage(self._should_prune, f"Trial {self.number}: no pruning check", False))
+
+    def _should_prune(self) -> bool:
+        if self.attempt == 0:
+            return self._trial.should_prune()
+        # The pruner sees the trial as stored, but with only this attempt's intermediate values: a failed
+        # attempt that reached step 5 must not make a retry at step 2 look as if it were at step 5.
+        frozen = copy.copy(self.storage.get_trial(self.trial_id))
+        frozen.intermediate_values = dict(self.reported)
+        return self.study.pruner.prune(self.study, frozen)
 
     def prune(self) -> None:
+        """End the trial as PRUNED (retried while the storage does not answer)."""
         self._finish(state=TrialState.PRUNED)
         log.info("Trial %d pruned.", self.number)
 
     def complete(self, values: float | Sequence[float]) -> None:
+        """End the trial with its final value(s) (retried while the storage does not answer)."""
         vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
         if len(vals) != len(self.contract.objectives):
             raise ValueError(
@@ -188,24 +282,41 @@ class TrialHandle:
         return values
 
     def set_attr(self, key: str, value: Any) -> None:
-        self.storage.set_trial_user_attr(self.trial_id, key, value)
+        """A user attribute on the trial (retried while the storage does not answer)."""
+        self._retried(
+            lambda: self.storage.set_trial_user_attr(self.trial_id, key, value),
+            f"Trial {self.number}: setting {key}",
+        )
 
     def fail(self, reason: str) -> None:
         """End the trial as FAIL with a reason; the operator shows it in the study's status."""
-        if self.finished or self.state().is_finished():
-            self.finished = True
+
+        def tell() -> bool:
+            if self.finished or self.state().is_finished():
+                return False
+            self.storage.set_trial_user_attr(self.trial_id, ATTR_FAIL_REASON, reason[:1000])
+            self.study.tell(self.number, state=TrialState.FAIL, skip_if_finished=True)
+            return True
+
+        told = self._retried(tell, f"Trial {self.number}: telling FAIL")
+        self.finished = True
+        if told:
+            log.error("Trial %d failed: %s", self.number, reason)
+        else:
             log.warning("Trial %d is already finished; not failing it: %s", self.number, reason)
-            return
-        self.set_attr(ATTR_FAIL_REASON, reason[:1000])
-        self._finish(state=TrialState.FAIL)
-        log.error("Trial %d failed: %s", self.number, reason)
 
     def _finish(self, values: list[float] | None = None, state: TrialState | None = None) -> None:
-        if self.finished or self.state().is_finished():
-            self.finished = True
-            return
-        self.study.tell(self.number, values=values, state=state, skip_if_finished=True)
+        def tell() -> None:
+            if self.finished or self.state().is_finished():
+                return
+            self.study.tell(self.number, values=values, state=state, skip_if_finished=True)
+
+        what = "telling the final value" if values is not None else f"telling {state.name if state else ''}"
+        self._retried(tell, f"Trial {self.number}: {what}")
         self.finished = True
+
+    def _retried(self, call: Callable[[], T], what: str) -> T:
+        return with_storage_retries(call, what, self.retry_seconds)
 
 
 def current_trial() -> TrialHandle:

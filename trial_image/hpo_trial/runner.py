@@ -16,11 +16,12 @@ The order of work, and what happens when something is wrong:
    tell the objective values looked up by their exact metric names. A missing name fails the trial
    with the list of names that exist.
 
-A storage that does not answer is not the trial's fault. During training an evaluation it cannot take
-goes unreported (training goes on; the next evaluation reports again). At the end, the final tell is
-retried a few times with backoff; if the storage still does not answer, the process exits 3 without
-telling FAIL, so the operator counts a failed attempt and its retries (``spec.trials.retries``) apply.
-FAIL is told only for the trial's own errors: its recipe, its metrics, its training.
+A storage that does not answer is not the trial's fault; the policy is :mod:`hpo_trial.reporting`'s, the
+same as for custom containers. During training an evaluation it cannot take goes unreported (training
+goes on; the next evaluation reports again). At the end, the final tell is retried with backoff for
+``HPO_STORAGE_RETRY_SECONDS`` (default 300 s); if the storage still does not answer, the process exits 3
+without telling FAIL, so the operator counts a failed attempt and its retries (``spec.trials.retries``)
+apply. FAIL is told only for the trial's own errors: its recipe, its metrics, its training.
 
 Exit codes: 0 for a trial completed or pruned, 1 for a trial failed (told FAIL), 2 when the contract or
 the storage could not be read at the start, 3 when the storage stopped answering (2 and 3: nothing told;
@@ -38,22 +39,14 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from optuna.trial import TrialState
 
-from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract
-from hpo_trial.reporting import (
-    MetricNotFound,
-    TrialHandle,
-    is_storage_error,
-    process_rank,
-    with_storage_retries,
-)
+from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract, storage_retry_seconds
+from hpo_trial.reporting import MetricNotFound, TrialHandle, is_storage_error, process_rank
 from hpo_trial.trainer_spec import (
     TrainerSpec,
     TrainerSpecError,
@@ -68,8 +61,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NO_CONTRACT = 2
 EXIT_STORAGE = 3
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -125,17 +116,12 @@ def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutco
         log.error("Trial %d failed: %s", number, reason)
         return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
     try:
-        _tell(partial(handle.fail, reason), f"Trial {number}: telling FAIL")
+        handle.fail(reason)  # retried while the storage does not answer
     except Exception as e:  # the storage is gone too: exit non-zero all the same; the operator ends it
         log.error(
             "Trial %d failed (%s) and FAIL could not be told: %s: %s", number, reason, type(e).__name__, e
         )
     return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
-
-
-def _tell(call: Callable[[], T], what: str) -> T:
-    """A call that ends the trial or records its result: retried while the storage does not answer."""
-    return with_storage_retries(call, what)
 
 
 def _run(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
@@ -188,7 +174,7 @@ def _train(
     decision = callback.decision
     if decision == PRUNE:
         if handle is not None:
-            _tell(handle.prune, f"Trial {number}: telling PRUNED")
+            handle.prune()
         return TrialOutcome(TrialState.PRUNED, EXIT_OK, reported=reported, train_metrics=train_metrics)
     if decision != CONTINUE:
         raise _Failed(callback.reason or decision.removeprefix("fail: "))
@@ -201,8 +187,8 @@ def _train(
         step = round(float(trainer.state.epoch or 0.0) * 100)
         if handle is not None and objective in eval_metrics and step not in reported:
             value = float(eval_metrics[objective])
-            _tell(partial(handle.report, value, step), f"Trial {number}: reporting step {step}")
-            reported[step] = value
+            if handle.report(value, step):  # skipped when the storage does not answer
+                reported[step] = value
     metrics: dict[str, Any] = {**train_metrics, **eval_metrics}
     values = None
     if handle is not None:
@@ -213,15 +199,13 @@ def _train(
     if model_dir is not None:
         trainer.save_model(model_dir)
         if handle is not None:
-            _tell(
-                partial(handle.set_attr, ATTR_MODEL_PATH, model_dir), f"Trial {number}: recording the model"
-            )
+            handle.set_attr(ATTR_MODEL_PATH, model_dir)
         log.info("Trial %d: model saved to %s", number, model_dir)
     if handle is not None and values is not None:
         bad = [v for v in values if math.isnan(v) or math.isinf(v)]
         if bad:
             raise _Failed(f"objective value is {bad[0]}")
-        _tell(partial(handle.complete, values), f"Trial {number}: telling the final value")
+        handle.complete(values)
         shown = ", ".join(f"{o.metric} = {v:.6g}" for o, v in zip(contract.objectives, values, strict=True))
         log.info("Trial %d finished in %.0f s: %s", number, time.monotonic() - started, shown)
     return TrialOutcome(
@@ -249,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = process_rank()
     try:
         contract = TrialContract.from_env()
+        storage_retry_seconds()  # a bad HPO_STORAGE_RETRY_SECONDS is an error now, not at the end
     except ContractError as e:
         log.error("%s", e)
         return EXIT_NO_CONTRACT

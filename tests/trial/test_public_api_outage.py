@@ -1,0 +1,177 @@
+"""A custom container's trial survives a PostgreSQL restart: the public reporting API's outage policy.
+
+A trial process (``python <loop>``, the contract in its environment, as the operator's pod runs it) uses
+``hpo_trial.reporting`` against a real PostgreSQL server that the test stops (``pg_ctl stop -m fast``)
+and starts again. Reports during the outage are skipped with a warning, ``should_prune`` answers False,
+and the final tell is retried until the storage is back (or ``HPO_STORAGE_RETRY_SECONDS`` runs out).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from hpo_trial.contract import ATTR_FAIL_REASON, STORAGE_RETRY_SECONDS, Objective, TrialContract
+from optuna.trial import TrialState
+
+from tests.harness.postgres import PostgresServer
+from tests.trial.helpers import ask_trial, make_study, start_postgres_again, stop_postgres
+
+OUTAGE_S = 10.0
+
+LOOP = """
+import sys, time
+from hpo_trial import reporting
+
+trial = reporting.current_trial()
+steps, pause = int(sys.argv[1]), float(sys.argv[2])
+value = 0.0
+for step in range(1, steps + 1):
+    time.sleep(pause)  # "training"
+    value = step / steps
+    taken = trial.report(value, step)
+    prune = trial.should_prune()
+    print(f"step {step} taken={taken} prune={prune}", flush=True)
+    if prune:
+        trial.prune()
+        sys.exit(0)
+trial.complete(value)
+print("completed", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A server of this module's own: the tests stop and start it."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres-outage"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class LoopProcess:
+    """The custom loop in a child process; its output lines are collected by a thread."""
+
+    def __init__(self, url: str, study: optuna.Study, tmp_path: Path, steps: int, **env: str) -> None:
+        trial = ask_trial(study, {"learning_rate": 0.1})
+        self.number = trial.number
+        contract = TrialContract(
+            storage_url=url,
+            study_name=study.study_name,
+            trial_number=trial.number,
+            params={"learning_rate": 0.1},
+            objectives=(Objective("acc", "maximize"),),
+            pruner={"type": "Median", "nStartupTrials": 0, "nWarmupSteps": 0},
+        )
+        script = tmp_path / "loop.py"
+        script.write_text(LOOP)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(steps), "0.5"],
+            env={**os.environ, **contract.to_env(), "PYTHONUNBUFFERED": "1", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, line: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(x.startswith(line) for x in self.lines):
+            assert self.proc.poll() is None, f"the loop exited ({self.proc.returncode}):\n{self.output}"
+            assert time.monotonic() < deadline, f"no {line!r} in {timeout} s:\n{self.output}"
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = 120) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        print(self.output)  # shown by pytest when a test fails
+        return code
+
+
+def _study(server: PostgresServer, name: str) -> tuple[str, optuna.Study]:
+    url = server.create_database(f"outage_{name}")
+    return url, make_study(url, f"ns.{name}.uid")
+
+
+def _outage(server: PostgresServer, seconds: float = OUTAGE_S) -> None:
+    stop_postgres(server)
+    time.sleep(seconds)
+    start_postgres_again(server)
+
+
+def test_reports_during_an_outage_are_skipped_and_the_trial_completes(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url, study = _study(own_postgres, "midtraining")
+    loop = LoopProcess(url, study, tmp_path, steps=40)
+    loop.wait_for("step 3 ")
+    _outage(own_postgres)
+
+    assert loop.wait() == 0
+    skipped = [x for x in loop.lines if x.startswith("step ") and "taken=False" in x]
+    assert skipped, "no report fell in the outage"
+    assert all("prune=False" in x for x in skipped)
+    assert "the report at step" in loop.output and "is skipped: the storage did not answer" in loop.output
+    assert "Traceback" not in loop.output
+    done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
+    assert done.state == TrialState.COMPLETE and done.value == pytest.approx(1.0)
+    lost = {int(x.split()[1]) for x in skipped}
+    assert set(done.intermediate_values) == set(range(1, 41)) - lost  # every report outside the outage
+    assert {1, 2, 3, 40} <= set(done.intermediate_values)
+    assert ATTR_FAIL_REASON not in done.user_attrs
+
+
+def test_the_final_tell_waits_for_the_storage(own_postgres: PostgresServer, tmp_path: Path) -> None:
+    url, study = _study(own_postgres, "finaltell")
+    loop = LoopProcess(url, study, tmp_path, steps=4)
+    loop.wait_for("step 3 ")
+    _outage(own_postgres)  # step 4's report is skipped, then complete() is retried until the server is back
+
+    assert loop.wait() == 0
+    assert "step 4 taken=False prune=False" in loop.lines
+    assert "telling the final value: the storage did not answer" in loop.output
+    assert "trying again in" in loop.output
+    assert loop.lines[-1] == "completed"
+    done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
+    assert done.state == TrialState.COMPLETE and done.value == pytest.approx(1.0)
+    assert sorted(done.intermediate_values) == [1, 2, 3]
+
+
+def test_the_final_tell_gives_up_after_the_retry_time(own_postgres: PostgresServer, tmp_path: Path) -> None:
+    url, study = _study(own_postgres, "giveup")
+    loop = LoopProcess(url, study, tmp_path, steps=4, **{STORAGE_RETRY_SECONDS: "3"})
+    loop.wait_for("step 3 ")
+    stop_postgres(own_postgres)
+    try:
+        code = loop.wait(timeout=60)
+    finally:
+        start_postgres_again(own_postgres)
+
+    assert code != 0  # the operator counts a failed attempt; its retries apply
+    assert (
+        f"StorageUnavailable: Trial {loop.number}: telling the final value: the storage did not answer "
+        f"for 3 s" in loop.output
+    )
+    assert f"{STORAGE_RETRY_SECONDS} sets how long" in loop.output
+    done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
+    assert done.state == TrialState.RUNNING and ATTR_FAIL_REASON not in done.user_attrs
