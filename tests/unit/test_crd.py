@@ -466,6 +466,7 @@ AGREEMENT = [
     ),
     (lambda s: s["template"].update(volumes=[{"emptyDir": {}}]), "spec.template.volumes[0].name", True),
     (lambda s: s.pop("trainer"), "spec.trainer", True),
+    (lambda s: s["searchSpace"][0].update(low=1.5), "spec.searchSpace[0].low", True),
     # What only the operator can check (it needs Optuna, the search space or the recipe):
     (lambda s: s.update(enqueue=[{"learning_rate": 0.5}]), "spec.enqueue[0].learning_rate", False),
     (lambda s: s.update(enqueue=[{"dropout": 0.5}]), "spec.enqueue[0].dropout", False),
@@ -474,7 +475,6 @@ AGREEMENT = [
         "spec.sampler.options.population_size",
         False,
     ),
-    (lambda s: s["searchSpace"][0].update(low=1.5), "spec.searchSpace[0].low", False),
     (lambda s: s["trainer"]["loss"].update(name="NoSuchLoss"), "spec.trainer.loss.name", False),
 ]
 
@@ -509,7 +509,7 @@ def test_valid_variants_are_accepted_by_both(api: client.CustomObjectsApi) -> No
     variants = [
         lambda s: s.update(
             sampler={"type": "Grid"},
-            searchSpace=[{"name": "x", "type": "int", "low": 1, "high": 3}],
+            searchSpace=[{"name": "num_train_epochs", "type": "int", "low": 1, "high": 3}],
             trials={"total": 3},
         ),
         lambda s: s.update(
