@@ -190,24 +190,54 @@ class PostgresServer:
                 conf.write("\n# hpo-operator test harness\n")
                 conf.write(f"port = {self.port}\n")
                 conf.writelines(f"{k} = {v}\n" for k, v in SETTINGS.items())
-            with open(self.log_file, "ab") as log:
-                self._proc = subprocess.Popen(
-                    [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
-                    cwd=self.base_dir,
-                    env=self._env(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=None if self.detached else set_pdeathsig,
-                    **self._account_kwargs(),
-                )
+            self._spawn()
             self._save()
             self._wait_ready(60.0)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn(self) -> None:
+        """Run ``postgres`` on the data directory as our child (its log appended to ``log_file``)."""
+        assert self.bin_dir is not None
+        with open(self.log_file, "ab") as log:
+            self._proc = subprocess.Popen(
+                [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+                cwd=self.base_dir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=None if self.detached else set_pdeathsig,
+                **self._account_kwargs(),
+            )
+
+    def pause(self) -> None:
+        """Shut the server down (``pg_ctl stop -m fast``) and keep its data: clients are disconnected
+        at once and new connections refused until :meth:`resume`, as in a database restart."""
+        if self.external or self.bin_dir is None:
+            raise HarnessError("only a server the harness started can be paused")
+        done = subprocess.run(
+            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            **self._account_kwargs(),
+        )
+        if done.returncode != 0:
+            raise HarnessError(f"pg_ctl stop failed ({done.returncode}): {done.stdout}{done.stderr}")
+        if self._proc is not None:
+            self._proc.wait(timeout=30)  # our child: reap it
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start a paused server again on the same data directory and port; wait until it answers."""
+        self._spawn()
+        self._save()
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -22,7 +22,7 @@ from hpo_trial.contract import ATTR_FAIL_REASON, STORAGE_RETRY_SECONDS, Objectiv
 from optuna.trial import TrialState
 
 from tests.harness.postgres import PostgresServer
-from tests.trial.helpers import ask_trial, make_study, start_postgres_again, stop_postgres
+from tests.trial.helpers import ask_trial, make_study
 
 OUTAGE_S = 10.0
 
@@ -114,9 +114,9 @@ def _study(server: PostgresServer, name: str) -> tuple[str, optuna.Study]:
 
 
 def _outage(server: PostgresServer, seconds: float = OUTAGE_S) -> None:
-    stop_postgres(server)
+    server.pause()
     time.sleep(seconds)
-    start_postgres_again(server)
+    server.resume()
 
 
 def test_reports_during_an_outage_are_skipped_and_the_trial_completes(
@@ -161,11 +161,11 @@ def test_the_final_tell_gives_up_after_the_retry_time(own_postgres: PostgresServ
     url, study = _study(own_postgres, "giveup")
     loop = LoopProcess(url, study, tmp_path, steps=4, **{STORAGE_RETRY_SECONDS: "3"})
     loop.wait_for("step 3 ")
-    stop_postgres(own_postgres)
+    own_postgres.pause()
     try:
         code = loop.wait(timeout=60)
     finally:
-        start_postgres_again(own_postgres)
+        own_postgres.resume()
 
     assert code != 0  # the operator counts a failed attempt; its retries apply
     assert (
