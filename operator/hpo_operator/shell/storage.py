@@ -48,9 +48,12 @@ def storage_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError, OSError) as e:
-        first = str(getattr(e, "orig", None) or e).strip().splitlines()
-        detail = first[0] if first else type(e).__name__
-        raise StorageUnavailable(redact.redact(f"{doing}: {type(e).__name__}: {detail}")) from None
+        # Optuna wraps a failed commit in StorageInternalError ("... e.g. exceeding max length"),
+        # whatever the cause: say the cause (connection refused, a timeout), not Optuna's guess.
+        cause = e.__cause__ if isinstance(e, StorageInternalError) and e.__cause__ is not None else e
+        first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        detail = first[0] if first else type(cause).__name__
+        raise StorageUnavailable(redact.redact(f"{doing}: {type(cause).__name__}: {detail}")) from None
 
 
 class Storages:

@@ -1,0 +1,43 @@
+"""What the operator says when its storage is down: the real cause, not Optuna's wrapper's guess."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import optuna
+import pytest
+from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
+
+from tests.harness.postgres import PostgresServer
+
+
+@pytest.fixture
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A server of this test's own: it is shut down mid-test (the shared one must stay up)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres-down")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_storage_that_is_down_is_reported_by_its_cause(own_postgres: PostgresServer) -> None:
+    url = own_postgres.create_database("down")
+    storages = Storages()
+    try:
+        storage = storages.open(url, "s")
+        optuna.create_study(storage=storage, study_name="s").ask()
+        store = StudyStore(storage, "s")
+        own_postgres.pause()
+        # Optuna raises StorageInternalError("... invalid data in the commit, e.g. exceeding max
+        # length") for any failed commit; the message must say what really happened.
+        for call in (store.view, store.trials, lambda: store.set_attempt(0, 1), lambda: store.fail(0, "x")):
+            with pytest.raises(StorageUnavailable) as info:
+                call()
+            message = str(info.value)
+            assert "OperationalError" in message and "Connection refused" in message, message
+            assert "exceeding max length" not in message and "StorageInternalError" not in message
+        own_postgres.resume()
+        assert store.view() is not None  # and it answers again once the server is back
+    finally:
+        storages.dispose()
