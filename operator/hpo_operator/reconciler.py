@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hpo_operator.apply import PodRuns, Study, Target, apply_plan
@@ -225,17 +225,34 @@ class Reconciler:
         try:
             validate_name(name)
             spec = parse_spec(body.get("spec"))
-            check_runtime(
-                spec,
-                default_image=self.config.trial_image,
-                default_storage=self.config.default_storage_url is not None,
-            )
+            if not self._finished(body, state):  # a finished study is not judged by today's configuration
+                self._check_runtime(spec)
         except SpecError as e:
             self._report_invalid(body, state, e)
             raise
         if state.invalid_generation is not None and state.invalid_generation != generation:
             state.invalid_generation = None
         return spec
+
+    def _check_runtime(self, spec: StudySpec) -> None:
+        """What the spec needs from the operator's configuration (a trial image, a storage)."""
+        check_runtime(
+            spec,
+            default_image=self.config.trial_image,
+            default_storage=self.config.default_storage_url is not None,
+        )
+
+    def _finished(self, body: Mapping[str, Any], state: StudyState) -> bool:
+        """The study finished (Succeeded or Failed, not for an invalid spec) with its current spec
+        generation: it launches nothing more until its spec changes, so its phase and result stand even
+        if the operator's configuration (``HPO_TRIAL_IMAGE``, ``HPO_DEFAULT_STORAGE_URL``) no longer
+        provides what it would need to run."""
+        previous = self._previous(body, state)
+        return (
+            previous.get("phase") in ("Succeeded", "Failed")
+            and previous.get("observedGeneration") == body["metadata"].get("generation")
+            and not _spec_invalid(previous)
+        )
 
     def _report_invalid(self, body: Mapping[str, Any], state: StudyState, error: SpecError) -> None:
         ns, name, _ = _ids(body)
@@ -297,6 +314,22 @@ class Reconciler:
         ns, name, uid = _ids(body)
         generation = body["metadata"].get("generation")
         spec = self._spec(body, state)
+        if self._finished(body, state):
+            try:
+                self._check_runtime(spec)
+            except SpecError as e:
+                # Finished, and the operator now lacks what the spec would need to run: nothing to do
+                # (its status stays as written); a spec change gets the full check.
+                phase = str(self._previous(body, state).get("phase"))
+                log.info(
+                    "%s/%s: %s with this spec, left as it is (the operator could not run it: %s)",
+                    ns,
+                    name,
+                    phase,
+                    e,
+                )
+                self.metrics.set_phase(f"{ns}/{name}", phase)
+                return Outcome(phase, True)
         url = self._storage_url(spec, ns)
         self._ensure_default_secret(body, spec, url, state)
         study_name = names.optuna_study_name(ns, name, uid)
@@ -330,6 +363,12 @@ class Reconciler:
         for _ in range(MAX_PASSES):
             observed = self._observe(ns, name, uid, study_name, store, previous_phase)
             plan = decide(spec, observed, dt.datetime.now(dt.UTC))
+            if previous_phase is None and _same_refusal(previous, plan.assessment):
+                # decide refuses the spec exactly as the status already says (a stored study's
+                # directions or search space): not news, no second StudyFailed Event.
+                previous_phase = "Failed"
+                observed = replace(observed, previous_phase=previous_phase)
+                plan = decide(spec, observed, dt.datetime.now(dt.UTC))
             if not plan.actions:
                 break
             try:
@@ -496,6 +535,17 @@ def _ids(body: Mapping[str, Any]) -> tuple[str, str, str]:
 def _owner(body: Mapping[str, Any]) -> dict[str, str]:
     ns, name, uid = _ids(body)
     return {"namespace": ns, "name": name, "uid": uid}
+
+
+def _same_refusal(status: Mapping[str, Any], assessment: Assessment) -> bool:
+    """The status already shows this InvalidSpec verdict of ``decide`` (same field, same message)."""
+    if assessment.reason != "InvalidSpec" or status.get("phase") != "Failed":
+        return False
+    said = f"{assessment.field}: {assessment.message}" if assessment.field else assessment.message
+    return any(
+        c.get("type") == "SpecValid" and c.get("status") == "False" and c.get("message") == said
+        for c in status.get("conditions") or ()
+    )
 
 
 def _spec_invalid(status: Mapping[str, Any]) -> bool:

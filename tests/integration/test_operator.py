@@ -847,3 +847,113 @@ def test_storages_share_an_engine_per_url_and_release_it_with_the_last_study(pos
     storages.release(postgres_url, "b")
     assert storages.urls() == []
     storages.dispose()
+
+
+def test_a_finished_study_keeps_its_result_when_the_operator_loses_its_default_image(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    # The study has no template.image: it ran with the operator's HPO_TRIAL_IMAGE.
+    apply(cluster, study_manifest("kept", namespace, trials={"total": 1, "parallelism": 1}))
+    done = wait_phase(cluster, namespace, "kept", ("Succeeded", "Failed"), timeout=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+
+    # An operator started without HPO_TRIAL_IMAGE does not re-judge the finished study.
+    operator.stop()
+    del operator.env["HPO_TRIAL_IMAGE"]
+    operator.start()
+
+    def looked_at() -> bool:
+        log = operator.log.split(f"===== operator start {operator.starts} =====")[-1]
+        resumed = "Resuming is processed" in log
+        kept = "kept: Succeeded with this spec" in log
+        return resumed and (kept or get_study(cluster, namespace, "kept")["status"]["phase"] != "Succeeded")
+
+    wait_for("the restarted operator to resume and reconcile the finished study", looked_at)
+    body = get_study(cluster, namespace, "kept")
+    for key in ("phase", "observedGeneration", "bestTrial", "message", "trials"):
+        assert body["status"][key] == done["status"][key], key
+    assert condition(body, "SpecValid")["status"] == "True"
+    assert not [e for e in events(cluster, namespace, "kept") if e.reason in ("InvalidSpec", "StudyFailed")]
+
+    # Once its spec changes it has pods to launch again: then the missing image is reported, naming it.
+    cluster.kubectl(
+        "patch", "hps", "kept", "-n", namespace, "--type=merge", "-p", '{"spec":{"trials":{"total":2}}}'
+    )
+    body = wait_phase(cluster, namespace, "kept", ("Failed",), timeout=60)
+    assert condition(body, "SpecValid")["message"].startswith("spec.template.image: required")
+    assert len(load_study(storage_url, body).get_trials()) == 1  # nothing was asked
+
+
+def test_a_search_space_edit_the_stored_study_cannot_take_is_refused_naming_the_field(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    space = [
+        {"name": "x", "type": "float", "low": -5.0, "high": 5.0},
+        {"name": "batch", "type": "categorical", "choices": [16, 32, 64]},
+    ]
+    apply(
+        cluster, study_manifest("space", namespace, searchSpace=space, trials={"total": 2, "parallelism": 2})
+    )
+    done = wait_phase(cluster, namespace, "space", ("Succeeded", "Failed"), timeout=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+
+    # The reviewer's edit: more trials, fewer choices. Refused before anything is asked.
+    edit = [
+        {"op": "replace", "path": "/spec/trials/total", "value": 3},
+        {"op": "replace", "path": "/spec/searchSpace/1/choices", "value": [16, 64]},
+    ]
+    cluster.kubectl("patch", "hps", "space", "-n", namespace, "--type=json", "-p", json.dumps(edit))
+
+    def refused() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, "space")
+        status = body.get("status") or {}
+        seen = status.get("observedGeneration") == body["metadata"]["generation"]
+        return body if seen and status.get("phase") != "Succeeded" else None
+
+    body = wait_for("the edit to be judged", refused, timeout=60)
+    assert body["status"]["phase"] == "Failed", body["status"]
+    message = condition(body, "SpecValid")["message"]
+    assert message.startswith("spec.searchSpace[1].choices: parameter 'batch' of trial "), message
+    assert "the spec asks for choices [16, 64]" in message and "create a new HPOStudy" in message
+    assert condition(body, "Failed")["reason"] == "InvalidSpec"
+    assert body["status"]["bestTrial"] == done["status"]["bestTrial"]
+    trials = load_study(storage_url, body).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2  # nothing asked
+
+    def study_failed() -> list[client.CoreV1Event]:
+        return [e for e in events(cluster, namespace, "space") if e.reason == "StudyFailed"]
+
+    (event,) = wait_for("a StudyFailed Event", study_failed, timeout=20)
+    assert "(InvalidSpec): spec.searchSpace[1].choices: parameter 'batch'" in event.message
+
+    # A restarted operator reconciles it again without announcing the same refusal again.
+    operator.stop()
+    operator.start()
+    wait_for(
+        "the restarted operator's first reconcile",
+        lambda: 'hpo_studies{phase="Failed"} 1.0' in _metrics(operator),
+        timeout=60,
+    )
+    assert sum(e.count or 1 for e in study_failed()) == 1
+
+    # Restoring the choices resumes the study with the larger budget.
+    cluster.kubectl(
+        "patch",
+        "hps",
+        "space",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/searchSpace/1/choices", "value": [16, 32, 64]}]),
+    )
+    body = wait_phase(cluster, namespace, "space", ("Succeeded",), timeout=120)
+    assert len(load_study(storage_url, body).get_trials()) == 3
+    assert condition(body, "SpecValid")["status"] == "True"
+
+
+def _metrics(operator: Operator) -> str:
+    try:
+        return operator.get(operator.metrics_port, "/metrics")[1]
+    except OSError:
+        return ""  # not serving yet
