@@ -1073,3 +1073,26 @@ def test_trial_view_reads_a_stored_trial() -> None:
     failed = trial_view(study.trials[0])
     assert (failed.state, failed.fail_reason, failed.values) == ("FAIL", "boom", None)
     assert failed.finished and failed.completed is not None
+
+
+def test_running_trials_whose_pods_wait_are_told_apart() -> None:
+    """Two trials train, two wait for a GPU: the message says so, not "4 running"."""
+    why = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    trials = [trial(0, "COMPLETE"), *(trial(n) for n in (1, 2, 3, 4))]
+    runs = [
+        run(0, "Succeeded"),
+        run(1),
+        run(2),
+        run(3, "Pending", reason="Unschedulable", message=why),
+        run(4, "Pending", reason="Unschedulable", message=why),
+    ]
+    plan = decide(make_spec(parallelism=4), observed(trials, runs), NOW)
+    assert plan.assessment.phase == "Running"
+    message = plan.assessment.message
+    assert ", 2 running, 2 waiting to start: demo-trial-3 is pending (Unschedulable: 0/1 nodes" in message, (
+        message
+    )
+    assert plan.assessment.counts.running == 4  # Optuna's count of RUNNING trials is unchanged
+    # Once they are scheduled, all four run.
+    runs = [run(0, "Succeeded"), *(run(n) for n in (1, 2, 3, 4))]
+    assert ", 4 running." in decide(make_spec(parallelism=4), observed(trials, runs), NOW).assessment.message

@@ -568,8 +568,15 @@ def _assess(
         why = f": {pending[0].name} is pending ({pending[0].reason}: {pending[0].message})" if pending else ""
         return Assessment("Pending", "WaitingForTrials", f"waiting for the first trial to start{why}", counts)
     best_text = f" {events.best_sentence(best)}" if best and not spec.multi_objective else ""
-    busy = len(running_after)
+    # A RUNNING trial whose pod waits (unschedulable, pulling its image) is not training yet: say so.
+    waiting = [r for r in owned if r.active and r.phase == "Pending" and r.trial in running_after]
+    waiting_trials = {r.trial for r in waiting}
+    busy = len(running_after) - len(waiting_trials)
     message = f"{tally}, {busy} running.{best_text}"
+    if waiting:
+        first = min(waiting, key=lambda r: r.trial)
+        why = f": {first.name} is pending ({first.reason}: {first.message})" if first.message else ""
+        message = f"{tally}, {busy} running, {len(waiting_trials)} waiting to start{why}.{best_text}"
     if counts.started >= spec.trials.total and not running_after:
         message = f"{tally}; waiting for {sum(1 for r in owned if r.active)} pod(s) to exit."
     return Assessment("Running", "TrialsRunning", message, counts, best=best)
