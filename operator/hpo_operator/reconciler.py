@@ -41,7 +41,7 @@ from hpo_operator.shell.kube import (
     SecretProblem,
 )
 from hpo_operator.shell.metrics import Metrics
-from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
+from hpo_operator.shell.storage import Storages, StorageUnavailable, StorageURLInvalid, StudyStore
 
 log = logging.getLogger("hpo_operator")
 
@@ -290,6 +290,13 @@ class Reconciler:
             raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
         return url
 
+    def _storage_source(self, spec: StudySpec, ns: str) -> str:
+        """Where the study's storage URL comes from, in the words a user fixes it by."""
+        if spec.storage is not None and spec.storage.secret_ref is not None:
+            ref = spec.storage.secret_ref
+            return f"spec.storage.secretRef: Secret {ns}/{ref.name}, key {ref.key!r}, holds"
+        return "the operator's default storage (HPO_DEFAULT_STORAGE_URL) is"
+
     def _ensure_default_secret(
         self, body: Mapping[str, Any], spec: StudySpec, url: str, state: StudyState
     ) -> None:
@@ -335,7 +342,10 @@ class Reconciler:
         study_name = names.optuna_study_name(ns, name, uid)
         if state.store is None or state.store_url != url:
             self._release_store(state)
-            state.store = StudyStore(self.storages.open(url, study_name), study_name)
+            try:
+                state.store = StudyStore(self.storages.open(url, study_name), study_name)
+            except StorageURLInvalid as e:
+                raise StorageURLInvalid(f"{self._storage_source(spec, ns)} {e}") from None
             state.store_url = url
         if spec.delete_study_on_delete:
             with self._lock:

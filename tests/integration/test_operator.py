@@ -585,6 +585,7 @@ def test_an_unreachable_storage_is_waited_for_without_showing_its_url(
     ready = condition(body, "StorageReady")
     assert ready["reason"] == "StorageUnavailable"
     assert ready["message"].startswith("waiting for the storage: ")
+    assert body["status"]["phase"] == "Pending"  # not a blank PHASE column
     assert_no_secret(json.dumps(body), dead, "the HPOStudy")
     wait_for(
         "a StorageUnavailable Event",
@@ -599,6 +600,35 @@ def test_an_unreachable_storage_is_waited_for_without_showing_its_url(
     body = wait_phase(cluster, namespace, "waits", ("Succeeded",), timeout=120)
     assert condition(body, "StorageReady")["status"] == "True"
     assert_nothing_leaks(cluster, namespace, "waits", storage_url)
+
+
+def test_a_storage_url_sqlalchemy_cannot_use_is_named_by_its_secret(
+    cluster: Any, namespace: str, operator: Operator, storage_url: str
+) -> None:
+    bad = "notaurl://hpo:s3cret-pw@db:5432/hpo"
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"url": bad})
+    cluster.core().create_namespaced_secret(namespace, secret)
+    manifest = study_manifest(
+        "badurl", namespace, trials={"total": 1, "parallelism": 1}, storage={"secretRef": {"name": "db"}}
+    )
+    apply(cluster, manifest)
+
+    def refused() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, "badurl")
+        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        ready = conds.get("StorageReady")
+        return body if ready and ready["status"] == "False" else None
+
+    body = wait_for("StorageReady=False", refused, timeout=60)
+    message = condition(body, "StorageReady")["message"]
+    assert (
+        f"spec.storage.secretRef: Secret {namespace}/db, key 'url', holds not a usable storage URL "
+        "(NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:notaurl)"
+    ) in message, message
+    assert_nothing_leaks(cluster, namespace, "badurl", bad)
+    # The Secret is fixed: the study runs (the operator retries with backoff).
+    cluster.core().patch_namespaced_secret("db", namespace, {"stringData": {"url": storage_url}})
+    wait_phase(cluster, namespace, "badurl", ("Succeeded",), timeout=150)
 
 
 def test_a_trial_that_exits_without_a_value_is_failed_with_that_reason(

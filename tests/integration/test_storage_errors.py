@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import optuna
 import pytest
-from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
+from hpo_operator.shell.storage import Storages, StorageUnavailable, StorageURLInvalid, StudyStore
 
 from tests.harness.postgres import PostgresServer
 
@@ -41,3 +41,23 @@ def test_a_storage_that_is_down_is_reported_by_its_cause(own_postgres: PostgresS
         assert store.view() is not None  # and it answers again once the server is back
     finally:
         storages.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (
+            "notaurl://user:s3cret-pw@db:5432/hpo",
+            "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:notaurl",
+        ),
+        ("user:s3cret-pw@db:5432/hpo", "ArgumentError: Could not parse SQLAlchemy URL"),
+    ],
+)
+def test_a_url_sqlalchemy_cannot_use_is_not_an_outage(url: str, why: str) -> None:
+    storages = Storages()
+    with pytest.raises(StorageURLInvalid) as info:
+        storages.open(url, "s")
+    message = str(info.value)
+    assert message.startswith(f"not a usable storage URL ({why}"), message
+    assert "s3cret-pw" not in message
+    assert storages.urls() == []

@@ -182,6 +182,12 @@ def test_storage_waiting_changes_one_condition_only() -> None:
     assert conds["Complete"] == next(c for c in before["conditions"] if c["type"] == "Complete")
 
 
+def test_a_new_study_waiting_for_its_storage_is_pending_not_blank() -> None:
+    s = storage_waiting_status("connection refused", retry_in=5, generation=1, now=NOW, previous=None)
+    assert s["phase"] == "Pending"  # `kubectl get hpostudies` shows a phase from the first reconcile
+    assert s["conditions"][0]["type"] == "StorageReady" and s["conditions"][0]["status"] == "False"
+
+
 def test_ten_thousand_trials_stay_far_below_the_object_size_limit() -> None:
     spec = make_spec(total=10_000)
     trials = [t(i, values=(random.Random(i).random(),)) for i in range(10_000)]

@@ -260,7 +260,10 @@ def storage_waiting_status(
     ``message`` must already be free of secrets (the shell redacts the URL).
     """
     text = f"waiting for the storage: {message}; retrying in {retry_in:g}s"
-    return {
+    out: dict[str, Any] = {}
+    if not (previous or {}).get("phase"):
+        out["phase"] = "Pending"  # a new study: not blank in `kubectl get`, and not yet running
+    return out | {
         "conditions": _replace_conditions(
             previous,
             [

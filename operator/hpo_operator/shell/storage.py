@@ -42,6 +42,11 @@ class StorageUnavailable(RuntimeError):
     """The storage did not answer (or failed); the message is free of secrets."""
 
 
+class StorageURLInvalid(StorageUnavailable):
+    """The URL names no database SQLAlchemy can open (unparsable, an unknown dialect or driver):
+    not an outage, a value to fix. The message says why, never the URL."""
+
+
 @contextmanager
 def storage_errors(doing: str) -> Iterator[None]:
     """Turn database errors into :class:`StorageUnavailable` with a redacted, one-line message."""
@@ -75,6 +80,13 @@ class Storages:
         with self._lock:
             rdb = self._by_url.get(url)
             if rdb is None:
+                try:
+                    sqlalchemy.engine.make_url(url).get_dialect()
+                except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise StorageURLInvalid(
+                        redact.redact(f"not a usable storage URL ({type(e).__name__}: {first})")
+                    ) from None
                 with storage_errors("cannot open the storage"):
                     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
                 self._by_url[url] = rdb
