@@ -76,6 +76,12 @@ def test_run_finishes_the_budget_and_prints_the_seed_lines(
     seen = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(seen)) == 7, "a resumed seeded sampler must not replay the first trials' parameters"
 
+    # A budget below what already ran asks nothing, and says so from the first line.
+    fewer = run_hpo("run", str(path), "--trials", "3", cwd=path.parent)
+    assert fewer.code == 0, fewer.text
+    assert "7 trials finished, more than the budget of 3: no new trial is asked" in fewer.out
+    assert len(load_local(path, "quad").get_trials()) == 7
+
 
 @pytest.mark.parametrize(("in_spec", "override", "expected"), [(2, None, 2), (3, "1", 1)])
 def test_parallelism_is_respected(

@@ -193,8 +193,13 @@ class LocalStudy:
                 f"; trial(s) {', '.join(map(str, lost))} lost their process (an earlier `hpo run` was "
                 "killed), which counts as a failed attempt"
             )
+        progress = (
+            f"{finished} of {t.total} trials finished"
+            if finished <= t.total
+            else f"{finished} trials finished, more than the budget of {t.total}: no new trial is asked"
+        )
         self.console.print(
-            f"Resuming study {self.study_name}: {finished} of {t.total} trials finished{restart}; "
+            f"Resuming study {self.study_name}: {progress}{restart}; "
             f"storage {where}",
             markup=False,
             soft_wrap=True,
