@@ -199,8 +199,7 @@ class LocalStudy:
             else f"{finished} trials finished, more than the budget of {t.total}: no new trial is asked"
         )
         self.console.print(
-            f"Resuming study {self.study_name}: {progress}{restart}; "
-            f"storage {where}",
+            f"Resuming study {self.study_name}: {progress}{restart}; storage {where}",
             markup=False,
             soft_wrap=True,
         )
