@@ -980,6 +980,12 @@ def test_run_view_reads_how_a_pod_failed() -> None:
     assert evicted is not None and evicted.describe_failure() == (
         "pod demo-trial-3-r1 failed (Evicted): The node was low on resource: memory."
     )
+    stopped = run_view(
+        pod("Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 143, "reason": "Error"}}}])
+    )
+    assert stopped is not None and stopped.describe_failure() == (
+        "pod demo-trial-3-r1 failed (exit code 143, SIGTERM: stopped, e.g. its pod was deleted or preempted)"
+    )
 
 
 def test_run_view_says_why_a_pod_is_pending() -> None:

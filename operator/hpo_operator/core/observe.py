@@ -39,6 +39,11 @@ ATTR_ANNOUNCED = "hpo:announced"
 # How long a run may wait in a container state it does not recover from by itself before it counts as
 # failed (see :meth:`RunView.stuck`). The kubelet keeps retrying an image pull, so a registry blip gets
 # a few minutes; a name that is not an image name never pulls.
+# Exit codes 128 + N of a process killed by signal N, as a person reads them.
+KILL_SIGNALS: dict[int | None, str] = {
+    143: "SIGTERM: stopped, e.g. its pod was deleted or preempted",
+    137: "SIGKILL: killed, e.g. out of memory or past its grace period",
+}
 IMAGE_PULL_GRACE = dt.timedelta(minutes=5)
 CREATE_CONTAINER_GRACE = dt.timedelta(minutes=2)  # a Secret or ConfigMap key the container needs is missing
 STUCK_WAITING: dict[str, tuple[str, dt.timedelta]] = {
@@ -179,7 +184,11 @@ class RunView:
         detail = []
         if self.exit_code is not None:
             detail.append(f"exit code {self.exit_code}")
-        if self.reason:
+        # 128 + N: killed by signal N, which the kubelet's reason ("Error") does not say.
+        killed = KILL_SIGNALS.get(self.exit_code) if self.reason in (None, "Error") else None
+        if killed:
+            detail.append(killed)
+        elif self.reason:
             detail.append(self.reason)
         if detail:
             parts.append(f" ({', '.join(detail)})")
