@@ -2,8 +2,8 @@
 
 * start-up: settings (annotations for kopf's own bookkeeping, so the status stays ours; Events only
   for warnings), the reconciler, the metrics endpoint;
-* create / resume / spec update: check the spec (a bad one: condition, Event, ``PermanentError``)
-  and wake the study's daemon;
+* create / resume / spec update: check the spec (a bad one: condition, Event, and the daemon stays
+  idle until the spec changes) and wake the study's daemon;
 * one daemon per HPOStudy: reconcile every ``HPO_RECONCILE_INTERVAL`` seconds, or at once when one of
   its pods changes; idle once the study finished, until its spec changes;
 * trial pod events: wake their study's daemon;
@@ -78,8 +78,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
         await _blocking(memo, memo.reconciler.check, body)
-    except SpecError as e:
-        raise kopf.PermanentError(str(e)) from None
+    except SpecError:
+        # Reported already (SpecValid=False, an InvalidSpec Event, one warning in the log); not a
+        # handler failure for kopf to log again at every restart. The next spec change is checked anew.
+        return
     except (KubeUnavailable, StorageUnavailable) as e:
         raise kopf.TemporaryError(str(e), delay=10) from None
     _waker(memo, body).set()

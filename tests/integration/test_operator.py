@@ -552,6 +552,9 @@ def test_a_bad_spec_is_refused_naming_the_field(
     invalid = [e for e in events(cluster, namespace, "griddy") if e.reason == "InvalidSpec"]
     assert invalid[0].type == "Warning" and "spec.trials.total" in invalid[0].message
     assert not cluster.core().list_namespaced_pod(namespace).items  # nothing ran
+    # Reported once, as a warning naming the study; not also as a kopf handler error with a traceback.
+    assert f"{namespace}/griddy: invalid spec: spec.trials.total" in operator.log
+    assert "Handler 'spec_changed' failed" not in operator.log
 
     # Fixing the spec runs the study.
     cluster.kubectl(
