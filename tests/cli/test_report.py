@@ -116,6 +116,15 @@ def test_report_of_a_multi_objective_study_from_storage_and_study_name(
     assert missing.code == 1 and "no study 'nope'" in missing.err
 
 
+def test_a_storage_url_that_does_not_parse_is_named_without_its_password(
+    run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    result = run_hpo("report", "--storage", "postgresql://u:p@ss:s3cret@db/hpo", cwd=tmp_path)
+    assert result.code == 1, result.text
+    assert "--storage: not a usable storage URL (it does not parse as driver://" in result.err
+    assert "s3cret" not in result.text
+
+
 def test_report_before_any_run_says_what_to_do(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
     path = custom_study("fresh")
     result = run_hpo("report", str(path), cwd=path.parent)

@@ -626,7 +626,7 @@ def test_a_storage_url_sqlalchemy_cannot_use_is_named_by_its_secret(
     message = condition(body, "StorageReady")["message"]
     assert (
         f"spec.storage.secretRef: Secret {namespace}/db, key 'url', holds not a usable storage URL "
-        "(NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:notaurl)"
+        "(no SQLAlchemy dialect or driver 'notaurl' is installed)"
     ) in message, message
     assert_nothing_leaks(cluster, namespace, "badurl", bad)
     # The Secret is fixed: the study runs (the operator retries with backoff).

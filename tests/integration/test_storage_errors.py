@@ -46,11 +46,10 @@ def test_a_storage_that_is_down_is_reported_by_its_cause(own_postgres: PostgresS
 @pytest.mark.parametrize(
     ("url", "why"),
     [
-        (
-            "notaurl://user:s3cret-pw@db:5432/hpo",
-            "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:notaurl",
-        ),
-        ("user:s3cret-pw@db:5432/hpo", "ArgumentError: Could not parse SQLAlchemy URL"),
+        ("notaurl://user:s3cret-pw@db:5432/hpo", "no SQLAlchemy dialect or driver 'notaurl' is installed"),
+        ("user:s3cret-pw@db:5432/hpo", "it does not parse as driver://user:password@host:port/database"),
+        # An unencoded '@' and ':' in the password: the parser takes 's3cret-pw@db' for the port.
+        ("postgresql://user:p@ss:s3cret-pw@db/hpo", "it does not parse as driver://user:password@host:port"),
     ],
 )
 def test_a_url_sqlalchemy_cannot_use_is_not_an_outage(url: str, why: str) -> None:
@@ -59,5 +58,5 @@ def test_a_url_sqlalchemy_cannot_use_is_not_an_outage(url: str, why: str) -> Non
         storages.open(url, "s")
     message = str(info.value)
     assert message.startswith(f"not a usable storage URL ({why}"), message
-    assert "s3cret-pw" not in message
+    assert "s3cret" not in message and "p@ss" not in message
     assert storages.urls() == []

@@ -10,6 +10,7 @@ from hpo_trial.contract import engine_kwargs
 from sqlalchemy.engine import make_url
 
 from hpo_operator.cli.errors import CLIError
+from hpo_operator.shell.storage import StorageURLInvalid, check_url
 
 
 def redact(url: str) -> str:
@@ -38,11 +39,10 @@ def absolute_sqlite(url: str) -> str:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
-        make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+        check_url(url)
+    except StorageURLInvalid as e:
         raise CLIError(
-            f"--storage: not a database URL: {redact(url)!r} (e.g. sqlite:///study.db, "
-            "postgresql://user:password@host/db)"
+            f"--storage: {e}; e.g. sqlite:///study.db or postgresql://user:password@host/db"
         ) from None
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))

@@ -47,6 +47,27 @@ class StorageURLInvalid(StorageUnavailable):
     not an outage, a value to fix. The message says why, never the URL."""
 
 
+def check_url(url: str) -> None:
+    """Raise :class:`StorageURLInvalid` unless SQLAlchemy can parse ``url`` and load its dialect.
+
+    The message never quotes the URL or the parser's text: a password with an unencoded ``@`` or ``:``
+    makes the parser read part of it as the host or port, and its error would show that part."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        _ = parsed.port  # parsed lazily in some versions: a password's tail taken for a port fails here
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise StorageURLInvalid(
+            "not a usable storage URL (it does not parse as driver://user:password@host:port/database; "
+            "percent-encode ':', '@' and '/' in the user name and password)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageURLInvalid(
+            f"not a usable storage URL (no SQLAlchemy dialect or driver {parsed.drivername!r} is installed)"
+        ) from None
+
+
 @contextmanager
 def storage_errors(doing: str) -> Iterator[None]:
     """Turn database errors into :class:`StorageUnavailable` with a redacted, one-line message."""
@@ -80,13 +101,7 @@ class Storages:
         with self._lock:
             rdb = self._by_url.get(url)
             if rdb is None:
-                try:
-                    sqlalchemy.engine.make_url(url).get_dialect()
-                except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    raise StorageURLInvalid(
-                        redact.redact(f"not a usable storage URL ({type(e).__name__}: {first})")
-                    ) from None
+                check_url(url)
                 with storage_errors("cannot open the storage"):
                     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
                 self._by_url[url] = rdb
