@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 import pytest
 from hpo_operator.core import search_space as ss
-from hpo_operator.core.spec import parse_spec
+from hpo_operator.core.spec import SpecError, parse_spec
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tests.unit.helpers import custom_spec, error_of
@@ -258,6 +258,31 @@ def test_good_sampler_options_pass_and_the_trial_run_leaves_no_trace(
     for kind in ("TPE", "CMAES", "QMC", "NSGAII"):
         for name in ss.sampler_options(kind):
             assert ss.option_adapter(kind, name) is not None, (kind, name)
+
+
+def test_the_trial_run_is_done_once_per_sampler_and_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator parses every study's spec at every reconcile; the sampler is tried once."""
+    runs: list[str] = []
+    real = ss._trial_run
+
+    def counted(spec: Any) -> None:
+        runs.append(spec.sampler.type)
+        real(spec)
+
+    monkeypatch.setattr(ss, "_trial_run", counted)
+    monkeypatch.setattr(ss, "_TRIAL_RUNS", {})  # a cold cache, whatever ran before
+    good = custom_spec(sampler={"type": "TPE", "seed": 11, "options": {"n_ei_candidates": 7}})
+    bad = custom_spec(sampler={"type": "TPE", "seed": 11, "options": {"n_ei_candidates": 0}})
+    for _ in range(3):
+        parse_spec(good)
+        with pytest.raises(SpecError, match=r"TPE sampler failed to sample") as refused:
+            parse_spec(bad)
+        assert refused.value.field == "spec.sampler.options"
+    assert runs == ["TPE", "TPE"]  # one run each, the outcome remembered (a failure too)
+    other_space = custom_spec(sampler={"type": "TPE", "seed": 11, "options": {"n_ei_candidates": 7}})
+    other_space["searchSpace"][0]["high"] = 0.9
+    parse_spec(other_space)
+    assert len(runs) == 3  # another space is another run
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,11 @@ import collections.abc
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import math
 import sys
+import threading
 import types
 import typing
 import warnings
@@ -159,18 +161,29 @@ def _sampler_kwargs(spec: StudySpec, trials_so_far: int = 0) -> dict[str, Any]:
     return kwargs
 
 
+# Optuna marks several samplers' arguments experimental. The filter is installed once, for good:
+# ``warnings.catch_warnings`` swaps the process's filters and is not thread-safe, and the operator
+# builds samplers on many threads at once.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"optuna(\.|$)")
+
+
 def _construct(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
     kind = spec.sampler.type
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return SAMPLER_CLASSES[kind](**kwargs)
-        except (TypeError, ValueError) as e:
-            raise SpecError.at("spec.sampler.options", f"the {kind} sampler refused them: {e}") from None
+    try:
+        return SAMPLER_CLASSES[kind](**kwargs)
+    except (TypeError, ValueError) as e:
+        raise SpecError.at("spec.sampler.options", f"the {kind} sampler refused them: {e}") from None
 
 
 # Trials the spec-time trial run asks for: enough for a model-based sampler to fit on told values.
 _TRIAL_RUN_TRIALS = 3
+
+
+# Outcomes of trial runs by what they depend on (a spec is parsed at every reconcile: the run is
+# done once per distinct sampler and space, not every few seconds per study). None: it passed.
+_TRIAL_RUNS: dict[str, str | None] = {}
+_TRIAL_RUNS_LOCK = threading.Lock()
+_TRIAL_RUNS_MAX = 512
 
 
 def trial_run(spec: StudySpec) -> None:
@@ -179,17 +192,46 @@ def trial_run(spec: StudySpec) -> None:
     Optuna checks some options only when it samples (TPE's ``n_ei_candidates`` and ``prior_weight``,
     CMA-ES's ``popsize`` and ``x0``), so without this a bad value fails the operator's first ask, not the
     spec. The run skips the samplers' start-up phase (``n_startup_trials: 0``) so their models run at once;
-    Optuna's log lines and warnings from the run are dropped. Raises :class:`SpecError` naming
-    ``spec.sampler.options``; :func:`validate` runs it when the spec gives options.
+    Optuna's log lines from the run are dropped. Raises :class:`SpecError` naming ``spec.sampler.options``;
+    :func:`validate` runs it when the spec gives options. The outcome is remembered per sampler, options,
+    search space and directions.
     """
+    key = json.dumps(
+        [
+            spec.sampler.type,
+            spec.sampler.seed,
+            dict(spec.sampler.options),
+            [[name, repr(d)] for name, d in distributions(spec).items()],
+            list(spec.directions),
+        ],
+        sort_keys=True,
+        default=repr,
+    )
+    with _TRIAL_RUNS_LOCK:
+        known = key in _TRIAL_RUNS
+        failure = _TRIAL_RUNS.get(key)
+    if not known:
+        try:
+            _trial_run(spec)
+            failure = None
+        except SpecError as e:
+            failure = e.issues[0].message
+        with _TRIAL_RUNS_LOCK:
+            if len(_TRIAL_RUNS) >= _TRIAL_RUNS_MAX:
+                _TRIAL_RUNS.clear()
+            _TRIAL_RUNS[key] = failure
+    if failure is not None:
+        raise SpecError.at("spec.sampler.options", failure)
+
+
+def _trial_run(spec: StudySpec) -> None:
     kind = spec.sampler.type
     kwargs = _sampler_kwargs(spec)
     if "n_startup_trials" in sampler_options(kind):
         kwargs["n_startup_trials"] = 0
     dists = distributions(spec)
     quiet = ("optuna.storages._in_memory", SAMPLER_CLASSES[kind].__module__, "optuna.samplers._base")
-    with warnings.catch_warnings(), _silenced(quiet):
-        warnings.simplefilter("ignore")
+    with _silenced(quiet):
         sampler = _construct(spec, kwargs)
         try:
             study = optuna.create_study(directions=list(spec.directions), sampler=sampler)
