@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INVALID
-from hpo_operator.cli.volumes import VolumeError, prepare
+from hpo_operator.cli.volumes import VolumeError, prepare, strings
 from hpo_operator.core.spec import parse_spec
 from optuna.trial import TrialState
 
@@ -106,3 +106,71 @@ def test_a_failed_study_says_how_to_start_over(tmp_path: Path, run_hpo: RunHpo) 
     result = run_hpo("run", str(path), cwd=path.parent)
     assert result.code == EXIT_FAILED, result.text
     assert "to start over, fix the cause and delete study.hpo.db" in result.text
+
+
+def test_modes_unsafe_paths_and_the_longest_mount(tmp_path: Path) -> None:
+    cms = {"cm": {"data": {"run": "#!/bin/sh\necho hi\n", "cfg": "a: 1\n"}}}
+    spec = _spec(
+        {
+            "command": ["/scripts/run"],
+            "volumes": [
+                {"name": "scripts", "configMap": {"name": "cm", "defaultMode": 0o755}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}},
+                {
+                    "name": "cfg",
+                    "configMap": {"name": "cm", "items": [{"key": "cfg", "path": "c.yaml", "mode": 0o600}]},
+                },
+            ],
+            "volumeMounts": [
+                {"name": "scripts", "mountPath": "/scripts"},
+                {"name": "data", "mountPath": "/data"},
+                {"name": "cfg", "mountPath": "/data/cfg"},
+            ],
+        }
+    )
+    volumes = prepare(spec.template, cms, tmp_path)  # type: ignore[attr-defined]
+    assert (tmp_path / "scripts" / "run").stat().st_mode & 0o777 == 0o755  # a script keeps its x bit
+    assert (tmp_path / "cfg" / "c.yaml").stat().st_mode & 0o777 == 0o600
+    # The ConfigMap mounted inside the PVC's path is here; the rest of the PVC is not.
+    volumes.check({"spec.template.args[0]": "/data/cfg/c.yaml"})
+    with pytest.raises(
+        VolumeError,
+        match=r"^spec\.template\.args\[1\]: '/data/train\.jsonl' is on spec\.template\.volumes\[1\]",
+    ):
+        volumes.check({"spec.template.args[1]": "/data/train.jsonl"})
+    # A recipe's data files count as paths too.
+    trainer = {
+        "train": {"files": ["/data/cfg/c.yaml", "local.jsonl"]},
+        "eval": {"files": ["/data/dev.jsonl"]},
+    }
+    found = strings(trainer, "spec.trainer")
+    assert found["spec.trainer.train.files[0]"] == "/data/cfg/c.yaml"
+    assert volumes.rewrite_all(trainer)["train"]["files"] == [str(tmp_path / "cfg" / "c.yaml"), "local.jsonl"]
+    with pytest.raises(VolumeError, match=r"^spec\.trainer\.eval\.files\[0\]: '/data/dev\.jsonl' is on "):
+        volumes.check(found)
+
+    for bad, field in [
+        (
+            {"name": "v", "configMap": {"name": "cm", "items": [{"key": "cfg", "path": "../../.bashrc"}]}},
+            r"spec\.template\.volumes\[0\]\.configMap\.items\[0\]\.path",
+        ),
+        (
+            {"name": "v", "configMap": {"name": "cm", "items": [{"key": "cfg", "path": "/etc/passwd"}]}},
+            r"spec\.template\.volumes\[0\]\.configMap\.items\[0\]\.path",
+        ),
+    ]:
+        escape = _spec(
+            {"command": ["x"], "volumes": [bad], "volumeMounts": [{"name": "v", "mountPath": "/v"}]}
+        )
+        with pytest.raises(VolumeError, match=rf"^{field}: .* must be a relative path without '\.\.'"):
+            prepare(escape.template, cms, tmp_path / "escape")  # type: ignore[attr-defined]
+    sub = _spec(
+        {
+            "command": ["x"],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "../up"}],
+        }
+    )
+    with pytest.raises(VolumeError, match=r"^spec\.template\.volumeMounts\[0\]\.subPath: '\.\./up' must be"):
+        prepare(sub.template, cms, tmp_path / "sub")  # type: ignore[attr-defined]
+    assert not (tmp_path / ".bashrc").exists() and not (tmp_path.parent / ".bashrc").exists()

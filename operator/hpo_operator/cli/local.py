@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import os
 import re
 import signal
@@ -42,7 +43,7 @@ from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID,
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
 from hpo_operator.cli.processes import ProcessRuns
 from hpo_operator.cli.storage import redact
-from hpo_operator.cli.volumes import LocalVolumes, VolumeError
+from hpo_operator.cli.volumes import LocalVolumes, VolumeError, strings
 from hpo_operator.cli.volumes import prepare as prepare_volumes
 from hpo_operator.core import reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
@@ -267,8 +268,12 @@ class LocalStudy:
         """The pod's volumes as local directories (:mod:`hpo_operator.cli.volumes`); a command, argument
         or variable that needs a volume this machine cannot have is refused before any trial starts."""
         t = self.spec.template
-        self.volumes = prepare_volumes(t, self.m.config_maps, self.m.work_dir / "volumes")
-        values = {f"spec.template.command[{i}]": str(a) for i, a in enumerate(t.command or ())}
+        try:
+            self.volumes = prepare_volumes(t, self.m.config_maps, self.m.work_dir / "volumes")
+        except VolumeError as e:
+            raise CLIError(f"{self._rel(self.m.path)}: {e}", EXIT_INVALID) from None
+        values = strings(dict(self.spec.trainer or {}), "spec.trainer")  # a recipe's data files
+        values |= {f"spec.template.command[{i}]": str(a) for i, a in enumerate(t.command or ())}
         values |= {f"spec.template.args[{i}]": str(a) for i, a in enumerate(t.args or ())}
         values |= {
             f"spec.template.env[{i}].value": str(e["value"]) for i, e in enumerate(t.env) if "value" in e
@@ -318,6 +323,10 @@ class LocalStudy:
             )
         )
         env[contract.STORAGE_URL] = self.url
+        if self.spec.trainer and self.volumes.mounts:  # a recipe's files on a mounted volume
+            env[contract.TRAINER] = json.dumps(
+                self.volumes.rewrite_all(dict(self.spec.trainer)), sort_keys=True
+            )
         if self.spec.template.output_dir:
             env[contract.OUTPUT_DIR] = str(self.m.work_dir / "output" / f"trial-{number}")
         else:

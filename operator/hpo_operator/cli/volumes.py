@@ -49,20 +49,54 @@ class LocalVolumes:
 
     def rewrite(self, value: str) -> str:
         """``value`` with a leading ``mountPath`` (the longest that matches) replaced by its local path."""
-        for m in sorted(self.mounts, key=lambda m: len(m.mount_path), reverse=True):
-            if value == m.mount_path or value.startswith(m.mount_path.rstrip("/") + "/"):
-                return str(m.local) + value[len(m.mount_path.rstrip("/")) :]
+        m = self._mount_of(value)
+        if isinstance(m, Mount):
+            return str(m.local) + value[len(m.mount_path.rstrip("/")) :]
+        return value
+
+    def rewrite_all(self, value: Any) -> Any:
+        """:meth:`rewrite` on every string inside JSON-like data (a recipe's file paths)."""
+        if isinstance(value, str):
+            return self.rewrite(value)
+        if isinstance(value, Mapping):
+            return {k: self.rewrite_all(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.rewrite_all(v) for v in value]
         return value
 
     def check(self, values: Mapping[str, str]) -> None:
-        """Refuse a value (``field → value``) that points into a volume that does not exist here."""
+        """Refuse a value (``field → value``) whose path lies on a volume that does not exist here (the
+        longest ``mountPath`` that holds it decides, as in the container)."""
         for where, value in values.items():
-            for mount_path, why in self.missing.items():
-                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
-                    raise VolumeError(
-                        f"{where}: {value!r} is on {why}, which hpo run cannot provide (it provides "
-                        f"{SUPPORTED}); run this study on a cluster, or point the path at a local file"
-                    )
+            m = self._mount_of(value)
+            if isinstance(m, str):
+                raise VolumeError(
+                    f"{where}: {value!r} is on {self.missing[m]}, which hpo run cannot provide (it provides "
+                    f"{SUPPORTED}); run this study on a cluster, or point the path at a local file"
+                )
+
+    def _mount_of(self, value: str) -> Mount | str | None:
+        """The provided mount (a :class:`Mount`) or missing one (its ``mountPath``) that holds ``value``."""
+        found: list[tuple[str, Mount | str]] = [(m.mount_path, m) for m in self.mounts]
+        found += [(path, path) for path in self.missing]
+        for path, where in sorted(found, key=lambda f: len(f[0]), reverse=True):
+            if value == path or value.startswith(path.rstrip("/") + "/"):
+                return where
+        return None
+
+
+def strings(value: Any, path: str) -> dict[str, str]:
+    """Every string inside JSON-like data, by its field path (``spec.trainer.train.files[0]``)."""
+    if isinstance(value, str):
+        return {path: value}
+    out: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            out |= strings(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            out |= strings(v, f"{path}[{i}]")
+    return out
 
 
 def prepare(template: Template, config_maps: Mapping[str, Mapping[str, Any]], root: Path) -> LocalVolumes:
@@ -82,18 +116,26 @@ def prepare(template: Template, config_maps: Mapping[str, Mapping[str, Any]], ro
         i, volume = found
         directory = root / name
         if name not in made:
-            why = _fill(volume, config_maps, directory)
+            why = _fill(volume, config_maps, directory, f"spec.template.volumes[{i}]")
             if why is not None:
                 missing[mount_path] = f"spec.template.volumes[{i}] ({name}: {why})"
                 continue
             made.add(name)
-        local = directory / str(vm["subPath"]) if vm.get("subPath") else directory
+        sub = vm.get("subPath")
+        local = directory / _relative(str(sub), f"{field}.subPath") if sub else directory
         mounts.append(Mount(mount_path, local, field))
     return LocalVolumes(tuple(mounts), missing)
 
 
+def _relative(path: str, field: str) -> str:
+    """A path inside a volume, as Kubernetes allows it: relative, without ``..``."""
+    if posixpath.isabs(path) or ".." in path.split("/"):
+        raise VolumeError(f"{field}: {path!r} must be a relative path without '..'")
+    return path
+
+
 def _fill(
-    volume: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]], directory: Path
+    volume: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]], directory: Path, field: str
 ) -> str | None:
     """Write one volume's content into ``directory``; the reason it cannot, or None."""
     if "emptyDir" in volume:
@@ -108,15 +150,17 @@ def _fill(
             return f"ConfigMap {cm_name!r} is not in the manifest file"
         data: dict[str, str] = {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
         items: Sequence[Mapping[str, Any]] = source.get("items") or [{"key": k, "path": k} for k in data]
+        default_mode = int(source.get("defaultMode", 0o644))
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        for item in items:
+        for j, item in enumerate(items):
             key = str(item.get("key"))
             if key not in data:
                 return f"ConfigMap {cm_name!r} has no key {key!r}"
-            target = directory / str(item.get("path", key))
+            target = directory / _relative(str(item.get("path", key)), f"{field}.configMap.items[{j}].path")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(data[key], encoding="utf-8")
+            target.chmod(int(item.get("mode", default_mode)) & 0o777)  # a script may need its x bit
         return None
     kind = next((k for k in volume if k != "name"), "unknown")
     return f"a {kind} volume"

@@ -36,14 +36,15 @@ ATTR_LAUNCHED = "hpo:launched"
 ATTR_ENQUEUED = "hpo:enqueued"
 ATTR_ANNOUNCED = "hpo:announced"
 
-# How long a run may wait in a container state it does not recover from by itself before it counts as
-# failed (see :meth:`RunView.stuck`). The kubelet keeps retrying an image pull, so a registry blip gets
-# a few minutes; a name that is not an image name never pulls.
 # Exit codes 128 + N of a process killed by signal N, as a person reads them.
 KILL_SIGNALS: dict[int | None, str] = {
     143: "SIGTERM: stopped, e.g. its pod was deleted or preempted",
     137: "SIGKILL: killed, e.g. out of memory or past its grace period",
 }
+
+# How long a run may wait in a container state it does not recover from by itself before it counts as
+# failed (see :meth:`RunView.stuck`). The kubelet keeps retrying an image pull, so a registry blip gets
+# a few minutes; a name that is not an image name never pulls.
 IMAGE_PULL_GRACE = dt.timedelta(minutes=5)
 CREATE_CONTAINER_GRACE = dt.timedelta(minutes=2)  # a Secret or ConfigMap key the container needs is missing
 STUCK_WAITING: dict[str, tuple[str, dt.timedelta]] = {
