@@ -112,6 +112,8 @@ def test_status_and_trials_of_a_study_on_the_cluster(
     path = custom_study("onk8s", trials={"total": 3, "parallelism": 1})
     assert run_hpo("run", str(path), cwd=path.parent).code == 0
     body = manifest("onk8s", yaml.safe_load(path.read_text())["spec"])
+    # Parameters are shown in the search space's order (the API server sorts the status's keys).
+    body["spec"]["searchSpace"] = list(reversed(body["spec"]["searchSpace"]))
     with cluster.api_client() as api:
         objects = client.CustomObjectsApi(api)
         objects.create_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpostudies", body)
@@ -128,7 +130,7 @@ def test_status_and_trials_of_a_study_on_the_cluster(
         and "Running" in text
         and "2/5 finished (1 running, 1 complete, 1 failed)" in text
     )
-    assert "Best trial 0: value 0.0025, parameters {'x': 0.25, 'y': 0}" in text
+    assert "Best trial 0: value 0.0025, parameters {'y': 0, 'x': 0.25}" in text
     assert "exit code 3" in text and "2 attempts" in text
     assert "SpecValid" in text and "local.onk8s" in text
 

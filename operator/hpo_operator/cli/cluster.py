@@ -171,6 +171,14 @@ def render_status(obj: Mapping[str, Any], namespace: str) -> Group:
         summary.add_row("Message", status["message"])
     parts.append(summary)
 
+    order = [p.get("name") for p in spec.get("searchSpace") or []]
+
+    def in_order(params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """In the search space's order, as Events and `hpo trials` show them (the API server's JSON
+        comes back with its keys sorted)."""
+        given = dict(params or {})
+        return {k: given.pop(k) for k in order if k in given} | given
+
     best = status.get("bestTrial")
     if best:
         values = best.get("values") or [best.get("value")]
@@ -178,7 +186,7 @@ def render_status(obj: Mapping[str, Any], namespace: str) -> Group:
         parts.append(
             Text(
                 f"\nBest trial {best.get('number')}: value {shown}, "
-                f"parameters {fmt_params(best.get('params') or {})}"
+                f"parameters {fmt_params(in_order(best.get('params')))}"
             )
         )
     front = status.get("paretoFront")
@@ -194,7 +202,7 @@ def render_status(obj: Mapping[str, Any], namespace: str) -> Group:
             table.add_row(
                 str(t.get("number")),
                 *[fmt_value(v) for v in t.get("values") or []],
-                fmt_params(t.get("params") or {}),
+                fmt_params(in_order(t.get("params"))),
             )
         parts.append(table)
 
@@ -219,7 +227,7 @@ def render_status(obj: Mapping[str, Any], namespace: str) -> Group:
                 str(t.get("number")),
                 t.get("state", ""),
                 value,
-                fmt_params(t.get("params") or {}),
+                fmt_params(in_order(t.get("params"))),
                 "; ".join(notes),
             )
         parts.append(table)
