@@ -1,11 +1,13 @@
 """A retry (``HPO_TRIAL_ATTEMPT`` > 0) reuses its Optuna trial: its reports replace the failed attempt's,
-and the study's pruner judges it on its own reports only. Real PostgreSQL, real MedianPruner.
+the study's pruner judges it on its own reports and rungs only, and a pruned retry's value is its own.
+Real PostgreSQL, real MedianPruner and SuccessiveHalvingPruner.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -21,14 +23,16 @@ from tests.trial.test_runner import OBJECTIVE, pair_recipe
 MEDIAN = {"type": "Median", "nStartupTrials": 1, "nWarmupSteps": 0}
 
 
-def _handle(url: str, study: optuna.Study, number: int, attempt: int) -> TrialHandle:
+def _handle(
+    url: str, study: optuna.Study, number: int, attempt: int, pruner: dict[str, Any] | None = None
+) -> TrialHandle:
     contract = TrialContract(
         storage_url=url,
         study_name=study.study_name,
         trial_number=number,
         params={"x": 1.0},
         objectives=(Objective("acc", "maximize"),),
-        pruner=MEDIAN,
+        pruner=pruner or MEDIAN,
         attempt=attempt,
     )
     return TrialHandle(contract)
@@ -63,7 +67,49 @@ def test_a_retry_overwrites_the_failed_attempts_reports_and_is_pruned_on_its_own
         # Judged at its own step 1 (0.1 < 0.5), not at the failed attempt's step 5 (0.9 > 0.5).
         assert retry.should_prune() is True
     retry.prune()
-    assert study.trials[trial.number].state == TrialState.PRUNED
+    pruned = study.trials[trial.number]
+    assert pruned.state == TrialState.PRUNED
+    # Its own last report, not the value at the last stored step (the failed attempt's 0.9 at step 5):
+    # TPE ranks pruned trials by this value.
+    assert pruned.value == pytest.approx(0.1)
+
+
+def test_a_retry_pruned_before_reporting_stores_no_value(postgres_url: str) -> None:
+    study = _study_with_a_completed_trial(postgres_url, "ns.retry-noreport.uid")
+    trial = ask_trial(study, {"x": 1.0})
+    first = _handle(postgres_url, study, trial.number, attempt=0)
+    assert first.report(0.9, 3)
+    retry = _handle(postgres_url, study, trial.number, attempt=1)
+    retry.prune()
+    pruned = study.trials[trial.number]
+    assert pruned.state == TrialState.PRUNED and pruned.value is None
+
+
+def test_a_retry_does_not_inherit_the_failed_attempts_rungs(postgres_url: str) -> None:
+    """SuccessiveHalving records completed rungs as system attributes of the trial; a retry's pruner must
+    not start from the rungs the failed attempt completed."""
+    halving = {"type": "SuccessiveHalving", "minResource": 1, "reductionFactor": 2}
+    study = make_study(postgres_url, "ns.retry-rungs.uid")
+    other = ask_trial(study, {"x": 0.0})
+    judge = _handle(postgres_url, study, other.number, attempt=0, pruner=halving)
+    assert judge.report(0.5, 1)
+    assert judge.should_prune() is False  # completes rung 0 (step 1) with 0.5
+    trial = ask_trial(study, {"x": 1.0})
+    first = _handle(postgres_url, study, trial.number, attempt=0, pruner=halving)
+    for step in (1, 2, 4):  # rungs 0, 1 and 2 (steps 1, 2, 4), all good
+        assert first.report(0.9, step)
+        assert first.should_prune() is False
+    stored = study.trials[trial.number].system_attrs
+    assert {"completed_rung_0", "completed_rung_1", "completed_rung_2"} <= set(stored)
+
+    retry = _handle(postgres_url, study, trial.number, attempt=1, pruner=halving)
+    assert retry.report(0.1, 1)
+    # Judged at rung 0 against the other trial's 0.5, not waiting for rung 3 (step 8) as if it had
+    # completed the failed attempt's rungs.
+    assert retry.should_prune() is True
+    assert study.trials[trial.number].system_attrs["completed_rung_0"] == pytest.approx(0.1)
+    retry.prune()
+    assert study.trials[trial.number].value == pytest.approx(0.1)
 
 
 def test_a_retry_is_not_pruned_for_the_failed_attempts_values(postgres_url: str) -> None:

@@ -27,7 +27,10 @@ one outage policy for the built-in runner and custom containers alike:
   (an uncaught exception does): the operator counts a failed attempt and its retries apply.
 
 A retry of a trial (``HPO_TRIAL_ATTEMPT`` > 0) reuses the same Optuna trial. Its reports replace the
-earlier attempt's at the same steps, and its pruning decisions see only its own reports.
+earlier attempt's at the same steps, and its pruning decisions see only its own reports and its own
+SuccessiveHalving/Hyperband rungs (the failed attempt's ``completed_rung_*`` marks are hidden from the
+pruner). A pruned retry's value is its own last report (Optuna would take the value at the last stored
+step, which may be the failed attempt's), or none when it reported nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     StorageUnavailable,
 )
+
+# What optuna.pruners.SuccessiveHalvingPruner (and Hyperband's brackets) name the system attribute that
+# records the value with which a trial completed a rung.
+RUNG_ATTR_PREFIX = "completed_rung_"
 
 # with_storage_retries: 1 s before the second try, doubling, at most RETRY_MAX_DELAY apart, for as long as
 # HPO_STORAGE_RETRY_SECONDS (the handle's retry_seconds) allows.
@@ -179,6 +186,12 @@ class TrialHandle:
         self._trial = optuna.Trial(self.study, self.trial_id)
         self.reported: dict[int, float] = {}  # what THIS attempt reported (and the storage took)
         self.finished = False
+        # A retry: the rungs the failed attempts completed (SuccessiveHalving/Hyperband write them as
+        # system attributes), hidden from this attempt's pruner until it completes them itself.
+        self._earlier_rungs: dict[str, Any] = {}
+        if self.attempt > 0:
+            attrs = self.storage.get_trial(self.trial_id).system_attrs
+            self._earlier_rungs = {k: v for k, v in attrs.items() if k.startswith(RUNG_ATTR_PREFIX)}
 
     @property
     def number(self) -> int:
@@ -241,10 +254,17 @@ class TrialHandle:
     def _should_prune(self) -> bool:
         if self.attempt == 0:
             return self._trial.should_prune()
-        # The pruner sees the trial as stored, but with only this attempt's intermediate values: a failed
-        # attempt that reached step 5 must not make a retry at step 2 look as if it were at step 5.
+        # The pruner sees the trial as stored, but with only this attempt's intermediate values and rungs:
+        # a failed attempt that reached step 5 must not make a retry at step 2 look as if it were at step 5.
+        # A rung mark still holding the value the failed attempt left is the failed attempt's; once this
+        # attempt completes the rung, the pruner writes its own value there.
         frozen = copy.copy(self.storage.get_trial(self.trial_id))
         frozen.intermediate_values = dict(self.reported)
+        frozen.system_attrs = {
+            k: v
+            for k, v in frozen.system_attrs.items()
+            if not (k in self._earlier_rungs and self._earlier_rungs[k] == v)
+        }
         return self.study.pruner.prune(self.study, frozen)
 
     def prune(self) -> None:
@@ -308,6 +328,13 @@ class TrialHandle:
     def _finish(self, values: list[float] | None = None, state: TrialState | None = None) -> None:
         def tell() -> None:
             if self.finished or self.state().is_finished():
+                return
+            if state == TrialState.PRUNED and self.attempt > 0:
+                # Optuna's tell stores a pruned trial's value at its last stored step, which may be a
+                # step only the failed attempt reached; store this attempt's own last report instead.
+                last = self.reported[max(self.reported)] if self.reported else None
+                value = [last] if last is not None and math.isfinite(last) else None
+                self.storage.set_trial_state_values(self.trial_id, TrialState.PRUNED, value)
                 return
             self.study.tell(self.number, values=values, state=state, skip_if_finished=True)
 
