@@ -27,6 +27,7 @@ from hpo_trial.trainer_spec import (
     Arg,
     DatasetSpec,
     TrainerSpecError,
+    validate_param_names,
     validate_trainer,
 )
 from sentence_transformers import SentenceTransformer, util
@@ -312,6 +313,83 @@ def test_training_argument_names_are_checked_against_the_library(
         RecipeError, match=r"^trainer\.arguments \(with the trial's parameters warmup_steps=-1\)"
     ):
         recipe.build_training_args(spec, {"warmup_steps": -1}, "/tmp/x")
+
+
+def _older_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the apply-time table disagree with the installed library, as a trial image with another
+    library version would: it no longer knows ``gradient_accumulation_steps`` nor the ``sgd`` optimizer."""
+    monkeypatch.delitem(TRAINING_ARGUMENTS, "gradient_accumulation_steps")  # type: ignore[arg-type]
+    monkeypatch.setitem(TRAINING_ARGUMENTS, "optim", Arg("choice", ("adamw_torch",)))  # type: ignore[index]
+
+
+def test_the_trial_checks_against_the_installed_library_not_the_table(
+    tiny_model: str, tiny_data: TinyData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _older_table(monkeypatch)
+    trainer = local_recipe(tiny_model, tiny_data)
+    trainer["arguments"]["optim"] = "sgd"
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.arguments\.optim: must be one of adamw_torch"):
+        validate_trainer(trainer)  # apply time, with the table (checkArguments defaults to true)
+    with pytest.raises(TrainerSpecError, match=r"'gradient_accumulation_steps' is not a"):
+        validate_param_names(local_recipe(tiny_model, tiny_data), ["gradient_accumulation_steps"])
+    # The trial: names against the library's fields, values by the library itself.
+    spec = validate_trainer(trainer, known_arguments=None)
+    params = {"gradient_accumulation_steps": 2, "learning_rate": 1e-4}
+    recipe.check_param_names(spec, params, TRIAL_PARAMS_PATH)
+    args = recipe.build_training_args(spec, params, "/tmp/x")
+    assert args.gradient_accumulation_steps == 2 and args.optim == "sgd"
+    # The library's names still decide, with a did-you-mean.
+    with pytest.raises(
+        RecipeError,
+        match=r"^searchSpace\[name='gradient_acumulation_steps'\]\.name: .*'gradient_accumulation_steps'",
+    ):
+        recipe.check_param_names(spec, ["gradient_acumulation_steps"], TRIAL_PARAMS_PATH)
+
+
+def test_the_runner_does_not_apply_the_table_in_the_pod(
+    tiny_model: str, tiny_data: TinyData, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A study accepted at apply time must not be refused by the trial image's own copy of the table."""
+    from hpo_trial.contract import Objective, TrialContract
+    from hpo_trial.runner import run_trial
+
+    _older_table(monkeypatch)
+    trainer = local_recipe(tiny_model, tiny_data)
+    trainer["arguments"]["optim"] = "sgd"
+    # A missing column ends the trial after the argument checks, before the model is loaded.
+    trainer["train"] = {"files": tiny_data.pairs_train, "columns": ["sentence1", "sentence2", "similarity"]}
+    contract = TrialContract(
+        storage_url="postgresql://unused/none",
+        study_name="ns.table.uid",
+        trial_number=0,
+        params={"gradient_accumulation_steps": 2},
+        objectives=(Objective("eval_sts-dev_spearman_cosine", "maximize"),),
+        trainer=trainer,
+        output_dir=str(tmp_path),
+    )
+    outcome = run_trial(contract, None)  # rank 1: nothing is told to the storage
+    assert outcome.reason is not None and outcome.reason.startswith("trainer.train.columns: no column"), (
+        outcome.reason
+    )
+
+
+def test_a_value_the_library_refuses_names_the_field(tiny_model: str, tiny_data: TinyData) -> None:
+    trainer = local_recipe(tiny_model, tiny_data, checkArguments=False)
+    trainer["arguments"]["optim"] = "adamw_new"
+    spec = validate_trainer(trainer)  # the escape hatch: the table is skipped at apply time
+    with pytest.raises(
+        RecipeError, match=r"^trainer\.arguments\.optim: must be one of adamw_torch, .*adamw_new"
+    ):
+        recipe.build_training_args(spec, {}, "/tmp/x")
+    spec = validate_trainer(local_recipe(tiny_model, tiny_data))
+    with pytest.raises(
+        RecipeError,
+        match=r"^searchSpace\[name='lr_scheduler_type'\]: lr_scheduler_type must be one of .*'cosin'",
+    ):
+        recipe.build_training_args(spec, {"lr_scheduler_type": "cosin"}, "/tmp/x")
+    # warmup_ratio 1.0 would be one warmup step once passed as warmup_steps: refused, naming the parameter.
+    with pytest.raises(RecipeError, match=r"^searchSpace\[name='warmup_ratio'\]: must be below 1"):
+        recipe.build_training_args(spec, {"warmup_ratio": 1.0}, "/tmp/x")
 
 
 # --------------------------------------------------------------------------------------------------

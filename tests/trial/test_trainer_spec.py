@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from hpo_trial.trainer_spec import (
+    TRAINING_ARGUMENTS,
     TRIAL_PARAMS_PATH,
     LoadCall,
     TrainerSpecError,
@@ -18,6 +20,7 @@ from hpo_trial.trainer_spec import (
     param_location,
     split_params,
     validate_param_names,
+    validate_search_space,
     validate_trainer,
 )
 
@@ -403,3 +406,145 @@ def test_example_trainer_files_parse() -> None:
         for doc in yaml.safe_load_all(Path(path).read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "HPOStudy" and "trainer" in doc.get("spec", {}):
                 validate_trainer(doc["spec"]["trainer"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The apply-time table is a default, not the authority: the known fields are a parameter, and a recipe can
+# turn the table off (checkArguments: false); the trial checks against its installed library instead.
+# --------------------------------------------------------------------------------------------------
+
+# What a trial image with another library version accepts and the table does not know.
+NEWER = {"optim": "adamw_new", "logging_dir": "/logs"}
+
+
+def test_the_known_fields_are_a_parameter() -> None:
+    newer = with_(seed_trainer(), "arguments", {**seed_trainer()["arguments"], **NEWER})
+    assert error_of(newer).startswith("trainer.arguments.optim: must be one of")  # the table, by default
+    # A name-only set (the installed library's field names): names are checked, values left to the library.
+    library = frozenset(TRAINING_ARGUMENTS) | {"logging_dir"}
+    validate_trainer(newer, known_arguments=library)
+    spec = validate_trainer(seed_trainer())
+    validate_param_names(spec, ["logging_dir", "learning_rate"], known_arguments=library)
+    with pytest.raises(
+        TrainerSpecError, match=r"^searchSpace\[0\]\.name: 'logging_dirs' is not a .*'logging_dir'"
+    ):
+        validate_param_names(spec, ["logging_dirs"], known_arguments=library)
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.arguments\.logging_dirr: not a .*'logging_dir'"):
+        validate_trainer(with_(newer, "arguments.logging_dirr", "/x"), known_arguments=library)
+    # None: no training-argument check at all (the trial's parse, before the library is imported).
+    validate_trainer(newer, known_arguments=None)
+    validate_param_names(spec, ["logging_dir"], TRIAL_PARAMS_PATH, known_arguments=None)
+    # What is not the table's to say is still checked: the runner's own fields.
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.arguments\.output_dir: set by the runner"):
+        validate_trainer(with_(newer, "arguments.output_dir", "/x"), known_arguments=None)
+
+
+def test_check_arguments_false_skips_the_table_at_apply_time() -> None:
+    base = with_(seed_trainer(), "arguments", {**seed_trainer()["arguments"], **NEWER})
+    assert error_of(with_(base, "checkArguments", True)).startswith("trainer.arguments.optim:")
+    trainer = with_(base, "checkArguments", False)
+    spec = validate_trainer(trainer)
+    assert spec.check_arguments is False
+    assert spec.to_dict()["checkArguments"] is False  # reaches the trial in HPO_TRAINER
+    assert "checkArguments" not in validate_trainer(seed_trainer()).to_dict()  # the default, left out
+    unchecked = validate_trainer(with_(seed_trainer(), "checkArguments", False))
+    validate_param_names(unchecked, ["logging_dir", "learning_rate"])
+    with pytest.raises(TrainerSpecError, match=r"^searchSpace\[0\]\.name: 'logging_dir' is not a "):
+        validate_param_names(validate_trainer(seed_trainer()), ["logging_dir"])
+    float_batch = {"name": "per_device_train_batch_size", "type": "float", "low": 8, "high": 9}
+    validate_search_space(unchecked, [float_batch])
+    check_pruning(trainer, {"type": "Median"})
+    # A set of names the caller gives (the installed library's, in the trial) is applied all the same.
+    with pytest.raises(TrainerSpecError, match=r"^trainer\.arguments\.logging_dir: not a "):
+        validate_trainer(trainer, known_arguments=frozenset(TRAINING_ARGUMENTS))
+    # Not a boolean: named.
+    assert error_of(with_(base, "checkArguments", "no")).startswith("trainer.checkArguments: ")
+    # What the table does not decide stays checked: the runner's fields, warmup_ratio's translation.
+    assert error_of(with_(trainer, "arguments.output_dir", "/x")).startswith(
+        "trainer.arguments.output_dir: set"
+    )
+    assert error_of(with_(trainer, "arguments.warmup_ratio", 1.0)).startswith(
+        "trainer.arguments.warmup_ratio: must be below 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ({"name": "per_device_train_batch_size", "type": "int", "low": 8, "high": 64}, None),
+        ({"name": "num_train_epochs", "type": "int", "low": 1, "high": 3}, None),  # a float field
+        ({"name": "learning_rate", "type": "float", "low": 1e-6, "high": 1e-3, "log": True}, None),
+        ({"name": "lr_scheduler_type", "type": "categorical", "choices": ["cosine", "linear"]}, None),
+        ({"name": "warmup_ratio", "type": "float", "low": 0.0, "high": 0.5}, None),
+        ({"name": "lr_scheduler_kwargs", "type": "categorical", "choices": [1, "x"]}, None),  # not simple
+        ({"name": "loss.scale", "type": "int", "low": 10, "high": 30}, None),
+        (
+            {"name": "per_device_train_batch_size", "type": "float", "low": 8, "high": 64},
+            "searchSpace[0].type: per_device_train_batch_size takes an integer",
+        ),
+        (
+            {"name": "per_device_train_batch_size", "type": "categorical", "choices": [16, 32.5]},
+            "searchSpace[0].choices[1]: per_device_train_batch_size must be an integer, got 32.5",
+        ),
+        (
+            {"name": "lr_scheduler_type", "type": "categorical", "choices": ["cosine", "cosin"]},
+            "searchSpace[0].choices[1]: lr_scheduler_type must be one of linear, cosine,",
+        ),
+        (
+            {"name": "bf16", "type": "int", "low": 0, "high": 1},
+            "searchSpace[0].type: bf16 is not a number (true or false)",
+        ),
+        (
+            {"name": "logging_strategy", "type": "float", "low": 0, "high": 1},
+            "searchSpace[0].type: logging_strategy is not a number (one of no, steps, epoch)",
+        ),
+        (
+            {"name": "warmup_ratio", "type": "float", "low": 0.0, "high": 1.0},
+            "searchSpace[0].high: warmup_ratio: must be below 1, got 1.0",
+        ),
+        (
+            {"name": "warmup_ratio", "type": "categorical", "choices": [0.1, 1]},
+            "searchSpace[0].choices[1]: warmup_ratio: must be below 1, got 1",
+        ),
+        (
+            {"name": "loss.similarity_fct", "type": "categorical", "choices": ["cos_sim", "cosine"]},
+            "searchSpace[0].choices[1]: loss.similarity_fct must be one of cos_sim,",
+        ),
+    ],
+)
+def test_search_space_types_bounds_and_choices(param: dict[str, Any], expected: str | None) -> None:
+    spec = validate_trainer(seed_trainer())
+    if expected is None:
+        validate_search_space(spec, [param])
+        return
+    with pytest.raises(TrainerSpecError) as e:
+        validate_search_space(spec, [param])
+    assert str(e.value).startswith(expected), str(e.value)
+    if "'cosin'" in str(e.value):
+        assert "(did you mean 'cosine'?)" in str(e.value)
+    unchecked = with_(seed_trainer(), "checkArguments", False)
+    if param["name"] == "warmup_ratio":  # the runner's translation, not the table's: refused all the same
+        with pytest.raises(TrainerSpecError, match="must be below 1"):
+            validate_search_space(unchecked, [param])
+    elif not param["name"].startswith("loss."):  # a training argument: the escape hatch skips the table
+        validate_search_space(unchecked, [param])
+
+
+def test_a_warmup_ratio_of_one_or_more_is_refused() -> None:
+    # The runner passes it as warmup_steps, where Transformers 5 reads 1.0 as one step, not all of them.
+    for value in (1.0, 1, 2.5):
+        assert error_of(with_(seed_trainer(), "arguments.warmup_ratio", value)).startswith(
+            f"trainer.arguments.warmup_ratio: must be below 1, got {value!r}"
+        )
+    validate_trainer(with_(seed_trainer(), "arguments.warmup_ratio", 0.99))
+
+
+def test_one_did_you_mean() -> None:
+    """recipe.py and trainer_spec.py share their helpers rather than each defining its own."""
+    package = REPO / "trial_image" / "hpo_trial"
+
+    def functions(name: str) -> set[str]:
+        tree = ast.parse((package / name).read_text())
+        return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    assert not functions("recipe.py") & functions("trainer_spec.py")

@@ -290,6 +290,58 @@ def test_a_pruner_needs_reports_that_line_up_across_trials() -> None:
     assert parse_spec(raw).pruner.type == "Median"
 
 
+@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        # Each used to pass apply time and fail every trial on a GPU node.
+        (
+            lambda raw: raw["searchSpace"][1].update(type="float"),
+            "spec.searchSpace[1].type",
+            "per_device_train_batch_size takes an integer",
+        ),
+        (
+            lambda raw: raw["searchSpace"].append(
+                {"name": "lr_scheduler_type", "type": "categorical", "choices": ["cosine", "cosin"]}
+            ),
+            "spec.searchSpace[4].choices[1]",
+            "got 'cosin' (did you mean 'cosine'?)",
+        ),
+        (
+            lambda raw: raw["searchSpace"][2].update(high=1.0),
+            "spec.searchSpace[2].high",
+            "warmup_ratio: must be below 1, got 1.0",
+        ),
+        (
+            lambda raw: raw["trainer"]["arguments"].update(warmup_ratio=1.0),
+            "spec.trainer.arguments.warmup_ratio",
+            "must be below 1, got 1.0",
+        ),
+    ],
+)
+def test_search_space_types_and_choices_are_checked_at_apply_time(change: Any, path: str, words: str) -> None:
+    raw = seed_spec()
+    assert [p["name"] for p in raw["searchSpace"][1:3]] == ["per_device_train_batch_size", "warmup_ratio"]
+    change(raw)
+    error = error_of(raw)
+    assert error.field == path, str(error)
+    assert words in str(error)
+
+
+@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
+def test_check_arguments_false_lets_a_newer_library_through() -> None:
+    """A trial image whose library has fields or values the apply-time table does not know."""
+    raw = seed_spec()
+    raw["trainer"]["arguments"].update(optim="adamw_new", logging_dir="/logs")
+    raw["searchSpace"][1]["type"] = "float"  # the table's types are skipped too
+    assert error_of(raw).field == "spec.trainer.arguments.optim"
+    raw["trainer"]["checkArguments"] = False
+    spec = parse_spec(raw)
+    assert spec.trainer is not None and spec.trainer["checkArguments"] is False
+    raw["trainer"]["checkArguments"] = "false"
+    assert error_of(raw).field == "spec.trainer.checkArguments"
+
+
 def test_a_custom_command_skips_the_recipe_check() -> None:
     raw = seed_spec()
     raw["trainer"]["loss"]["name"] = "NoSuchLoss"

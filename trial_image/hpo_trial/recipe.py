@@ -15,7 +15,6 @@ local paths go through the same calls.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import glob
 import importlib.resources
 import inspect
@@ -37,6 +36,7 @@ from transformers import __version__ as transformers_version
 
 from hpo_trial.trainer_spec import (
     PACKAGE_SCHEME,
+    TRAINING_ARGUMENTS,
     TRIAL_PARAMS_PATH,
     DatasetSpec,
     EvaluatorSpec,
@@ -45,7 +45,10 @@ from hpo_trial.trainer_spec import (
     TrainerSpecError,
     param_location,
     split_params,
+    suggest,
+    training_argument_problem,
     validate_param_names,
+    warmup_ratio_problem,
 )
 
 try:
@@ -90,11 +93,6 @@ def training_argument_names() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init)
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def check_argument_names(names: Iterable[str], path: str = "trainer.arguments") -> None:
     """Every name must be a field of the installed library's ``SentenceTransformerTrainingArguments``.
 
@@ -104,25 +102,23 @@ def check_argument_names(names: Iterable[str], path: str = "trainer.arguments") 
     known = training_argument_names()
     for i, name in enumerate(names):
         if name not in known:
-            problem = f"not a SentenceTransformerTrainingArguments field{_suggest(name, known)}"
+            problem = f"not a SentenceTransformerTrainingArguments field{suggest(name, known)}"
             if path == TRIAL_PARAMS_PATH:
                 raise RecipeError(f"{param_location(path, i, name)}: {name!r} is {problem}")
             raise RecipeError(f"{path}.{name}: {problem}")
 
 
 def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "searchSpace") -> None:
-    """:func:`validate_param_names` plus: training-argument names must be fields of the installed library's
-    (the spec-time table could be older than the trial image's library). Errors name the search-space
-    parameter (see :func:`~hpo_trial.trainer_spec.param_location`)."""
-    names = list(names)
-    validate_param_names(spec, names, path)
-    known = training_argument_names()
-    for i, name in enumerate(names):
-        if not name.startswith("loss.") and name not in known:
-            raise RecipeError(
-                f"{param_location(path, i, name)}: {name!r} is not a SentenceTransformerTrainingArguments "
-                f"field{_suggest(name, known)}"
-            )
+    """:func:`validate_param_names` with the installed library as the authority: training-argument names
+    must be fields of its ``SentenceTransformerTrainingArguments`` (the apply-time table may be older or
+    newer than the trial image's library, and ``checkArguments: false`` skips it). Errors name the
+    search-space parameter (see :func:`~hpo_trial.trainer_spec.param_location`)."""
+    try:
+        validate_param_names(spec, list(names), path, known_arguments=training_argument_names())
+    except RecipeError:
+        raise
+    except TrainerSpecError as e:
+        raise RecipeError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,7 +271,7 @@ def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer
     for key in spec.model_args:
         if key not in accepted:
             raise RecipeError(
-                f"{path}.modelArgs.{key}: not an argument of SentenceTransformer{_suggest(key, accepted)}"
+                f"{path}.modelArgs.{key}: not an argument of SentenceTransformer{suggest(key, accepted)}"
             )
     name = resolve_model(spec.model, f"{path}.model")
     try:
@@ -372,6 +368,10 @@ def build_training_args(
     training, _, _ = split_params(params)
     check_argument_names(spec.arguments, "trainer.arguments")
     check_argument_names(training, TRIAL_PARAMS_PATH)
+    for name, value in training.items():
+        problem = warmup_ratio_problem(name, value)
+        if problem:
+            raise RecipeError(f"searchSpace[name={name!r}]: {problem}")
     kwargs: dict[str, Any] = {
         "report_to": "none",
         "save_strategy": "no",
@@ -386,9 +386,24 @@ def build_training_args(
     try:
         return SentenceTransformerTrainingArguments(**kwargs)
     except (TypeError, ValueError) as e:
+        # The installed library refused a value: name the field where the table of simple types says
+        # which one it is; otherwise name the arguments and the parameters as a whole.
+        for name, value in training.items():
+            problem = _table_problem(name, value)
+            if problem:
+                raise RecipeError(f"searchSpace[name={name!r}]: {name} {problem} ({e})") from e
+        for name, value in spec.arguments.items():
+            problem = _table_problem(name, value)
+            if problem:
+                raise RecipeError(f"trainer.arguments.{name}: {problem} ({e})") from e
         given = ", ".join(f"{k}={v!r}" for k, v in training.items())
         with_params = f" (with the trial's parameters {given})" if given else ""
         raise RecipeError(f"trainer.arguments{with_params}: {e}") from e
+
+
+def _table_problem(name: str, value: Any) -> str | None:
+    """What the apply-time table says is wrong with ``value`` (None for fields it does not know)."""
+    return training_argument_problem(name, value) if name in TRAINING_ARGUMENTS else None
 
 
 # --------------------------------------------------------------------------------------------------

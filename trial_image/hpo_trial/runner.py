@@ -5,9 +5,10 @@ The order of work, and what happens when something is wrong:
 1. Read the trial contract from the environment (no contract: exit 2, nothing can be told).
 2. Open the study with its own pruner (rank 0 only; in a multi-GPU pod the other ranks never touch
    the storage).
-3. Validate the recipe and the parameter names (parse only, before torch is imported), then build
-   arguments, data, evaluator, model and loss (:func:`hpo_trial.recipe.prepare`). A bad recipe ends the
-   trial FAIL with ``hpo:fail_reason`` naming the field, and the process exits 1.
+3. Validate the recipe and the parameter names (parse only, before torch is imported; training-argument
+   names and values are left to the installed library), then check the names against the library's
+   fields and build arguments, data, evaluator, model and loss (:func:`hpo_trial.recipe.prepare`).
+   A bad recipe ends the trial FAIL with ``hpo:fail_reason`` naming the field, and the process exits 1.
 4. Train with ``SentenceTransformerTrainer``. After every evaluation, the first objective is reported at
    step ``round(epoch * 100)`` (hundredths of an epoch: the same progress in every trial whatever its
    batch size; with ``evalEveryEpochs`` the step is the scheduled mark itself) and the study's pruner
@@ -48,6 +49,7 @@ from optuna.trial import TrialState
 from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract, storage_retry_seconds
 from hpo_trial.reporting import MetricNotFound, TrialHandle, is_storage_error, process_rank
 from hpo_trial.trainer_spec import (
+    TRIAL_PARAMS_PATH,
     TrainerSpec,
     TrainerSpecError,
     check_pruning,
@@ -125,8 +127,10 @@ def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutco
 
 
 def _run(contract: TrialContract, handle: TrialHandle | None) -> TrialOutcome:
-    spec = validate_trainer(contract.trainer)
-    validate_param_names(spec, list(contract.params), "HPO_TRIAL_PARAMS")
+    # Parse only: training-argument names and values are checked against the installed library by
+    # recipe.prepare, not against the apply-time table (which may be older or newer than this image's).
+    spec = validate_trainer(contract.trainer, known_arguments=None)
+    validate_param_names(spec, list(contract.params), TRIAL_PARAMS_PATH, known_arguments=None)
     if len(contract.objectives) == 1:  # Optuna prunes single-objective studies only
         warning = check_pruning(spec, contract.pruner, contract.params)
         if warning:

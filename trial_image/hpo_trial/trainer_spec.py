@@ -2,11 +2,13 @@
 
 Parse only. This module imports pydantic and the standard library, never torch, sentence_transformers or
 datasets: the operator and the ``hpo`` command validate manifests with it before any pod runs, and the
-trial process validates with it before it imports anything heavy. Training-argument names and simple
-value types (in ``arguments`` and as search-space names) are checked against :data:`TRAINING_ARGUMENTS`, a
-table of the library's fields kept in step with the installed library by a test; what can only be checked
-against the installed library or the real data (the values of the other fields, column names) is checked
-by :mod:`hpo_trial.recipe` at the start of the trial, before the model is loaded.
+trial process validates with it before it imports anything heavy. At apply time, training-argument names
+and simple value types (in ``arguments`` and in the search space: names, types, bounds and choices) are
+checked against :data:`TRAINING_ARGUMENTS`, a table of the library's fields kept in step with the library
+the project is tested with; a recipe with ``checkArguments: false`` skips that table (for a trial image
+whose library is newer or older than the table). Inside the trial the authority is the installed library:
+the trial's parse skips the table (``known_arguments=None``) and :mod:`hpo_trial.recipe` checks the names
+against the library's own fields and builds the arguments with it, before the model is loaded.
 
 Errors are :class:`TrainerSpecError` (a ``ValueError``) whose message starts with the field's path::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +38,7 @@ __all__ = [
     "DatasetSpec",
     "EvaluatorInfo",
     "EvaluatorSpec",
+    "KnownArguments",
     "LoadCall",
     "LossInfo",
     "LossSpec",
@@ -43,9 +47,12 @@ __all__ = [
     "check_pruning",
     "param_location",
     "split_params",
+    "suggest",
     "training_argument_problem",
     "validate_param_names",
+    "validate_search_space",
     "validate_trainer",
+    "warmup_ratio_problem",
 ]
 
 
@@ -506,6 +513,11 @@ TRAINING_ARGUMENTS: Mapping[str, Arg | None] = {
     "warmup_ratio": Arg("float", nullable=True),
 }
 
+# The training-argument fields a check knows: a table like :data:`TRAINING_ARGUMENTS` (names and simple
+# types), or a set of names only (the installed library's, inside the trial), whose values the library
+# itself checks when it builds the arguments.
+KnownArguments = Mapping[str, Arg | None] | AbstractSet[str]
+
 # Training arguments the runner sets itself; a recipe or search space may not.
 RESERVED_ARGUMENTS = {"output_dir": "it writes under HPO_OUTPUT_DIR, or a temporary directory"}
 
@@ -665,6 +677,10 @@ class TrainerSpec(_Model):
     arguments: dict[str, Any] = Field(default_factory=dict)
     eval_every_epochs: float | None = Field(default=None, alias="evalEveryEpochs", gt=0)
     save_model: str | None = Field(default=None, alias="saveModel", min_length=1)
+    # False: skip the apply-time table of training arguments (TRAINING_ARGUMENTS) for this recipe, for a
+    # trial image whose library has fields or values the table does not know; the trial still checks the
+    # names against its installed library and the library checks the values.
+    check_arguments: bool = Field(default=True, alias="checkArguments", strict=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready data with the spec's field names (what ``HPO_TRAINER`` carries)."""
@@ -676,8 +692,18 @@ class TrainerSpec(_Model):
 # --------------------------------------------------------------------------------------------------
 
 
-def validate_trainer(d: Mapping[str, Any] | TrainerSpec, path: str = "trainer") -> TrainerSpec:
-    """Parse and check ``spec.trainer``; raise :class:`TrainerSpecError` naming the first bad field."""
+def validate_trainer(
+    d: Mapping[str, Any] | TrainerSpec,
+    path: str = "trainer",
+    known_arguments: KnownArguments | None = TRAINING_ARGUMENTS,
+) -> TrainerSpec:
+    """Parse and check ``spec.trainer``; raise :class:`TrainerSpecError` naming the first bad field.
+
+    ``known_arguments``: what ``arguments`` is checked against. The default, :data:`TRAINING_ARGUMENTS`,
+    is skipped when the recipe sets ``checkArguments: false``; a set the caller gives (the installed
+    library's field names) is always applied; None checks no training-argument names or values (the
+    trial's parse, before the library is imported: :mod:`hpo_trial.recipe` checks them then).
+    """
     if isinstance(d, TrainerSpec):
         spec = d
     else:
@@ -692,8 +718,15 @@ def validate_trainer(d: Mapping[str, Any] | TrainerSpec, path: str = "trainer") 
             spec = TrainerSpec.model_validate(dict(d))
         except ValidationError as e:
             raise TrainerSpecError(_pydantic_message(e, path)) from None
-    _check(spec, path)
+    _check(spec, path, _effective(spec, known_arguments))
     return spec
+
+
+def _effective(spec: TrainerSpec, known: KnownArguments | None) -> KnownArguments | None:
+    """The table is the apply-time default, which ``checkArguments: false`` turns off."""
+    if known is TRAINING_ARGUMENTS and not spec.check_arguments:
+        return None
+    return known
 
 
 def _pydantic_message(e: ValidationError, path: str) -> str:
@@ -746,7 +779,7 @@ def _loc(path: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def _check(spec: TrainerSpec, path: str) -> None:
+def _check(spec: TrainerSpec, path: str, known: KnownArguments | None) -> None:
     if not spec.model.strip():
         raise TrainerSpecError(f"{path}.model: must name a model (a Hub id or a local path)")
     if spec.model.startswith(PACKAGE_SCHEME) and not _PACKAGE_PATH.match(spec.model):
@@ -773,7 +806,9 @@ def _check(spec: TrainerSpec, path: str) -> None:
             raise TrainerSpecError(f"{path}.arguments.{key}: not a training-argument name")
         if key in RESERVED_ARGUMENTS:
             raise TrainerSpecError(f"{path}.arguments.{key}: set by the runner ({RESERVED_ARGUMENTS[key]})")
-        problem = training_argument_problem(key, value)
+        problem = warmup_ratio_problem(key, value)
+        if problem is None and known is not None:
+            problem = training_argument_problem(key, value, known)
         if problem:
             raise TrainerSpecError(f"{path}.arguments.{key}: {problem}")
     if "warmup_ratio" in spec.arguments and "warmup_steps" in spec.arguments:
@@ -883,20 +918,43 @@ def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
         _check_dataset(ev.dataset, f"{path}.dataset")
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
+def suggest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name``, or an empty string."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def training_argument_problem(name: str, value: Any = _UNSET) -> str | None:
-    """None when ``name`` is a ``SentenceTransformerTrainingArguments`` field (see
-    :data:`TRAINING_ARGUMENTS`) and ``value`` (when given) fits its type; else what is wrong."""
-    if name not in TRAINING_ARGUMENTS:
-        return f"not a SentenceTransformerTrainingArguments field{_suggest(name, TRAINING_ARGUMENTS)}"
-    arg = TRAINING_ARGUMENTS[name]
+def _arg_of(name: str, known: KnownArguments) -> Arg | None:
+    """The simple type ``known`` gives the field ``name``, or None (no type known: a name-only set)."""
+    return known.get(name) if isinstance(known, Mapping) else None
+
+
+def training_argument_problem(
+    name: str, value: Any = _UNSET, known: KnownArguments = TRAINING_ARGUMENTS
+) -> str | None:
+    """None when ``name`` is a ``SentenceTransformerTrainingArguments`` field of ``known`` (default
+    :data:`TRAINING_ARGUMENTS`) and ``value`` (when given) fits the type ``known`` gives it (a name-only
+    set gives none); else what is wrong."""
+    if name not in known:
+        return f"not a SentenceTransformerTrainingArguments field{suggest(name, known)}"
+    arg = _arg_of(name, known)
     if arg is None or value is _UNSET:
         return None
     return arg.check(value)
+
+
+def warmup_ratio_problem(name: str, value: Any) -> str | None:
+    """``warmup_ratio`` must be below 1: the runner passes it as ``warmup_steps`` (Transformers 5 reads a
+    value below 1 as a ratio of the training steps and 1 or more as a number of steps, so 1.0 would be
+    one step). None when ``value`` fits (or ``name`` is another field)."""
+    if name != "warmup_ratio" or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value >= 1:
+        return (
+            f"must be below 1, got {value!r} (it becomes warmup_steps, where 1 or more is a number of "
+            "steps, not a ratio); for a warmup of whole steps set warmup_steps"
+        )
+    return None
 
 
 # The ``path`` that stands for a trial's own parameters (``HPO_TRIAL_PARAMS``) rather than the spec's
@@ -969,18 +1027,26 @@ def check_pruning(
 
 
 def validate_param_names(
-    trainer: TrainerSpec | Mapping[str, Any], names: Iterable[str], path: str = "searchSpace"
+    trainer: TrainerSpec | Mapping[str, Any],
+    names: Iterable[str],
+    path: str = "searchSpace",
+    known_arguments: KnownArguments | None = TRAINING_ARGUMENTS,
 ) -> None:
     """Check search-space parameter names against the recipe.
 
-    A name is a training-argument name (``learning_rate``: a field of :data:`TRAINING_ARGUMENTS`),
-    ``loss.<arg>`` for an argument of the recipe's loss, or ``loss.inner.<arg>`` for the loss a wrapper loss
-    wraps. :func:`hpo_trial.recipe.check_param_names` checks the names again against the installed library
-    at the start of the trial. Errors start with ``searchSpace[<index>].name``; with ``path``
-    :data:`TRIAL_PARAMS_PATH` (the names of a trial's ``HPO_TRIAL_PARAMS``, which the trial receives sorted,
-    not in the spec's order) they name the parameter instead: ``searchSpace[name='learning_rat'].name``.
+    A name is a training-argument name (``learning_rate``: a field of ``known_arguments``), ``loss.<arg>``
+    for an argument of the recipe's loss, or ``loss.inner.<arg>`` for the loss a wrapper loss wraps.
+    ``known_arguments`` is as for :func:`validate_trainer`: the table (skipped with ``checkArguments:
+    false``), the installed library's names (:func:`hpo_trial.recipe.check_param_names`, at the start of the
+    trial), or None (no training-argument names checked). Errors start with ``searchSpace[<index>].name``;
+    with ``path`` :data:`TRIAL_PARAMS_PATH` (the names of a trial's ``HPO_TRIAL_PARAMS``, which the trial
+    receives sorted, not in the spec's order) they name the parameter instead:
+    ``searchSpace[name='learning_rat'].name``.
     """
-    spec = trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer)
+    spec = (
+        trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer, "trainer", known_arguments)
+    )
+    known = _effective(spec, known_arguments)
     names = list(names)
 
     def at(i: int) -> str:
@@ -1027,10 +1093,90 @@ def validate_param_names(
             )
         if name in RESERVED_ARGUMENTS:
             raise TrainerSpecError(f"{where}: {name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
-        problem = training_argument_problem(name)
+        problem = training_argument_problem(name, known=known) if known is not None else None
         if problem:
             raise TrainerSpecError(f"{where}: {name!r} is {problem}")
         if name in spec.arguments:
             raise TrainerSpecError(
                 f"{where}: {name!r} is also fixed in trainer.arguments; remove one of the two"
             )
+
+
+def validate_search_space(
+    trainer: TrainerSpec | Mapping[str, Any],
+    params: Sequence[Mapping[str, Any]],
+    path: str = "searchSpace",
+    known_arguments: KnownArguments | None = TRAINING_ARGUMENTS,
+) -> None:
+    """Check search-space parameters (``{name, type, low, high, choices}``, as in the spec) against the
+    recipe: their names (:func:`validate_param_names`), then their types and values against what the
+    argument takes, where its type is simple. A ``float`` parameter cannot set an integer argument,
+    a numeric parameter cannot set a boolean, string or choice argument, every categorical choice must fit
+    the argument (``lr_scheduler_type`` choices must be scheduler names), and a ``warmup_ratio`` must stay
+    below 1. Training arguments are typed by ``known_arguments`` (the table, skipped with
+    ``checkArguments: false``); ``loss.<arg>`` parameters by :data:`LOSSES`. Errors name the field:
+    ``searchSpace[0].type``, ``searchSpace[1].choices[2]``, ``searchSpace[3].high``.
+    """
+    spec = (
+        trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer, "trainer", known_arguments)
+    )
+    validate_param_names(spec, [str(p.get("name", "")) for p in params], path, known_arguments)
+    known = _effective(spec, known_arguments)
+    for i, p in enumerate(params):
+        name = str(p.get("name", ""))
+        at = f"{path}[{i}]"
+        kind = p.get("type")
+        if kind == "float" or kind == "int":
+            high = p.get("high")
+            if _is_number(high) and warmup_ratio_problem(name, high):
+                raise TrainerSpecError(f"{at}.high: {name}: {warmup_ratio_problem(name, high)}")
+        elif kind == "categorical":
+            for j, choice in enumerate(p.get("choices") or ()):
+                problem = warmup_ratio_problem(name, choice)
+                if problem:
+                    raise TrainerSpecError(f"{at}.choices[{j}]: {name}: {problem}")
+        arg = _param_arg(spec, name, known)
+        if arg is None:
+            continue
+        if kind in ("int", "float"):
+            if arg.kind == "float" or (arg.kind == "int" and kind == "int"):
+                continue
+            if arg.kind == "int":
+                raise TrainerSpecError(
+                    f"{at}.type: {name} takes an integer; a float parameter would give it values like 0.5 "
+                    "(use type: int)"
+                )
+            raise TrainerSpecError(
+                f"{at}.type: {name} is not a number ({_describe(arg)}); an {kind} parameter cannot set it "
+                "(use type: categorical with its values as choices)"
+            )
+        if kind == "categorical":
+            for j, choice in enumerate(p.get("choices") or ()):
+                problem = arg.check(choice)
+                if problem:
+                    hint = (
+                        suggest(choice, arg.choices)
+                        if arg.kind == "choice" and isinstance(choice, str)
+                        else ""
+                    )
+                    raise TrainerSpecError(f"{at}.choices[{j}]: {name} {problem}{hint}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _describe(arg: Arg) -> str:
+    if arg.kind == "choice":
+        return f"one of {', '.join(arg.choices)}"
+    return {"bool": "true or false", "str": "a string"}.get(arg.kind, f"a {arg.kind.replace('_', ' ')}")
+
+
+def _param_arg(spec: TrainerSpec, name: str, known: KnownArguments | None) -> Arg | None:
+    """The simple type of what the search-space parameter ``name`` sets, where one is known."""
+    if name.startswith("loss."):
+        loss, arg = spec.loss, name[len("loss.") :]
+        if arg.startswith("inner.") and loss.inner is not None:
+            loss, arg = loss.inner, arg[len("inner.") :]
+        return loss.info.args.get(arg) if loss.name in LOSSES else None
+    return _arg_of(name, known) if known is not None else None

@@ -507,8 +507,13 @@ def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
         return []
     try:
         module.validate_trainer(dict(spec.trainer))
+        # Names, and the types, bounds and choices of parameters that set a simply typed argument
+        # (a float parameter for an int argument, a choice that is no scheduler name, ...).
+        check_space = getattr(module, "validate_search_space", None)
         check_names = getattr(module, "validate_param_names", None)
-        if check_names is not None:
+        if check_space is not None:
+            check_space(dict(spec.trainer), [p.model_dump() for p in spec.search_space])
+        elif check_names is not None:
             check_names(dict(spec.trainer), spec.param_names)
         # The pruner compares trials at equal steps: refuse a recipe whose reports never line up,
         # at apply time rather than at the first trial (Optuna prunes single-objective studies only).
