@@ -94,3 +94,38 @@ def test_hpo_validate_refuses_recipe_mistakes_before_any_trial(tmp_path: Path, r
         result = run_hpo("validate", str(path), cwd=tmp_path)
         assert result.code != 0 and words in result.text
         assert "HPO_TRIAL_PARAMS" not in result.text and "Traceback" not in result.text
+
+
+def test_hpo_validate_checks_parameter_types_and_honours_check_arguments(
+    tmp_path: Path, run_hpo: RunHpo
+) -> None:
+    import jsonschema
+    import yaml
+
+    seed = (REPO / "examples" / "seed-study.yaml").read_text()
+    path = tmp_path / "study.yaml"
+    batch = "    - name: per_device_train_batch_size\n      type: int\n"
+    assert batch in seed
+    # A float parameter for an integer argument used to pass and fail every trial on a GPU node.
+    path.write_text(seed.replace(batch, batch.replace("type: int", "type: float"), 1))
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code != 0 and "spec.searchSpace[1].type" in result.text, result.text
+    assert "takes an integer" in result.text and "Traceback" not in result.text
+
+    # A trial image with another library version: an optimizer the table does not know.
+    fp16 = "      fp16: true\n"
+    newer = seed.replace(fp16, fp16 + "      optim: adamw_new\n", 1)
+    path.write_text(newer)
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code != 0 and "spec.trainer.arguments.optim" in result.text, result.text
+    unchecked = newer.replace("    arguments:\n", "    checkArguments: false\n    arguments:\n", 1)
+    assert "checkArguments" in unchecked
+    path.write_text(unchecked)
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code == 0, result.text
+    # The API server takes it too: spec.trainer is free-form in the CRD.
+    crd = yaml.safe_load((REPO / "crds" / "hpo.dev_hpostudies.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    manifest = yaml.safe_load(unchecked)
+    assert manifest["spec"]["trainer"]["checkArguments"] is False
+    jsonschema.Draft4Validator(schema).validate(manifest)
