@@ -27,14 +27,17 @@ from tests.trial.helpers import ask_trial, make_study
 OUTAGE_S = 10.0
 
 LOOP = """
-import sys, time
+import os, sys, time
 from hpo_trial import reporting
 
 trial = reporting.current_trial()
 steps, pause = int(sys.argv[1]), float(sys.argv[2])
+gate, gate_step = os.environ.get("LOOP_GATE"), int(os.environ.get("LOOP_GATE_STEP", "0"))
 value = 0.0
 for step in range(1, steps + 1):
     time.sleep(pause)  # "training"
+    while step == gate_step and not os.path.exists(gate):
+        time.sleep(0.05)  # the test opens the gate once the storage is down: no race with pg_ctl
     value = step / steps
     taken = trial.report(value, step)
     prune = trial.should_prune()
@@ -61,7 +64,12 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresS
 class LoopProcess:
     """The custom loop in a child process; its output lines are collected by a thread."""
 
-    def __init__(self, url: str, study: optuna.Study, tmp_path: Path, steps: int, **env: str) -> None:
+    def __init__(
+        self, url: str, study: optuna.Study, tmp_path: Path, steps: int, gate_step: int = 0, **env: str
+    ) -> None:
+        """``gate_step``: the loop waits before that step's report until :meth:`open_gate`."""
+        self.gate = tmp_path / "gate"
+        env = {**env, "LOOP_GATE": str(self.gate), "LOOP_GATE_STEP": str(gate_step)}
         trial = ask_trial(study, {"learning_rate": 0.1})
         self.number = trial.number
         contract = TrialContract(
@@ -93,6 +101,9 @@ class LoopProcess:
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
+
+    def open_gate(self) -> None:
+        self.gate.touch()
 
     def wait_for(self, line: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -143,9 +154,12 @@ def test_reports_during_an_outage_are_skipped_and_the_trial_completes(
 
 def test_the_final_tell_waits_for_the_storage(own_postgres: PostgresServer, tmp_path: Path) -> None:
     url, study = _study(own_postgres, "finaltell")
-    loop = LoopProcess(url, study, tmp_path, steps=4)
+    loop = LoopProcess(url, study, tmp_path, steps=4, gate_step=4)
     loop.wait_for("step 3 ")
-    _outage(own_postgres)  # step 4's report is skipped, then complete() is retried until the server is back
+    own_postgres.pause()
+    loop.open_gate()  # step 4's report is skipped, then complete() is retried until the server is back
+    time.sleep(OUTAGE_S)
+    own_postgres.resume()
 
     assert loop.wait() == 0
     assert "step 4 taken=False prune=False" in loop.lines
@@ -159,9 +173,10 @@ def test_the_final_tell_waits_for_the_storage(own_postgres: PostgresServer, tmp_
 
 def test_the_final_tell_gives_up_after_the_retry_time(own_postgres: PostgresServer, tmp_path: Path) -> None:
     url, study = _study(own_postgres, "giveup")
-    loop = LoopProcess(url, study, tmp_path, steps=4, **{STORAGE_RETRY_SECONDS: "3"})
+    loop = LoopProcess(url, study, tmp_path, steps=4, gate_step=4, **{STORAGE_RETRY_SECONDS: "3"})
     loop.wait_for("step 3 ")
     own_postgres.pause()
+    loop.open_gate()
     try:
         code = loop.wait(timeout=60)
     finally:
