@@ -170,22 +170,11 @@ class PostgresServer:
         self.port = free_port()
         self._save()
         try:
-            initdb = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER]
-            initdb += ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"]
-            done = subprocess.run(
-                initdb,
-                cwd=self.base_dir,
-                env=self._env(),
-                capture_output=True,
-                text=True,
+            self._tool(
+                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER,
+                "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync",
                 timeout=120,
-                check=False,
-                **self._account_kwargs(),
-            )
-            if done.returncode != 0:
-                raise HarnessError(
-                    f"initdb failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-                )
+            )  # fmt: skip
             with open(self.data_dir / "postgresql.conf", "a") as conf:
                 conf.write("\n# hpo-operator test harness\n")
                 conf.write(f"port = {self.port}\n")
@@ -197,6 +186,24 @@ class PostgresServer:
             self.stop()
             raise
         return self
+
+    def _tool(self, name: str, *args: str, timeout: float) -> None:
+        """Run one of PostgreSQL's programs (as the service account); raise with its output if it fails."""
+        assert self.bin_dir is not None
+        done = subprocess.run(
+            [str(self.bin_dir / name), *args],
+            cwd=self.base_dir,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **self._account_kwargs(),
+        )
+        if done.returncode != 0:
+            raise HarnessError(
+                f"{name} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
 
     def _spawn(self) -> None:
         """Run ``postgres`` on the data directory as our child (its log appended to ``log_file``)."""
@@ -219,17 +226,7 @@ class PostgresServer:
         at once and new connections refused until :meth:`resume`, as in a database restart."""
         if self.external or self.bin_dir is None:
             raise HarnessError("only a server the harness started can be paused")
-        done = subprocess.run(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30"],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            **self._account_kwargs(),
-        )
-        if done.returncode != 0:
-            raise HarnessError(f"pg_ctl stop failed ({done.returncode}): {done.stdout}{done.stderr}")
+        self._tool("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", timeout=60)
         if self._proc is not None:
             self._proc.wait(timeout=30)  # our child: reap it
 

@@ -267,6 +267,24 @@ def assert_nothing_leaks(cluster: Any, namespace: str, name: str, storage_url: s
         assert_no_secret(f"{e.reason} {e.message}", storage_url, f"Event {e.reason}")
 
 
+def study_on_a_storage_that_fails(cluster: Any, namespace: str, name: str, url: str) -> dict[str, Any]:
+    """A one-trial study whose storage is ``url`` (in the Secret ``db``), once it shows StorageReady=False."""
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"url": url})
+    cluster.core().create_namespaced_secret(namespace, secret)
+    manifest = study_manifest(
+        name, namespace, trials={"total": 1, "parallelism": 1}, storage={"secretRef": {"name": "db"}}
+    )
+    apply(cluster, manifest)
+
+    def storage_failed() -> dict[str, Any] | None:
+        body = get_study(cluster, namespace, name)
+        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        ready = conds.get("StorageReady")
+        return body if ready and ready["status"] == "False" else None
+
+    return wait_for("StorageReady=False", storage_failed, timeout=60)
+
+
 # ---------------------------------------------------------------------------------------- tests
 
 
@@ -571,20 +589,7 @@ def test_an_unreachable_storage_is_waited_for_without_showing_its_url(
     cluster: Any, namespace: str, operator: Operator, storage_url: str
 ) -> None:
     dead = make_url(storage_url).set(port=free_port()).render_as_string(hide_password=False)
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"url": dead})
-    cluster.core().create_namespaced_secret(namespace, secret)
-    manifest = study_manifest(
-        "waits", namespace, trials={"total": 1, "parallelism": 1}, storage={"secretRef": {"name": "db"}}
-    )
-    apply(cluster, manifest)
-
-    def storage_down() -> dict[str, Any] | None:
-        body = get_study(cluster, namespace, "waits")
-        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
-        ready = conds.get("StorageReady")
-        return body if ready and ready["status"] == "False" else None
-
-    body = wait_for("StorageReady=False", storage_down, timeout=60)
+    body = study_on_a_storage_that_fails(cluster, namespace, "waits", dead)
     ready = condition(body, "StorageReady")
     assert ready["reason"] == "StorageUnavailable"
     assert ready["message"].startswith("waiting for the storage: ")
@@ -609,20 +614,7 @@ def test_a_storage_url_sqlalchemy_cannot_use_is_named_by_its_secret(
     cluster: Any, namespace: str, operator: Operator, storage_url: str
 ) -> None:
     bad = "notaurl://hpo:s3cret-pw@db:5432/hpo"
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"url": bad})
-    cluster.core().create_namespaced_secret(namespace, secret)
-    manifest = study_manifest(
-        "badurl", namespace, trials={"total": 1, "parallelism": 1}, storage={"secretRef": {"name": "db"}}
-    )
-    apply(cluster, manifest)
-
-    def refused() -> dict[str, Any] | None:
-        body = get_study(cluster, namespace, "badurl")
-        conds = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
-        ready = conds.get("StorageReady")
-        return body if ready and ready["status"] == "False" else None
-
-    body = wait_for("StorageReady=False", refused, timeout=60)
+    body = study_on_a_storage_that_fails(cluster, namespace, "badurl", bad)
     message = condition(body, "StorageReady")["message"]
     assert (
         f"spec.storage.secretRef: Secret {namespace}/db, key 'url', holds not a usable storage URL "

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import optuna
 import pytest
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StorageURLInvalid, StudyStore
 
 from tests.harness.postgres import PostgresServer
-
-
-@pytest.fixture
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A server of this test's own: it is shut down mid-test (the shared one must stay up)."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres-down")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_storage_that_is_down_is_reported_by_its_cause(own_postgres: PostgresServer) -> None:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -48,17 +47,6 @@ for step in range(1, steps + 1):
 trial.complete(value)
 print("completed", flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A server of this module's own: the tests stop and start it."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres-outage"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class LoopProcess:
