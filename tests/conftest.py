@@ -98,24 +98,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     if url:
         yield PostgresServer.from_url(url)
         return
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    server.start()
-    try:
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test module's own, for tests that stop and start it (``pause``,
     ``resume``): the session's shared server must stay up for everyone else."""
-    server = PostgresServer(tmp_path_factory.mktemp("own-postgres"))
-    server.start()
-    try:
+    with PostgresServer(tmp_path_factory.mktemp("own-postgres")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

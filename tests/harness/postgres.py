@@ -187,6 +187,12 @@ class PostgresServer:
             raise
         return self
 
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _tool(self, name: str, *args: str, timeout: float) -> None:
         """Run one of PostgreSQL's programs (as the service account); raise with its output if it fails."""
         assert self.bin_dir is not None
