@@ -525,7 +525,13 @@ def test_valid_variants_are_accepted_by_both(api: client.CustomObjectsApi) -> No
         lambda s: s.update(pruner={"type": "SuccessiveHalving", "minResource": 5, "minEarlyStoppingRate": 1}),
         lambda s: s.update(enqueue=[{"learning_rate": 3e-5, "num_train_epochs": 1}]),
         lambda s: s["searchSpace"].append(
-            {"name": "loss.scale", "type": "categorical", "choices": [10, 20.5, "x"]}
+            {"name": "loss.scale", "type": "categorical", "choices": [10, 20.5]}
+        ),
+        # Choices of mixed scalar types, for a custom container (the recipe checks loss.scale's type).
+        lambda s: (
+            s["template"].update(command=["python", "train.py"])
+            or s.pop("trainer")
+            or s["searchSpace"].append({"name": "mixed", "type": "categorical", "choices": [10, 20.5, "x"]})
         ),
         lambda s: s.update(storage={"secretRef": {"name": "db"}, "deleteStudyOnDelete": True}),
         lambda s: s["template"].update(
