@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -105,6 +107,17 @@ def test_parallelism_is_respected(
     assert peak == expected  # ...and that many did run together
 
 
+def _schema_made(db: Path) -> bool:
+    """Whether Optuna finished creating its schema in this SQLite file (it records its version last)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return bool(conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
 def test_sigint_stops_cleanly_and_the_next_run_completes_exactly_the_budget(
     custom_study: CustomStudy, tmp_path: Path
 ) -> None:
@@ -121,9 +134,12 @@ def test_sigint_stops_cleanly_and_the_next_run_completes_exactly_the_budget(
         text=True,
     )
     url = local_storage(path)
+    db = path.parent / f"{path.stem}.hpo.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # interrupt once some trials finished and others run
         time.sleep(0.3)
+        if not _schema_made(db):
+            continue  # `hpo run` is still creating the storage: a second writer of the schema would race it
         try:
             states = [t.state for t in optuna.load_study(study_name="local.stop", storage=url).get_trials()]
         except KeyError:
