@@ -13,7 +13,6 @@ from hpo_operator.core.spec import (
     StudySpec,
     check_runtime,
     parse_spec,
-    trainer_spec_module,
     validate_name,
 )
 
@@ -221,7 +220,6 @@ def test_the_built_in_runner_needs_a_recipe() -> None:
     assert "spec.template.command" in str(error)
 
 
-@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 def test_the_recipe_is_validated_by_the_trainer_spec() -> None:
     raw = seed_spec()
     raw["trainer"]["loss"]["name"] = "NoSuchLoss"
@@ -230,7 +228,6 @@ def test_the_recipe_is_validated_by_the_trainer_spec() -> None:
     assert "NoSuchLoss" in str(error)
 
 
-@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 @pytest.mark.parametrize(
     ("change", "path", "words"),
     [
@@ -275,7 +272,6 @@ def test_training_arguments_and_parameter_names_are_checked_at_apply_time(
     assert "HPO_TRIAL_PARAMS" not in str(error)
 
 
-@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 def test_a_pruner_needs_reports_that_line_up_across_trials() -> None:
     # Evaluations every N optimizer steps land on batch-size-dependent epochs: the pruner would never act.
     raw = seed_spec()
@@ -290,7 +286,6 @@ def test_a_pruner_needs_reports_that_line_up_across_trials() -> None:
     assert parse_spec(raw).pruner.type == "Median"
 
 
-@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 @pytest.mark.parametrize(
     ("change", "path", "words"),
     [
@@ -328,7 +323,6 @@ def test_search_space_types_and_choices_are_checked_at_apply_time(change: Any, p
     assert words in str(error)
 
 
-@pytest.mark.skipif(trainer_spec_module() is None, reason="hpo_trial.trainer_spec is not installed")
 def test_check_arguments_false_lets_a_newer_library_through() -> None:
     """A trial image whose library has fields or values the apply-time table does not know."""
     raw = seed_spec()
