@@ -124,6 +124,44 @@ def custom_study(tmp_path: Path) -> CustomStudy:
     return make
 
 
+MIXED_SPEC: dict[str, Any] = {
+    "objective": [{"metric": "eval_loss", "direction": "minimize"}],
+    "searchSpace": [
+        {"name": "optim", "type": "categorical", "choices": ["adamw", "sgd", "adafactor_with_a_long_name"]},
+        {"name": "fp16", "type": "categorical", "choices": [True, False]},
+        {"name": "batch", "type": "categorical", "choices": [16, 32, 64]},
+        {"name": "learning_rate", "type": "float", "low": 1.0e-6, "high": 1.0e-4, "log": True},
+    ],
+    "trials": {"total": 10, "parallelism": 1},
+    "sampler": {"type": "TPE", "seed": 3},
+    "pruner": {"type": "Median", "nStartupTrials": 2},
+    "template": {"command": ["python", "objective_mixed.py"]},
+}
+
+
+@pytest.fixture(scope="session")
+def mixed_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished local study (``hpo run`` once per session) over string, boolean and integer choices and
+    a log-scaled float, in that order (not alphabetical), with completed and pruned trials; the manifest's
+    path. Read-only: tests that change the study make their own."""
+    d = tmp_path_factory.mktemp("mixed")
+    shutil.copy(HERE / "objective_mixed.py", d / "objective_mixed.py")
+    path = write_study(d, "mixed", MIXED_SPEC)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo_operator.cli.main", "run", str(path)],
+        cwd=d,
+        env=hpo_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    states = {t.state.name for t in load_local(path, "mixed").get_trials()}
+    assert states == {"COMPLETE", "PRUNED"}, states
+    return path
+
+
 def local_storage(path: Path) -> str:
     """The SQLite URL ``hpo run`` uses for a manifest by default."""
     return f"sqlite:///{path.parent / (path.stem + '.hpo.db')}"

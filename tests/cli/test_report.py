@@ -176,3 +176,34 @@ def test_dashboard_serves_the_study(custom_study: CustomStudy, run_hpo: RunHpo) 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def trial_cells(html: str) -> list[list[str]]:
+    """The cells of the report's trial table, one list per trial row (the header row left out)."""
+    m = re.search(r"<table class='trials'>(.*?)</table>", html, re.DOTALL)
+    assert m, "no trial table"
+    rows = re.findall(r"<tr class='[^']*'>(.*?)</tr>", m.group(1), re.DOTALL)
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.DOTALL)] for r in rows
+    ]
+
+
+def test_report_of_string_boolean_and_integer_choices(
+    mixed_study: Path, run_hpo: RunHpo, tmp_path: Path
+) -> None:
+    out = tmp_path / "mixed.html"
+    result = run_hpo("report", str(mixed_study), "-o", str(out), cwd=tmp_path)
+    assert result.code == 0, result.text
+    html = out.read_text()
+    study = load_local(mixed_study, "mixed")
+    cells = trial_cells(html)
+    assert len(cells) == len(study.trials)
+    for t, row in zip(study.trials, cells, strict=True):
+        # Each choice as it is written in the spec: a string as itself, a boolean as True/False, an
+        # integer without decimals.
+        assert t.params["optim"] in row, row
+        assert str(t.params["fp16"]) in row, row
+        assert str(t.params["batch"]) in row, row
+        assert not any(c.endswith(".0000") and c != row[2] for c in row), row
+    for slug in PLOTS:
+        plot_div(html, slug)

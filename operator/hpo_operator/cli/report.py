@@ -26,6 +26,7 @@ from optuna.visualization import (
     plot_pareto_front,
 )
 
+from hpo_operator.cli.values import fmt_param
 from hpo_operator.core.events import fmt_params, fmt_value
 
 
@@ -221,7 +222,7 @@ def _trial_table(study: optuna.Study) -> str:
             t.state.name,
             values,
             duration,
-            *[fmt_value(t.params[p]) if p in t.params else "" for p in params],
+            *[fmt_param(t.params[p]) if p in t.params else "" for p in params],
         ]
         rows.append(f"<tr class='{t.state.name}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return f"<table class='trials'><tr>{head}</tr>{''.join(rows)}</table>"
