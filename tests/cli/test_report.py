@@ -10,17 +10,25 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import optuna
 import plotly.offline
 
 from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local
 
+# Each plot's section, and the title Optuna gives the figure (left out: the section's heading names it).
 PLOTS = {
     "optimization-history": "Optimization History Plot",
     "param-importances": "Hyperparameter Importances",
     "parallel-coordinates": "Parallel Coordinate Plot",
     "intermediate-values": "Intermediate Values Plot",
+}
+HEADINGS = {
+    "optimization-history": "Optimization history",
+    "param-importances": "Parameter importances",
+    "parallel-coordinates": "Parallel coordinates",
+    "intermediate-values": "Intermediate values",
 }
 
 
@@ -46,7 +54,7 @@ def test_report_has_every_plot_and_needs_no_network(
     html = out.read_text()
     for slug, title in PLOTS.items():
         section = plot_div(html, slug)
-        assert title in section, f"{slug}: {title!r} not in its figure"
+        assert f"<h2>{HEADINGS[slug]}</h2>" in section and title not in section, f"{slug}: titled twice"
     # The figures carry the study's data: each trial's value in the history, the parameters' names.
     history = plot_div(html, "optimization-history")
     study = load_local(path, "rep")
@@ -59,8 +67,8 @@ def test_report_has_every_plot_and_needs_no_network(
     assert not re.search(r"<script[^>]*\ssrc=", html) and not re.search(r"<link[^>]*\shref=", html)
     # The summary names the best trial and the trial table lists every trial.
     best = study.best_trial
-    assert f"<th>Best trial</th><td>{best.number}: value" in html
-    assert html.count("<tr class='COMPLETE'>") == 6
+    assert f"<th>Best trial</th><td>{best.number}: loss " in html
+    assert html.count("<tr class='COMPLETE'>") + html.count("<tr class='COMPLETE best'>") == 6
 
     # Without -o the report lands next to the manifest.
     again = run_hpo("report", str(path), cwd=tmp_path)
@@ -101,7 +109,9 @@ def test_report_of_a_multi_objective_study_from_storage_and_study_name(
     result = run_hpo("report", "--storage", url, "-o", str(out), cwd=tmp_path)  # the only study: found
     assert result.code == 0, result.text
     html = out.read_text()
-    assert "Pareto-front Plot" in plot_div(html, "pareto-front")
+    assert "<h2>Pareto front</h2>" in plot_div(html, "pareto-front")
+    # Unnamed objectives (a study made outside hpo, no metric names recorded) are numbered.
+    assert "<th>objective 0 (maximize)</th><th>objective 1 (minimize)</th>" in html
     for i in (0, 1):
         plot_div(html, f"optimization-history-{i}")
         plot_div(html, f"param-importances-{i}")
@@ -207,3 +217,73 @@ def test_report_of_string_boolean_and_integer_choices(
         assert not any(c.endswith(".0000") and c != row[2] for c in row), row
     for slug in PLOTS:
         plot_div(html, slug)
+
+
+def figure(html: str, slug: str) -> dict[str, Any]:
+    """The plotly figure (data and layout) of one section, as ``Plotly.newPlot`` gets it."""
+    section = plot_div(html, slug)
+    m = re.search(r"Plotly\.newPlot\(\s*\"plot-[^\"]+\",\s*", section)
+    assert m, f"{slug}: no Plotly.newPlot call"
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(section, m.end())
+    layout, _ = decoder.raw_decode(section, re.compile(r",\s*").match(section, end).end())  # type: ignore[union-attr]
+    return {"data": data, "layout": layout}
+
+
+def test_report_reads_as_the_spec_and_the_cli_do(mixed_study: Path, run_hpo: RunHpo, tmp_path: Path) -> None:
+    out = tmp_path / "mixed.html"
+    assert run_hpo("report", str(mixed_study), "-o", str(out), cwd=tmp_path).code == 0
+    html = out.read_text()
+    study = load_local(mixed_study, "mixed")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    spec_order = ["optim", "fp16", "batch", "learning_rate"]
+
+    # The trial table: the metric and its direction name the value column, the parameters follow the
+    # spec's order, the best trial's row is marked, a pruned trial's value is said to be its last report.
+    head = re.search(r"<table class='trials'><tr>(.*?)</tr>", html, re.DOTALL)
+    assert head
+    assert re.findall(r"<th>(.*?)</th>", head.group(1)) == [
+        "#",
+        "state",
+        "eval_loss (minimize)",
+        *spec_order,
+        "duration",
+        "note",
+    ]
+    best = study.best_trial
+    rows = trial_cells(html)
+    assert rows[best.number][0] == str(best.number) and "★ best" in rows[best.number][-1]
+    assert html.count("<tr class='COMPLETE best'>") == 1
+    for t in pruned:
+        assert f"pruned at step {t.last_step} (value: its last report)" in rows[t.number][-1]
+    assert f"<th>Best trial</th><td>{best.number}: eval_loss " in html
+    assert "optim=adamw" in html or f"optim={best.params['optim']}" in html
+
+    # No plot repeats its heading as a title.
+    for slug, title in PLOTS.items():
+        assert f"<h2>{HEADINGS[slug]}</h2>" in plot_div(html, slug) and title not in html
+
+    # History: the pruned trials are drawn apart, at their last reported value.
+    history = figure(html, "optimization-history")
+    marks = [d for d in history["data"] if d.get("name") == "Pruned trial (last reported value)"]
+    assert len(marks) == 1 and marks[0]["x"] == [t.number for t in pruned]
+    assert f"The {len(pruned)} trials pruned show their last reported value" in plot_div(
+        html, "optimization-history"
+    )
+
+    # Parallel coordinates: axes in the spec's order, the pruned trials said to be left out, and no
+    # trial's line so light that it vanishes on the white page.
+    parallel = figure(html, "parallel-coordinates")
+    assert parallel["layout"]["xaxis"]["ticktext"] == ["eval_loss", *spec_order]
+    assert f"The {len(pruned)} trials pruned are left out" in plot_div(html, "parallel-coordinates")
+    lines = [d for d in parallel["data"] if d.get("mode") == "lines"]
+    assert len(lines) == len(study.trials) - len(pruned)
+    for line in lines:
+        r, g, b = (float(c) for c in re.findall(r"[\d.]+", line["line"]["color"]))
+        assert 0.299 * r + 0.587 * g + 0.114 * b < 200, f"a near-white line: {line['line']['color']}"
+        assert line["opacity"] >= 0.8
+
+    # Intermediate values: the metric names the axis.
+    assert (
+        figure(html, "intermediate-values")["layout"]["yaxis"]["title"]["text"] == "eval_loss (intermediate)"
+    )

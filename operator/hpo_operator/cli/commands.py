@@ -28,6 +28,7 @@ class Target:
     metrics: tuple[str, ...] | None
     label: str  # how to name it in messages (never the URL: it may hold a password)
     default_output: Path  # where `hpo report` writes by default
+    params: tuple[str, ...] | None = None  # the search space's parameters, in the spec's order
 
 
 def _looks_like_file(target: str) -> bool:
@@ -55,6 +56,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
             m.spec.metrics,
             label=args.study or m.local_study_name,
             default_output=m.dir / f"hpo-report-{m.path.stem}.html",
+            params=m.spec.param_names,
         )
     if args.target:
         from hpo_operator.cli.cluster import cluster_target
@@ -88,7 +90,7 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
     target = resolve_target(args)
     study = load_study(target.storage_url, target.study_name)
     out = Path(args.output) if args.output else target.default_output
-    html = render_report(study, target.metrics, title=f"HPO study {target.label}")
+    html = render_report(study, target.metrics, title=f"HPO study {target.label}", params=target.params)
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as e:
