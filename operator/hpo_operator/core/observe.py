@@ -16,10 +16,9 @@ process exited without reporting.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
 from optuna.distributions import BaseDistribution
@@ -214,14 +213,6 @@ class Observed:
 
 # --------------------------------------------------------------------------------------- conversions
 
-_OPTUNA_STATES: dict[str, TrialState] = {
-    "WAITING": "WAITING",
-    "RUNNING": "RUNNING",
-    "COMPLETE": "COMPLETE",
-    "PRUNED": "PRUNED",
-    "FAIL": "FAIL",
-}
-
 
 def trial_view(trial: Any) -> TrialView:
     """An Optuna ``FrozenTrial`` → :class:`TrialView`."""
@@ -231,7 +222,7 @@ def trial_view(trial: Any) -> TrialView:
     reason = trial.user_attrs.get(ATTR_FAIL_REASON)
     return TrialView(
         number=trial.number,
-        state=_OPTUNA_STATES[trial.state.name],
+        state=cast(TrialState, trial.state.name),
         params=dict(trial.params),
         values=tuple(float(v) for v in trial.values) if trial.values is not None else None,
         attempt=max(int(attempts) - 1, 0) if isinstance(attempts, int) else 0,
@@ -362,7 +353,3 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value.astimezone(dt.UTC) if value.tzinfo is None else value
-
-
-def dumps_params(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(params), sort_keys=True)

@@ -1,6 +1,6 @@
 """The Optuna storage, as the operator uses it: one long-lived study object per HPOStudy.
 
-Design facts (docs: /work/shared/DESIGN.md, "Measured facts"): a fresh ``load_study`` plus a full read
+Measured (Optuna 5.0, PostgreSQL 15, a 2-core machine): a fresh ``load_study`` plus a full read
 costs 0.3 s at 1,000 trials, a read with ``deepcopy=False`` through Optuna's cached storage 1-3 ms. So
 each storage URL gets one ``RDBStorage`` (a pool with ``pool_pre_ping``, shared by every study on it)
 wrapped once in Optuna's cache, and each HPOStudy one :class:`StudyStore` kept for the operator's life.
@@ -216,10 +216,6 @@ class StudyStore:
             trial = optuna.Trial(study, self._trial_id(number))
             for name, dist in search_space.distributions(spec).items():
                 _suggest(trial, name, dist)
-
-    def trial_params(self, number: int) -> dict[str, Any]:
-        with storage_errors("cannot read a trial"):
-            return dict(self.storage.get_trial(self._trial_id(number)).params)
 
     def set_attempt(self, number: int, attempt: int) -> bool:
         """Record the attempt about to run (user attribute ``hpo:attempts`` = attempts so far)."""
