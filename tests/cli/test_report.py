@@ -287,3 +287,9 @@ def test_report_reads_as_the_spec_and_the_cli_do(mixed_study: Path, run_hpo: Run
     assert (
         figure(html, "intermediate-values")["layout"]["yaxis"]["title"]["text"] == "eval_loss (intermediate)"
     )
+
+
+def test_the_study_records_its_metric_names(mixed_study: Path) -> None:
+    # Recorded when the study is created (the operator's storage code, which hpo run shares), so that
+    # optuna-dashboard and Optuna's plots say eval_loss, not "Objective 0".
+    assert load_local(mixed_study, "mixed").metric_names == ["eval_loss"]

@@ -37,6 +37,9 @@ from hpo_operator.shell import redact
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+# Where Optuna keeps a study's metric names (``Study.set_metric_names``, ``Study.metric_names``).
+METRIC_NAMES_ATTR = "study:metric_names"
+
 
 class StorageUnavailable(RuntimeError):
     """The storage did not answer (or failed); the message is free of secrets."""
@@ -171,12 +174,17 @@ class StudyStore:
 
     def create(self, directions: Sequence[str], spec: StudySpec) -> None:
         with storage_errors("cannot create the study"):
-            optuna.create_study(
+            study = optuna.create_study(
                 study_name=self.study_name,
                 storage=self.storage,
                 directions=list(directions),
                 load_if_exists=True,
             )
+            # The objectives' names, read back as ``study.metric_names``: optuna-dashboard and Optuna's
+            # plots label the values with them. What ``Study.set_metric_names`` stores, without its
+            # ExperimentalWarning.
+            if METRIC_NAMES_ATTR not in self.storage.get_study_system_attrs(study._study_id):
+                self.storage.set_study_system_attr(study._study_id, METRIC_NAMES_ATTR, list(spec.metrics))
         self._study = None
 
     def study(self, spec: StudySpec, generation: int | None) -> optuna.Study:
