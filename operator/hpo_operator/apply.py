@@ -1,4 +1,4 @@
-"""Carry out a :class:`~hpo_operator.core.reconcile.Plan`, action by action. No decisions here.
+"""Carry out a :class:`~hpo_operator.core.plan.Plan`, action by action. No decisions here.
 
 Each action maps to storage calls and calls on a :class:`Runs`: the trial pods of the operator
 (:class:`PodRuns`) or the trial processes of ``hpo run`` (``hpo_operator.cli.local``), so a plan is
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hpo_operator.core import names, pods
-from hpo_operator.core.pods import Owner, SecretKey
-from hpo_operator.core.reconcile import (
+from hpo_operator.core.plan import (
     Action,
     AskTrials,
     CreateStudy,
@@ -31,6 +30,7 @@ from hpo_operator.core.reconcile import (
     PostEvent,
     RecordAnnounced,
 )
+from hpo_operator.core.pods import Owner, SecretKey
 from hpo_operator.core.spec import StudySpec
 from hpo_operator.shell.kube import CreateResult, Kube
 from hpo_operator.shell.metrics import Metrics

@@ -32,10 +32,7 @@ from hpo_operator.core.observe import (
     study_view,
     trial_view,
 )
-from hpo_operator.core.reconcile import (
-    FINISHED_RUN_GRACE,
-    FINISHED_RUNS_KEPT,
-    MAX_ANNOUNCEMENTS,
+from hpo_operator.core.plan import (
     AskTrials,
     CreateStudy,
     DeleteRun,
@@ -47,8 +44,8 @@ from hpo_operator.core.reconcile import (
     Plan,
     PostEvent,
     RecordAnnounced,
-    decide,
 )
+from hpo_operator.core.reconcile import FINISHED_RUN_GRACE, FINISHED_RUNS_KEPT, MAX_ANNOUNCEMENTS, decide
 from hpo_operator.core.spec import StudySpec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from hpo_operator.core.events import fmt_params, fmt_value, fmt_values
 from hpo_operator.core.observe import TrialView
-from hpo_operator.core.reconcile import Counts
+from hpo_operator.core.plan import Counts
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 

@@ -48,6 +48,19 @@ from hpo_operator.cli.volumes import prepare as prepare_volumes
 from hpo_operator.core import reconcile
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed
+from hpo_operator.core.plan import (
+    AskTrials,
+    Assessment,
+    CreateStudy,
+    DeleteRun,
+    Enqueue,
+    FailTrial,
+    FinishAsk,
+    LaunchRun,
+    MarkLaunched,
+    Plan,
+    PostEvent,
+)
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
 from hpo_operator.core.status import pareto_front
 from hpo_operator.shell.kube import CreateResult
@@ -60,18 +73,18 @@ _TRIAL_LINE = re.compile(r"^Trial (\d+)(?: attempt (?P<attempt>\d+) of)?\b")
 
 
 _CHANGES = (
-    reconcile.CreateStudy,
-    reconcile.Enqueue,
-    reconcile.FinishAsk,
-    reconcile.AskTrials,
-    reconcile.LaunchRun,
-    reconcile.MarkLaunched,
-    reconcile.FailTrial,
-    reconcile.DeleteRun,
+    CreateStudy,
+    Enqueue,
+    FinishAsk,
+    AskTrials,
+    LaunchRun,
+    MarkLaunched,
+    FailTrial,
+    DeleteRun,
 )
 
 
-def _settled(plan: reconcile.Plan) -> bool:
+def _settled(plan: Plan) -> bool:
     """Nothing left to change: the next plan would only repeat this one (its announcements are made)."""
     return not any(isinstance(a, _CHANGES) for a in plan.actions)
 
@@ -109,7 +122,7 @@ class LocalStudy:
         self.stop_requests = 0
         self.progress: RunProgress | None = None
         self._warned_env: set[int] = set()
-        self.final_event: reconcile.PostEvent | None = None  # StudySucceeded/StudyFailed, shown last
+        self.final_event: PostEvent | None = None  # StudySucceeded/StudyFailed, shown last
         self.volumes = LocalVolumes((), {})  # the pod's volumes as local directories (see run())
 
     # ------------------------------------------------------------------------------------ session
@@ -212,7 +225,7 @@ class LocalStudy:
 
     # --------------------------------------------------------------------------------------- loop
 
-    def _loop(self) -> reconcile.Assessment | None:
+    def _loop(self) -> Assessment | None:
         """Observe, decide, act until the study is over (its assessment) or a stop is asked (None)."""
         with RunProgress(self.console, self.study_name, self.spec.trials.total) as progress:
             self.progress = progress
@@ -247,7 +260,7 @@ class LocalStudy:
 
     # ------------------------------------------------------------------------------------ actions
 
-    def _carry_out(self, plan: reconcile.Plan) -> None:
+    def _carry_out(self, plan: Plan) -> None:
         """The plan carried out as the operator does (:func:`hpo_operator.apply.apply_plan`), with
         processes for pods."""
         apply_plan(plan, Study(self.m.name, self.spec, None, self.store, self.metrics), LocalRuns(self))
@@ -361,7 +374,7 @@ class LocalStudy:
         else:
             self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
-    def _print_event(self, event: reconcile.PostEvent) -> None:
+    def _print_event(self, event: PostEvent) -> None:
         style = {
             "TrialFailed": "red",
             "TrialRetried": "yellow",
@@ -387,7 +400,7 @@ class LocalStudy:
                 if log.exists():
                     self._print(f"  log: {self._rel(log)}", "dim")
 
-    def _update_progress(self, a: reconcile.Assessment, observed: Observed) -> None:
+    def _update_progress(self, a: Assessment, observed: Observed) -> None:
         if self.progress is None:
             return
         running = len(self.runs.active())
@@ -406,7 +419,7 @@ class LocalStudy:
 
     # ------------------------------------------------------------------------------------- finish
 
-    def _finish(self, outcome: reconcile.Assessment | None) -> int:
+    def _finish(self, outcome: Assessment | None) -> int:
         if outcome is None:
             return self._interrupted()
         views = self.store.trials()
@@ -475,14 +488,14 @@ class LocalStudy:
         return EXIT_INTERRUPTED
 
 
-def _restarts(plan: reconcile.Plan, observed: Observed) -> tuple[list[int], list[int]]:
+def _restarts(plan: Plan, observed: Observed) -> tuple[list[int], list[int]]:
     """The RUNNING trials decide gives their run back as it was (released by a clean stop: ``again``)
     and those it counts a failed attempt (launched, and their process is gone: ``lost``)."""
     attempts = {t.number: t.attempt for t in observed.trials if t.state == "RUNNING"}
     again: set[int] = set()
     for a in plan.actions:
-        if (isinstance(a, reconcile.LaunchRun) and attempts.get(a.trial) == a.attempt) or (
-            isinstance(a, reconcile.FinishAsk) and a.trial in attempts
+        if (isinstance(a, LaunchRun) and attempts.get(a.trial) == a.attempt) or (
+            isinstance(a, FinishAsk) and a.trial in attempts
         ):
             again.add(a.trial)
     lost = sorted(n for n in attempts if n not in again)
@@ -503,4 +516,4 @@ class LocalRuns:
         self.study.runs.delete(name)
 
     def post_event(self, type_: str, reason: str, message: str) -> None:
-        self.study._print_event(reconcile.PostEvent(type_, reason, message))  # type: ignore[arg-type]
+        self.study._print_event(PostEvent(type_, reason, message))  # type: ignore[arg-type]

@@ -70,7 +70,6 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from optuna.distributions import (
     BaseDistribution,
@@ -82,9 +81,23 @@ from optuna.distributions import (
 
 from hpo_operator.core import events, names, search_space
 from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
+from hpo_operator.core.plan import (
+    Action,
+    AskTrials,
+    Assessment,
+    Counts,
+    CreateStudy,
+    DeleteRun,
+    Enqueue,
+    FailTrial,
+    FinishAsk,
+    LaunchRun,
+    MarkLaunched,
+    Plan,
+    PostEvent,
+    RecordAnnounced,
+)
 from hpo_operator.core.spec import StudySpec
-
-Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 # A run still active this long after its trial finished is deleted.
 FINISHED_RUN_GRACE = dt.timedelta(seconds=60)
@@ -97,141 +110,6 @@ STOPPED_PREFIX = "stopped: "
 
 # The trial side's MetricNotFound (hpo_trial.reporting) message: the objective's metric does not exist.
 _METRIC_NOT_FOUND = re.compile(r"objective metric '(?P<metric>[^']+)' was not produced by the evaluation")
-
-
-# ------------------------------------------------------------------------------------------ the plan
-
-
-@dataclass(frozen=True)
-class CreateStudy:
-    """Create the Optuna study (idempotent: an existing study of that name is loaded)."""
-
-    study_name: str
-    directions: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Enqueue:
-    """Enqueue ``spec.enqueue[start:]`` (skipping sets already in the study), then record the count."""
-
-    start: int
-    params: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class FinishAsk:
-    """Store the missing parameters of a RUNNING trial whose ``ask`` was cut short."""
-
-    trial: int
-
-
-@dataclass(frozen=True)
-class AskTrials:
-    """Ask ``count`` new trials with the spec's distributions and create attempt 0's run of each."""
-
-    count: int
-
-
-@dataclass(frozen=True)
-class LaunchRun:
-    """Create the run of ``attempt`` of a RUNNING trial (record the attempt first, then create)."""
-
-    trial: int
-    attempt: int
-    params: Mapping[str, Any]
-    reason: str
-
-
-@dataclass(frozen=True)
-class MarkLaunched:
-    """Record that the run of ``attempt`` exists (so its disappearance is noticed)."""
-
-    trial: int
-    attempt: int
-
-
-@dataclass(frozen=True)
-class FailTrial:
-    """Tell a RUNNING trial FAIL with a reason (``hpo:fail_reason``); skipped if it already finished."""
-
-    trial: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class DeleteRun:
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PostEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class RecordAnnounced:
-    """Store the announced set; ``states`` are the newly announced trials' states (for metrics)."""
-
-    announced: Announced
-    states: tuple[str, ...]
-
-
-Action = (
-    CreateStudy
-    | Enqueue
-    | FinishAsk
-    | AskTrials
-    | LaunchRun
-    | MarkLaunched
-    | FailTrial
-    | DeleteRun
-    | PostEvent
-    | RecordAnnounced
-)
-
-
-@dataclass(frozen=True)
-class Counts:
-    budget: int  # spec.trials.total
-    started: int  # trials asked so far (every state but WAITING)
-    waiting: int  # enqueued, not asked yet
-    running: int
-    complete: int
-    pruned: int
-    failed: int
-    active_runs: int
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """Where the study stands: phase, a CamelCase reason, a sentence, and the spec field to blame."""
-
-    phase: Phase
-    reason: str
-    message: str
-    counts: Counts
-    field: str | None = None
-    best: tuple[int, float] | None = None  # single objective: (trial number, value)
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True)
-class Plan:
-    assessment: Assessment
-    actions: tuple[Action, ...] = ()
-
-    def of(self, kind: type) -> list[Any]:
-        return [a for a in self.actions if isinstance(a, kind)]
 
 
 # --------------------------------------------------------------------------------------------- decide

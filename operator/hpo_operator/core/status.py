@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpo_operator.core.observe import Observed, TrialView
-from hpo_operator.core.reconcile import Assessment, best_trial
+from hpo_operator.core.plan import Assessment
+from hpo_operator.core.reconcile import best_trial
 from hpo_operator.core.spec import SpecError, StudySpec
 
 RECENT_TRIALS = 50
