@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from hpo_operator.core import names
+from hpo_operator.core.best import pareto_front
 from hpo_operator.core.observe import Announced, Observed, RunView, StudyView, TrialView
 from hpo_operator.core.reconcile import decide
 from hpo_operator.core.spec import SpecError, StudySpec, parse_spec
@@ -16,7 +17,6 @@ from hpo_operator.core.status import (
     RECENT_TRIALS,
     build_status,
     invalid_spec_status,
-    pareto_front,
     storage_waiting_status,
 )
 

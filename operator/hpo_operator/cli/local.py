@@ -46,6 +46,7 @@ from hpo_operator.cli.storage import redact
 from hpo_operator.cli.volumes import LocalVolumes, VolumeError, strings
 from hpo_operator.cli.volumes import prepare as prepare_volumes
 from hpo_operator.core import reconcile
+from hpo_operator.core.best import pareto_front
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed
 from hpo_operator.core.plan import (
@@ -62,7 +63,6 @@ from hpo_operator.core.plan import (
     PostEvent,
 )
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
-from hpo_operator.core.status import pareto_front
 from hpo_operator.shell.kube import CreateResult
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
@@ -433,7 +433,7 @@ class LocalStudy:
                     trial_view_table(f"Pareto front ({len(front)} trials)", front, self.spec.metrics)
                 )
         else:
-            best = reconcile.best_trial(self.spec.directions, views)
+            best = next((v for v in views if outcome.best and v.number == outcome.best[0]), None)
             if best is not None and best.values:
                 self.console.print(
                     f"Best trial {best.number}: {self.spec.metrics[0]} = {fmt_value(best.values[0])}, "

@@ -80,6 +80,7 @@ from optuna.distributions import (
 )
 
 from hpo_operator.core import events, names, search_space
+from hpo_operator.core.best import best_trial, better, pair
 from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
 from hpo_operator.core.plan import (
     Action,
@@ -147,7 +148,7 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
         runs_of.setdefault(r.trial, []).append(r)
 
     # The best trial by the stored study's directions (the spec's may have been edited, and refused).
-    best = _best(study.directions if study is not None else spec.directions, trials)
+    best = pair(best_trial(study.directions if study is not None else spec.directions, trials))
 
     # What a stored study cannot change: its directions, and its parameters' distributions (kind, log
     # scale, categorical choices). Refused before anything is asked; reverting the spec resumes it.
@@ -394,22 +395,6 @@ def _counts(
     )
 
 
-def best_trial(directions: Sequence[str], trials: Sequence[TrialView]) -> TrialView | None:
-    """The best COMPLETE trial of a single-objective study (the lowest number among equals)."""
-    if len(directions) != 1:
-        return None
-    complete = [t for t in trials if t.state == "COMPLETE" and t.values]
-    if not complete:
-        return None
-    sign = -1.0 if directions[0] == "maximize" else 1.0
-    return min(complete, key=lambda t: (sign * t.values[0], t.number))  # type: ignore[index]
-
-
-def _best(directions: Sequence[str], trials: Sequence[TrialView]) -> tuple[int, float] | None:
-    b = best_trial(directions, trials)
-    return (b.number, b.values[0]) if b is not None and b.values else None
-
-
 def _assess(
     spec: StudySpec,
     observed: Observed,
@@ -469,20 +454,19 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
     shown = newly if len(newly) <= MAX_ANNOUNCEMENTS else sorted(newly[-MAX_ANNOUNCEMENTS:], key=newly.index)
     # Best so far: over the trials announced before, then updated in the order trials finished.
     prior = [t for t in trials if t.number in announced]
-    best = best_trial(spec.directions, prior)
-    best_pair = (best.number, best.values[0]) if best is not None and best.values else None
-    skipped = [t for t in newly if t not in shown]
-    for t in skipped:
-        best_pair = _better(spec, best_pair, t)
+    so_far = best_trial(spec.directions, prior)
+    for t in newly:
+        if t not in shown:
+            so_far = better(spec.directions, so_far, t)
     out: list[Action] = []
     for t in shown:
         if t.state == "COMPLETE":
-            best_pair = _better(spec, best_pair, t)
+            so_far = better(spec.directions, so_far, t)
             out.append(
                 PostEvent(
                     "Normal",
                     "TrialCompleted",
-                    events.trial_completed(t.number, t.values or (), t.params, best_pair),
+                    events.trial_completed(t.number, t.values or (), t.params, pair(so_far)),
                 )
             )
         elif t.state == "PRUNED":
@@ -499,16 +483,6 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
             )
     out.append(RecordAnnounced(announced.add(t.number for t in newly), tuple(t.state for t in newly)))
     return out
-
-
-def _better(spec: StudySpec, best: tuple[int, float] | None, t: TrialView) -> tuple[int, float] | None:
-    if spec.multi_objective or t.state != "COMPLETE" or not t.values:
-        return best
-    v = t.values[0]
-    if best is None:
-        return (t.number, v)
-    better = v > best[1] if spec.directions[0] == "maximize" else v < best[1]
-    return (t.number, v) if better else best
 
 
 def _phase_events(observed: Observed, assessment: Assessment) -> list[Action]:

@@ -26,9 +26,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hpo_operator.core.best import pareto_front
 from hpo_operator.core.observe import Observed, TrialView
 from hpo_operator.core.plan import Assessment
-from hpo_operator.core.reconcile import best_trial
 from hpo_operator.core.spec import SpecError, StudySpec
 
 RECENT_TRIALS = 50
@@ -115,10 +115,11 @@ def build_status(
             trial_row(t, spec) for t in [t for t in trials if t.state != "WAITING"][-RECENT_TRIALS:]
         ],
     }
-    # Judged by the stored study's directions: a spec whose objectives were edited is refused (InvalidSpec),
-    # and its trials are still the stored study's.
+    # The best trial as decide judged it (by the stored study's directions: a spec whose objectives were
+    # edited is refused, and its trials are still the stored study's); the front by the same directions.
     directions = observed.study.directions if observed.study is not None else spec.directions
-    best = best_trial(directions, trials)
+    by_number = {t.number: t for t in trials}
+    best = by_number.get(assessment.best[0]) if assessment.best is not None else None
     if best is not None and best.values:
         status["bestValue"] = display_value(best.values[0])
         status["bestTrial"] = {
@@ -307,28 +308,3 @@ def trial_row(t: TrialView, spec: StudySpec) -> dict[str, Any]:
         reason = t.fail_reason
         row["reason"] = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
     return row
-
-
-def pareto_front(directions: Sequence[str], trials: Sequence[TrialView]) -> list[TrialView]:
-    """The COMPLETE trials no other COMPLETE trial dominates, by trial number.
-
-    Points are sorted lexicographically (in minimization form); a point can only be dominated by one
-    before it, and a dominated point is dominated by some point of the front, so one sweep against the
-    front found so far suffices: O(n · front).
-    """
-    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
-    points = [
-        (tuple(s * v for s, v in zip(signs, t.values, strict=True)), t)
-        for t in trials
-        if t.state == "COMPLETE" and t.values is not None and len(t.values) == len(signs)
-    ]
-    points.sort(key=lambda p: (p[0], p[1].number))
-    front: list[tuple[tuple[float, ...], TrialView]] = []
-    for point, t in points:
-        if not any(_dominates(f, point) for f, _ in front):
-            front.append((point, t))
-    return sorted((t for _, t in front), key=lambda t: t.number)
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
