@@ -28,9 +28,10 @@ from hpo_operator.apply import PodRuns, Study, Target, apply_plan
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names, pods
 from hpo_operator.core.observe import Observed, run_view
+from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.plan import Assessment, Plan
 from hpo_operator.core.reconcile import decide
-from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, parse_spec, validate_name
+from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, validate_name
 from hpo_operator.core.status import build_status, condition, invalid_spec_status, storage_waiting_status
 from hpo_operator.shell import redact
 from hpo_operator.shell.kube import (

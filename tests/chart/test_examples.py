@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hpo_operator.core.spec import parse_spec, validate_name
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import validate_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -16,7 +16,8 @@ import optuna
 import pytest
 import yaml
 from hpo_operator.core.events import fmt_params, fmt_value
-from hpo_operator.core.spec import SpecError, parse_spec
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError
 from optuna.trial import TrialState
 
 from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local, local_storage

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INVALID
 from hpo_operator.cli.volumes import VolumeError, prepare, strings
-from hpo_operator.core.spec import parse_spec
+from hpo_operator.core.parse import parse_spec
 from optuna.trial import TrialState
 
 from tests.cli.conftest import RunHpo, load_local, write_study

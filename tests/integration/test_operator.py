@@ -838,7 +838,7 @@ def test_delete_study_on_delete_when_the_secret_went_first(
 
 
 def test_storages_share_an_engine_per_url_and_release_it_with_the_last_study(postgres_url: str) -> None:
-    from hpo_operator.core.spec import parse_spec
+    from hpo_operator.core.parse import parse_spec
     from hpo_operator.shell.storage import Storages, StudyStore
 
     storages = Storages()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hpo_operator.core.spec import SpecError, parse_spec
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError
 
 
 def custom_spec(*params: dict[str, Any], **changes: Any) -> dict[str, Any]:

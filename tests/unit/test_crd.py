@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 import yaml
 from hpo_operator.core import names
-from hpo_operator.core.spec import SpecError, parse_spec
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from hpo_operator.core import names
+from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.pods import (
     DEFAULT_COMMAND,
     Owner,
@@ -20,7 +21,6 @@ from hpo_operator.core.pods import (
     render_storage_secret,
     storage_secret,
 )
-from hpo_operator.core.spec import parse_spec
 from hpo_trial import contract
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,6 +32,7 @@ from hpo_operator.core.observe import (
     study_view,
     trial_view,
 )
+from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.plan import (
     AskTrials,
     CreateStudy,
@@ -46,7 +47,7 @@ from hpo_operator.core.plan import (
     RecordAnnounced,
 )
 from hpo_operator.core.reconcile import FINISHED_RUN_GRACE, FINISHED_RUNS_KEPT, MAX_ANNOUNCEMENTS, decide
-from hpo_operator.core.spec import StudySpec, parse_spec
+from hpo_operator.core.spec import StudySpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,7 +7,8 @@ from typing import Any
 import optuna
 import pytest
 from hpo_operator.core import search_space as ss
-from hpo_operator.core.spec import SpecError, parse_spec
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tests.unit.helpers import custom_spec, error_of

@@ -8,13 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hpo_operator.core.spec import (
-    SpecError,
-    StudySpec,
-    check_runtime,
-    parse_spec,
-    validate_name,
-)
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, validate_name
 
 from tests.unit.helpers import custom_spec, error_of
 

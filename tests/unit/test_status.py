@@ -10,8 +10,9 @@ from typing import Any
 from hpo_operator.core import names
 from hpo_operator.core.best import pareto_front
 from hpo_operator.core.observe import Announced, Observed, RunView, StudyView, TrialView
+from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.reconcile import decide
-from hpo_operator.core.spec import SpecError, StudySpec, parse_spec
+from hpo_operator.core.spec import SpecError, StudySpec
 from hpo_operator.core.status import (
     PARETO_FRONT,
     RECENT_TRIALS,

@@ -1,7 +1,7 @@
 """An HPOStudy manifest file, read and validated with the operator's own spec parser.
 
 ``hpo validate`` and ``hpo run`` give exactly the messages the operator puts in a study's status
-(:func:`hpo_operator.core.spec.parse_spec`), prefixed with the file's name.
+(:func:`hpo_operator.core.parse.parse_spec`), prefixed with the file's name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from hpo_operator.core import names
-from hpo_operator.core.spec import SpecError, StudySpec, parse_spec, validate_name
+from hpo_operator.core.parse import parse_spec
+from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 
 # Kubernetes object names (RFC 1123 subdomain), as the API server checks metadata.name.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -6,7 +6,7 @@
 * :func:`validate` refuses what a sampler cannot handle (a Grid over a continuous float, CMA-ES on a
   multi-objective study, sampler options the sampler does not take or of the wrong type for its
   constructor, values it refuses when it samples: see :func:`trial_run`, ...) and enqueued parameter sets
-  that do not fit the space. :func:`hpo_operator.core.spec.parse_spec` calls it, so a parsed spec is
+  that do not fit the space. :func:`hpo_operator.core.parse.parse_spec` calls it, so a parsed spec is
   always one the operator can run.
 
 Every error is a :class:`~hpo_operator.core.spec.SpecError` naming the field.

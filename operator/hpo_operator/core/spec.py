@@ -1,10 +1,12 @@
 """The HPOStudy spec as frozen, typed objects.
 
-``parse_spec(dict) -> StudySpec`` is the one way in. It checks everything the CRD schema checks (so a
-spec that reaches the operator without the API server, as in ``hpo run``, gets the same answers) and
-what the schema cannot: that the sampler can handle the search space, that enqueued parameter sets fit
-it, that the pruner's fields belong to its type, and (through :mod:`hpo_trial.trainer_spec`, when it is
-installed) that the built-in runner's recipe is sound.
+:func:`parse_fields` checks everything the CRD schema checks (so a spec that reaches the operator
+without the API server, as in ``hpo run``, gets the same answers) and what the schema cannot: that the
+pruner's fields belong to its type, and (through :mod:`hpo_trial.trainer_spec`, when it is installed)
+that the built-in runner's recipe is sound. The one way in is :func:`hpo_operator.core.parse.parse_spec`,
+which adds what needs the search space as Optuna distributions (:mod:`hpo_operator.core.search_space`,
+which builds on this module): that the sampler can handle the search space and that enqueued parameter
+sets fit it.
 
 Every problem is reported as a :class:`FieldIssue` whose ``path`` names the field the way a user wrote
 it, ``spec.searchSpace[1].low``; :class:`SpecError` carries them all.
@@ -245,12 +247,11 @@ class StudySpec(_Model):
 # ------------------------------------------------------------------------------------------- parsing
 
 
-def parse_spec(raw: Mapping[str, Any] | None) -> StudySpec:
-    """``HPOStudy.spec`` (a plain dict, as the API server or YAML gives it) → :class:`StudySpec`.
+def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
+    """``HPOStudy.spec`` (a plain dict, as the API server or YAML gives it) → :class:`StudySpec`, every
+    field checked but not yet against the sampler: call :func:`hpo_operator.core.parse.parse_spec`.
 
-    Raises :class:`SpecError` listing every problem with the field path of each. Also checks, via
-    :func:`hpo_operator.core.search_space.validate`, that the sampler can handle the search space and
-    that enqueued parameter sets fit it.
+    Raises :class:`SpecError` listing every problem with the field path of each.
     """
     if raw is None:
         raise SpecError.at("spec", "required")
@@ -266,10 +267,6 @@ def parse_spec(raw: Mapping[str, Any] | None) -> StudySpec:
     issues += _check_trainer(spec)
     if issues:
         raise SpecError(issues)
-    # The search-space checks need valid parameters, so they come once the rest is sound.
-    from hpo_operator.core import search_space  # search_space imports this module's types
-
-    search_space.validate(spec)
     return spec
 
 
