@@ -1,7 +1,8 @@
-"""Every kopf decorator of the operator; each handler is a few lines around the reconciler.
+"""Every kopf decorator of the operator; each handler is a few lines around the driver
+(:class:`hpo_operator.shell.driver.Driver`).
 
 * start-up: settings (annotations for kopf's own bookkeeping, so the status stays ours; Events only
-  for warnings), the reconciler, the metrics endpoint;
+  for warnings), the driver, the metrics endpoint;
 * create / resume / spec update: check the spec (a bad one: condition, Event, and the daemon stays
   idle until the spec changes) and wake the study's daemon;
 * one daemon per HPOStudy: reconcile every ``HPO_RECONCILE_INTERVAL`` seconds, or at once when one of
@@ -29,7 +30,7 @@ import kopf
 
 from hpo_operator.core import names
 from hpo_operator.core.spec import SpecError
-from hpo_operator.reconciler import Reconciler, Waiting
+from hpo_operator.shell.driver import Driver, Waiting
 from hpo_operator.shell.kube import Kube, KubeUnavailable, connect
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable
@@ -62,13 +63,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics = Metrics()
     metrics.serve(memo.config.metrics_port)
     memo.executor = ThreadPoolExecutor(max_workers=memo.config.worker_threads, thread_name_prefix="hpo-work")
-    memo.reconciler = Reconciler(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
+    memo.driver = Driver(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
     memo.wakers = {}
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    await _blocking(memo, memo.reconciler.close)
+    await _blocking(memo, memo.driver.close)
     memo.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -77,7 +78,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(**STUDIES, field="spec")
 async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await _blocking(memo, memo.reconciler.check, body)
+        await _blocking(memo, memo.driver.check, body)
     except SpecError:
         # Reported already (SpecValid=False, an InvalidSpec Event, one warning in the log); not a
         # handler failure for kopf to log again at every restart. The next spec change is checked anew.
@@ -91,14 +92,14 @@ async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def run_study(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:
-    reconciler: Reconciler = memo.reconciler
+    driver: Driver = memo.driver
     interval = memo.config.reconcile_interval
     wake = _waker(memo, body)
     try:
         while not stopped:
             wait = interval
             try:
-                outcome = await _blocking(memo, reconciler.reconcile, body)
+                outcome = await _blocking(memo, driver.reconcile, body)
                 wait = IDLE_CHECK_S if outcome.terminal else interval
             except SpecError:
                 wait = IDLE_CHECK_S  # reported; a spec change wakes the daemon
@@ -106,13 +107,13 @@ async def run_study(
                 wait = e.delay
             except Exception as e:  # never let the daemon die: log, back off, try again
                 logger.exception("reconcile failed: %s", e)
-                reconciler.metrics.reconcile_errors.labels("other").inc()
+                driver.metrics.reconcile_errors.labels("other").inc()
                 wait = 30.0
             await _pause(stopped, wake, wait)
     finally:
         meta = body.get("metadata", {})
         memo.wakers.pop((meta.get("namespace"), meta.get("name")), None)
-        await _blocking(memo, reconciler.abandon, meta.get("namespace"), meta.get("name"), meta.get("uid"))
+        await _blocking(memo, driver.abandon, meta.get("namespace"), meta.get("name"), meta.get("uid"))
 
 
 @kopf.on.event("", "v1", "pods", labels=TRIAL_PODS)
@@ -130,7 +131,7 @@ def _deletes_study(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(**STUDIES, when=_deletes_study, retries=10, backoff=6)
 async def delete_optuna_study(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await _blocking(memo, memo.reconciler.delete_study, body)
+        await _blocking(memo, memo.driver.delete_study, body)
     except (StorageUnavailable, KubeUnavailable) as e:
         raise kopf.TemporaryError(str(e), delay=6) from None
     except SpecError as e:

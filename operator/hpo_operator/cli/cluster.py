@@ -8,11 +8,9 @@ or the operator's ``<name>-storage``) unless ``--storage`` gives it.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -21,6 +19,9 @@ from rich.text import Text
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_OK, CLIError
 from hpo_operator.core import names
 from hpo_operator.core.events import fmt_params, fmt_value, fmt_values
+
+if TYPE_CHECKING:
+    from hpo_operator.shell.kube import Kube
 
 PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Pending": "yellow"}
 
@@ -34,48 +35,30 @@ class ClusterStudy:
     storage_url: str
 
 
-def _kube() -> tuple[Any, str]:
-    """The Kubernetes API client and the current context's namespace."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+def _kube() -> tuple[Kube, str]:
+    """The Kubernetes API (``hpo_operator.shell.kube``, as the operator uses it) and the current
+    context's namespace. Imported here: ``hpo run`` never loads the Kubernetes client."""
+    from hpo_operator.shell.kube import Kube, KubeUnavailable, connect_kubeconfig
 
     try:
-        config.load_kube_config()
-        _, context = config.list_kube_config_contexts()
-    except (ConfigException, FileNotFoundError, TypeError) as e:
-        raise CLIError(f"cannot use the kubeconfig (KUBECONFIG or ~/.kube/config): {e}") from None
-    namespace = ((context or {}).get("context") or {}).get("namespace") or "default"
-    return client.ApiClient(), namespace
-
-
-def _api_error(e: Any, what: str) -> CLIError:
-    status = getattr(e, "status", None)
-    if status == 404:
-        return CLIError(f"{what}: not found")
-    if status == 403:
-        return CLIError(f"{what}: forbidden (your kubeconfig's user may not read it)")
-    reason = getattr(e, "reason", None) or str(e).splitlines()[0]
-    return CLIError(f"{what}: the API server answered {status or ''} {reason}".replace("  ", " "))
+        api, namespace = connect_kubeconfig()
+    except KubeUnavailable as e:
+        raise CLIError(str(e)) from None
+    return Kube(api), namespace
 
 
 def get_study(name: str, namespace: str | None) -> tuple[dict[str, Any], str]:
     """The HPOStudy object (a dict) and its namespace."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    from hpo_operator.shell.kube import KubeUnavailable
 
-    api, default_ns = _kube()
+    kube, default_ns = _kube()
     ns = namespace or default_ns
     try:
-        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            names.GROUP, names.VERSION, ns, names.PLURAL, name
-        )
-    except ApiException as e:
-        if e.status == 404:
-            raise CLIError(f"no {names.KIND} {name!r} in namespace {ns!r}") from None
-        raise _api_error(e, f"{names.KIND} {ns}/{name}") from None
-    except HTTPError as e:
-        raise CLIError(f"cannot reach the API server: {e}") from None
+        obj = kube.read_study(ns, name)
+    except KubeUnavailable as e:
+        raise CLIError(str(e)) from None
+    if obj is None:
+        raise CLIError(f"no {names.KIND} {name!r} in namespace {ns!r}")
     return obj, ns
 
 
@@ -88,23 +71,19 @@ def _secret_ref(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def read_storage_url(obj: Mapping[str, Any], namespace: str) -> str:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    """The study's storage URL from its Secret; what is missing is said with how to go on."""
+    from hpo_operator.shell.kube import KubeUnavailable, SecretMissing, SecretProblem
 
     secret_name, key = _secret_ref(obj)
-    what = f"Secret {namespace}/{secret_name}"
-    api, _ = _kube()
+    kube, _ = _kube()
     try:
-        secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
-    except ApiException as e:
-        raise CLIError(f"{_api_error(e, what)}; pass the storage URL with --storage") from None
-    data = secret.data or {}
-    if key not in data:
-        raise CLIError(f"{what} has no key {key!r}; pass the storage URL with --storage")
-    try:
-        return base64.b64decode(data[key]).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise CLIError(f"{what}: key {key!r} does not hold a URL") from None
+        return kube.read_secret_value(namespace, secret_name, key)
+    except SecretMissing as e:
+        what = f"Secret {e.namespace}/{e.name}"
+        missing = f"{what} has no key {e.key!r}" if e.key is not None else f"{what}: not found"
+        raise CLIError(f"{missing}; pass the storage URL with --storage") from None
+    except (SecretProblem, KubeUnavailable) as e:
+        raise CLIError(f"{e}; pass the storage URL with --storage") from None
 
 
 def cluster_target(name: str, namespace: str | None, *, storage: str | None) -> ClusterStudy:

@@ -37,7 +37,6 @@ import optuna
 from hpo_trial import contract
 from rich.console import Console
 
-from hpo_operator.apply import Study, apply_plan
 from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
@@ -63,6 +62,7 @@ from hpo_operator.core.plan import (
     PostEvent,
 )
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
+from hpo_operator.shell.apply import Study, apply_plan
 from hpo_operator.shell.kube import CreateResult
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
@@ -261,7 +261,7 @@ class LocalStudy:
     # ------------------------------------------------------------------------------------ actions
 
     def _carry_out(self, plan: Plan) -> None:
-        """The plan carried out as the operator does (:func:`hpo_operator.apply.apply_plan`), with
+        """The plan carried out as the operator does (:func:`hpo_operator.shell.apply.apply_plan`), with
         processes for pods."""
         apply_plan(plan, Study(self.m.name, self.spec, None, self.store, self.metrics), LocalRuns(self))
 
@@ -503,7 +503,7 @@ def _restarts(plan: Plan, observed: Observed) -> tuple[list[int], list[int]]:
 
 
 class LocalRuns:
-    """The runs of an ``hpo run`` session as :class:`hpo_operator.apply.Runs`: trial processes, and
+    """The runs of an ``hpo run`` session as :class:`hpo_operator.shell.apply.Runs`: trial processes, and
     the terminal for Events. Every run of the session is the study's own (never ``foreign``)."""
 
     def __init__(self, study: LocalStudy) -> None:

@@ -1,7 +1,7 @@
 """``decide(spec, observed, now) -> Plan``: the one place where the operator's policy lives.
 
 The shell observes (runs first, then the study and its trials in storage), calls :func:`decide`,
-and carries out the returned :class:`Plan` action by action (``hpo_operator.apply``), and the same
+and carries out the returned :class:`Plan` action by action (``hpo_operator.shell.apply``), and the same
 function drives ``hpo run`` in local mode, where a run is a subprocess instead of a pod.
 
 **Idempotency.** ``decide`` is a pure function of what was observed. Carrying out a plan and deciding

@@ -1,4 +1,4 @@
-"""The Kubernetes API, as the operator uses it: a study's pods, its storage Secret, Events, status.
+"""The Kubernetes API, as the operator and ``hpo`` use it: a study's pods, its storage Secret, Events, status.
 
 Plain dicts in and out (the API server's camelCase JSON), so the core reads pods without the client's
 model classes. "Already exists" on create and "not found" on delete are success: every action may be
@@ -8,6 +8,7 @@ repeated after a crash.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
 
 from hpo_operator.core import names
 from hpo_operator.shell import redact
@@ -32,6 +34,15 @@ class KubeUnavailable(RuntimeError):
 
 class SecretProblem(RuntimeError):
     """A study's storage Secret is missing or lacks its key; the message says which."""
+
+
+class SecretMissing(SecretProblem):
+    """The Secret (``key`` is ``None``) or its key is not there."""
+
+    def __init__(self, namespace: str, name: str, key: str | None = None) -> None:
+        self.namespace, self.name, self.key = namespace, name, key
+        what = f"Secret {namespace}/{name}"
+        super().__init__(f"{what} has no key {key!r}" if key is not None else f"{what} does not exist")
 
 
 class SecretConflict(SecretProblem):
@@ -57,6 +68,19 @@ def connect(pool_size: int = 32) -> client.ApiClient:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size  # handlers and daemons share it from many threads
     return client.ApiClient(configuration)
+
+
+def connect_kubeconfig() -> tuple[client.ApiClient, str]:
+    """A client for the current context of the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``, as
+    ``kubectl`` uses it) and that context's namespace; :class:`KubeUnavailable` says why not."""
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(client_configuration=configuration)
+        _, context = config.list_kube_config_contexts()
+    except (ConfigException, FileNotFoundError, TypeError) as e:
+        raise KubeUnavailable(f"cannot use the kubeconfig (KUBECONFIG or ~/.kube/config): {e}") from None
+    namespace = ((context or {}).get("context") or {}).get("namespace") or "default"
+    return client.ApiClient(configuration), namespace
 
 
 def _message(e: ApiException) -> str:
@@ -135,16 +159,23 @@ class Kube:
     # -------------------------------------------------------------------------------------- secrets
 
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The text under ``key`` of a Secret (registered for redaction); :class:`SecretMissing` when
+        the Secret or its key is not there."""
         try:
             secret = self.core.read_namespaced_secret(name, namespace)
         except ApiException as e:
             if e.status == 404:
-                raise SecretProblem(f"Secret {namespace}/{name} does not exist") from None
+                raise SecretMissing(namespace, name) from None
             raise api_error(e, f"cannot read Secret {name}") from None
+        except HTTPError as e:
+            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
         data = secret.data or {}
         if key not in data:
-            raise SecretProblem(f"Secret {namespace}/{name} has no key {key!r}")
-        value = base64.b64decode(data[key]).decode().strip()
+            raise SecretMissing(namespace, name, key)
+        try:
+            value = base64.b64decode(data[key]).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise SecretProblem(f"Secret {namespace}/{name}: key {key!r} does not hold a URL") from None
         redact.register(value)
         return value
 
@@ -234,6 +265,7 @@ class Kube:
         return True
 
     def read_study(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HPOStudy as the API server's JSON; ``None`` if there is none of that name."""
         try:
             return dict(
                 self.custom.get_namespaced_custom_object(
@@ -243,4 +275,6 @@ class Kube:
         except ApiException as e:
             if e.status == 404:
                 return None
-            raise api_error(e, f"cannot read {name}") from None
+            raise api_error(e, f"cannot read {names.KIND} {namespace}/{name}") from None
+        except HTTPError as e:
+            raise KubeUnavailable(f"cannot reach the API server: {e}") from None

@@ -1,7 +1,7 @@
 """One reconcile of one HPOStudy: observe, decide, apply, write the status. Blocking; kopf-free.
 
-The handlers (``handlers.py``) call :meth:`Reconciler.check` when a spec appears or changes and
-:meth:`Reconciler.reconcile` from each study's daemon. All policy is in
+The handlers (``handlers.py``) call :meth:`Driver.check` when a spec appears or changes and
+:meth:`Driver.reconcile` from each study's daemon. All policy is in
 :func:`hpo_operator.core.reconcile.decide`; this module wires the shell to it:
 
 1. parse and check the spec (a bad one: status and an Event naming the field, once per generation);
@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hpo_operator.apply import PodRuns, Study, Target, apply_plan
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names, pods
 from hpo_operator.core.observe import Observed, run_view
@@ -34,6 +33,7 @@ from hpo_operator.core.reconcile import decide
 from hpo_operator.core.spec import SpecError, StudySpec, check_runtime, validate_name
 from hpo_operator.core.status import build_status, condition, invalid_spec_status, storage_waiting_status
 from hpo_operator.shell import redact
+from hpo_operator.shell.apply import PodRuns, Study, Target, apply_plan
 from hpo_operator.shell.kube import (
     Kube,
     KubeUnavailable,
@@ -84,7 +84,7 @@ class StudyState:
     failures: int = 0
 
 
-class Reconciler:
+class Driver:
     def __init__(self, config: OperatorConfig, kube: Kube, storages: Storages, metrics: Metrics) -> None:
         self.config = config
         self.kube = kube

@@ -36,7 +36,7 @@ from hpo_operator.shell.kube import CreateResult, Kube
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import StudyStore
 
-log = logging.getLogger("hpo_operator.apply")
+log = logging.getLogger(__name__)
 
 
 class Runs(Protocol):
