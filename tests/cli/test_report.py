@@ -7,7 +7,9 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import optuna
 import plotly.offline
 
-from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local
+from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, load_local, local_storage
 
 # Each plot's section, and the title Optuna gives the figure (left out: the section's heading names it).
 PLOTS = {
@@ -158,9 +160,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_dashboard_serves_the_study(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+def _get(url: str, method: str = "GET") -> tuple[int, bytes, str]:
+    """Status, body and final URL (redirects followed) of one request."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read(), r.geturl()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), url
+
+
+def test_dashboard_opens_on_the_study_read_only_and_quietly(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
     path = custom_study("dash", trials={"total": 2, "parallelism": 1})
     assert run_hpo("run", str(path), cwd=path.parent).code == 0
+    # Another study in the same storage (as on a cluster's shared database): not shown.
+    optuna.create_study(storage=local_storage(path), study_name="someone-else")
+    study_id = load_local(path, "dash")._study_id
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpo_operator.cli.main", "dashboard", str(path), "--port", str(port)],
@@ -170,22 +187,65 @@ def test_dashboard_serves_the_study(custom_study: CustomStudy, run_hpo: RunHpo) 
         stderr=subprocess.STDOUT,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         body = None
         while time.monotonic() < deadline and body is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
-                    body = json.loads(r.read())
+                body = json.loads(_get(f"{base}/api/studies")[1])
             except OSError:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.3)
         assert body is not None, "the dashboard never answered"
-        names = [s["study_name"] for s in body["study_summaries"]]
-        assert names == ["local.dash"]
+        assert [s["study_name"] for s in body["study_summaries"]] == ["local.dash"]
+        # `/` opens the study's page, not the list of studies.
+        status, page, final = _get(f"{base}/")
+        assert status == 200 and final == f"{base}/dashboard/studies/{study_id}" and b"<html" in page.lower()
+        detail = json.loads(_get(f"{base}/api/studies/{study_id}")[1])
+        assert detail["objective_names"] == ["loss"] and len(detail["trials"]) == 2
+        # Read-only: the page's delete (and any other change) is refused, with the reason it shows.
+        status, reason, _ = _get(f"{base}/api/studies/{study_id}", method="DELETE")
+        assert status == 403 and b"--writable" in reason
+        status, _, _ = _get(f"{base}/api/studies/{study_id}/note", method="PUT")
+        assert status == 403
+        assert load_local(path, "dash").trials  # still there
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+    # What it printed: where to open, and nothing per request.
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines[:3] == [
+        "optuna-dashboard for local.dash (read-only; --writable to edit)",
+        f"  http://127.0.0.1:{port}/dashboard/studies/{study_id}",
+        "Ctrl-C stops it.",
+    ], out
+    assert len(lines) == 3 and "GET /" not in out, out
+
+
+def test_the_dashboard_labels_a_study_without_metric_names_and_writes_when_asked(tmp_path: Path) -> None:
+    from hpo_operator.cli.dashboard import build_server
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    study = optuna.create_study(storage=url, study_name="old")  # made before names were recorded
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=2)
+    storage = optuna.storages.RDBStorage(url)
+    for writable, expected in ((False, 403), (True, 204)):
+        server, _ = build_server(storage, "old", ["eval_loss"], "127.0.0.1", 0, writable=writable)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            detail = json.loads(_get(f"{base}/api/studies/{study._study_id}")[1])
+            assert detail["objective_names"] == ["eval_loss"]
+            status, _, _ = _get(f"{base}/api/studies/{study._study_id}", method="DELETE")
+            assert status == expected
+        finally:
+            server.shutdown()
+            server.server_close()
+        if not writable:  # the names were shown, not written; the study is still there
+            assert optuna.load_study(study_name="old", storage=url).metric_names is None
+    assert optuna.get_all_study_names(url) == []  # the writable one deleted it
 
 
 def trial_cells(html: str) -> list[list[str]]:

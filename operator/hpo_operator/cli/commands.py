@@ -101,20 +101,31 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def dashboard_command(args: argparse.Namespace, console: Console) -> int:
-    import optuna_dashboard
+    from hpo_operator.cli.dashboard import build_server
 
     target = resolve_target(args)
     storage = open_storage(target.storage_url)
+    try:
+        server, path = build_server(
+            storage, target.study_name, target.metrics, args.host, args.port, writable=args.writable
+        )
+    except KeyError:
+        load_study(target.storage_url, target.study_name)  # says which studies there are
+        raise
+    except OSError as e:
+        raise CLIError(f"--port: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    mode = "read-write (--writable)" if args.writable else "read-only; --writable to edit"
     console.print(
-        f"optuna-dashboard for {target.label} (study {target.study_name}) on http://{args.host}:{args.port}/ "
-        "— Ctrl-C stops it",
+        f"optuna-dashboard for {target.label} ({mode})\n  http://{host}:{args.port}{path}\nCtrl-C stops it.",
         markup=False,
         soft_wrap=True,
     )
-    try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
-    except OSError as e:
-        raise CLIError(f"--port: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("Stopped.", markup=False)
     return EXIT_OK
 
 

@@ -98,12 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = sub.add_parser(
         "dashboard",
-        help="start optuna-dashboard on a study's storage",
-        description="Start optuna-dashboard on the storage of a study (Ctrl-C stops it).",
+        help="start optuna-dashboard on a study (read-only)",
+        description="Start optuna-dashboard on one study, opening on its page. It shows only that study "
+        "and only reads unless --writable; Ctrl-C stops it.",
     )
     add_target(dashboard)
     dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--writable",
+        action="store_true",
+        help="let the page change the study (notes, user attributes, telling trials, deleting it); "
+        "without it the dashboard only reads",
+    )
 
     status = sub.add_parser(
         "status",
