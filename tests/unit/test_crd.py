@@ -468,6 +468,7 @@ AGREEMENT = [
     (lambda s: s["template"].update(volumes=[{"emptyDir": {}}]), "spec.template.volumes[0].name", True),
     (lambda s: s.pop("trainer"), "spec.trainer", True),
     (lambda s: s["searchSpace"][0].update(low=1.5), "spec.searchSpace[0].low", True),
+    (lambda s: s["trainer"].update(modelDtype="fp16"), "spec.trainer.modelDtype", True),
     # What only the operator can check (it needs Optuna, the search space or the recipe):
     (lambda s: s.update(enqueue=[{"learning_rate": 0.5}]), "spec.enqueue[0].learning_rate", False),
     (lambda s: s.update(enqueue=[{"dropout": 0.5}]), "spec.enqueue[0].dropout", False),
@@ -528,6 +529,7 @@ def test_valid_variants_are_accepted_by_both(api: client.CustomObjectsApi) -> No
         lambda s: s["searchSpace"].append(
             {"name": "loss.scale", "type": "categorical", "choices": [10, 20.5]}
         ),
+        lambda s: s["trainer"].update(modelDtype="bfloat16"),
         # Choices of mixed scalar types, for a custom container (the recipe checks loss.scale's type).
         lambda s: (
             s["template"].update(command=["python", "train.py"])

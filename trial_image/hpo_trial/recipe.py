@@ -74,7 +74,9 @@ __all__ = [
     "check_param_names",
     "load_data",
     "make_trainer",
+    "model_load_kwargs",
     "prepare",
+    "set_model_dtype",
     "training_argument_names",
 ]
 
@@ -275,12 +277,48 @@ def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer
             )
     name = resolve_model(spec.model, f"{path}.model")
     try:
-        model = SentenceTransformer(name, **spec.model_args)
+        model = SentenceTransformer(name, **model_load_kwargs(spec))
     except Exception as e:
         raise RecipeError(f"{path}.model: cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
+    set_model_dtype(model, spec.model_dtype)
     if spec.max_seq_length is not None:
         model.max_seq_length = spec.max_seq_length
     return model
+
+
+def model_load_kwargs(spec: TrainerSpec) -> dict[str, Any]:
+    """``modelArgs`` with the weights' dtype (``modelDtype``, default float32) in ``model_kwargs``.
+
+    Without it the library loads the dtype the checkpoint stores (Transformers 5), so a float16
+    checkpoint would train in float16 weights. ``auto`` leaves the library's choice.
+    """
+    kwargs = dict(spec.model_args)
+    if spec.model_dtype != "auto":
+        kwargs["model_kwargs"] = {**(kwargs.get("model_kwargs") or {}), "dtype": spec.model_dtype}
+    return kwargs
+
+
+def set_model_dtype(model: torch.nn.Module, model_dtype: str) -> None:
+    """Cast every floating-point weight to ``model_dtype`` (``auto``: leave them as loaded).
+
+    ``model_kwargs`` sets the backbone's dtype while it loads; the model's other modules (a Dense layer,
+    a classifier head, a SPLADE head) keep the dtype they were saved in, so they are cast here.
+    """
+    if model_dtype == "auto":
+        log.info("Model weights as stored: %s", ", ".join(sorted(_float_dtypes(model))) or "none")
+        return
+    dtype = getattr(torch, model_dtype)
+    if _float_dtypes(model) - {model_dtype}:
+        model.to(dtype)
+    log.info("Model weights in %s (trainer.modelDtype)", model_dtype)
+
+
+def _float_dtypes(model: torch.nn.Module) -> set[str]:
+    return {
+        str(t.dtype).removeprefix("torch.")
+        for t in (*model.parameters(), *model.buffers())
+        if t.is_floating_point()
+    }
 
 
 _DISTANCES: dict[str, Any] = {

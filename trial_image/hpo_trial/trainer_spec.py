@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "EVALUATORS",
     "LOSSES",
+    "MODEL_DTYPES",
     "TRAINING_ARGUMENTS",
     "TRIAL_PARAMS_PATH",
     "Arg",
@@ -524,6 +525,16 @@ RESERVED_ARGUMENTS = {"output_dir": "it writes under HPO_OUTPUT_DIR, or a tempor
 FILE_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
 _EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# ``trainer.modelDtype``: the dtype the model's weights are loaded and trained in. The default is float32
+# whatever the checkpoint stores: under Transformers 5 the library default is the checkpoint's own dtype,
+# and a float16 checkpoint trained in float16 weights loses most of what it learns (mixed precision comes
+# from the ``bf16``/``fp16`` training arguments, which keep float32 master weights). ``auto`` is the
+# checkpoint's dtype (the library default); ``bfloat16``/``float16`` train in half precision on purpose.
+MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
+ModelDtype = Literal["float32", "bfloat16", "float16", "auto"]
+# Keyword arguments of ``from_pretrained`` that would set the dtype behind ``modelDtype``'s back.
+_DTYPE_KWARGS = ("dtype", "torch_dtype")
+
 # `pkg:<package>/<path>`: a model directory shipped inside an installed Python package.
 PACKAGE_SCHEME = "pkg:"
 _PACKAGE_PATH = re.compile(r"^pkg:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*/[^/].*$")
@@ -670,6 +681,8 @@ class TrainerSpec(_Model):
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
     max_seq_length: int | None = Field(default=None, alias="maxSeqLength", gt=0)
+    # The weights' dtype (see MODEL_DTYPES): float32 unless the study asks for another.
+    model_dtype: ModelDtype = Field(default="float32", alias="modelDtype")
     train: DatasetSpec
     eval: DatasetSpec | None = None
     loss: LossSpec
@@ -790,6 +803,15 @@ def _check(spec: TrainerSpec, path: str, known: KnownArguments | None) -> None:
     for key in spec.model_args:
         if key in ("model_name_or_path", "device"):
             raise TrainerSpecError(f"{path}.modelArgs.{key}: set by the runner, not by the recipe")
+    model_kwargs = spec.model_args.get("model_kwargs")
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise TrainerSpecError(f"{path}.modelArgs.model_kwargs: must be an object")
+    for key in _DTYPE_KWARGS:
+        if key in (model_kwargs or {}):
+            raise TrainerSpecError(
+                f"{path}.modelArgs.model_kwargs.{key}: set {path}.modelDtype instead "
+                f"({', '.join(MODEL_DTYPES)}; default float32)"
+            )
     _check_dataset(spec.train, f"{path}.train")
     if spec.eval is not None:
         _check_dataset(spec.eval, f"{path}.eval")
