@@ -517,6 +517,10 @@ def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
         check_pruning = getattr(module, "check_pruning", None)
         if check_pruning is not None and not spec.multi_objective:
             check_pruning(dict(spec.trainer), spec.pruner.config())
+        # An objective metric the recipe's evaluator cannot log (where its names are known).
+        check_metrics = getattr(module, "check_objective_metrics", None)
+        if check_metrics is not None:
+            check_metrics(dict(spec.trainer), [o.metric for o in spec.objective])
     except ValueError as e:
         return [_prefixed_issue(str(e), default_path="spec.trainer")]
     return []
