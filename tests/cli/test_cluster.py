@@ -145,8 +145,12 @@ def test_status_and_trials_of_a_study_on_the_cluster(
     cluster.core().create_namespaced_secret(namespace, secret)
     trials = run_hpo("trials", "onk8s", "-n", namespace, cwd=path.parent, env=env)
     assert trials.code == 0, trials.text
-    rows = [ln for ln in trials.out.splitlines() if re.match(r"^│ \d ", ln)]
+    rows = [ln for ln in trials.out.splitlines() if re.match(r"^\d+\s", ln)]
     assert len(rows) == 3 and all("COMPLETE" in r for r in rows)
+    assert (
+        f"Reading HPOStudy {namespace}/onk8s on the cluster: Optuna study local.onk8s in sqlite:///"
+        in trials.err
+    )
 
     absent = run_hpo("status", "nope", "-n", namespace, cwd=path.parent, env=env)
     assert absent.code == 1 and f"no HPOStudy 'nope' in namespace '{namespace}'" in absent.err

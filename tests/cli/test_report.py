@@ -148,10 +148,14 @@ def test_trials_lists_every_trial_from_the_storage(custom_study: CustomStudy, ru
     assert run_hpo("run", str(path), cwd=path.parent, env={"FAIL_TRIALS": "1"}).code == 0
     result = run_hpo("trials", str(path), cwd=path.parent)
     assert result.code == 0, result.text
-    rows = [ln for ln in result.out.splitlines() if re.match(r"^│ \d ", ln)]
-    assert len(rows) == 3
-    assert "COMPLETE" in rows[0] and "FAIL" in rows[1] and "exit code 3" in rows[1]
-    assert "{'x': 0.25, 'y': 0}" in rows[0]
+    # Through a pipe: plain aligned columns, a header and one line per trial, parameters in columns.
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["#", "state", "loss", "(min)", "x", "y", "duration", "note"]
+    assert len(lines) == 4
+    assert lines[1].split()[:5] == ["0", "COMPLETE", "0.0025", "0.25", "0"] and "best" in lines[1]
+    assert lines[2].split()[:2] == ["1", "FAIL"] and "exit code 3" in lines[2]
+    # The first line, on stderr, says which study it read.
+    assert f"Reading the local study local.lst of {path} (hpo run), in sqlite:///" in result.err
 
 
 def _free_port() -> int:
@@ -215,12 +219,13 @@ def test_dashboard_opens_on_the_study_read_only_and_quietly(
         out, _ = proc.communicate(timeout=30)
     # What it printed: where to open, and nothing per request.
     lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert lines[:3] == [
+    assert lines == [
+        f"Reading the local study local.dash of {path} (hpo run), in {local_storage(path)}",
         "optuna-dashboard for local.dash (read-only; --writable to edit)",
         f"  http://127.0.0.1:{port}/dashboard/studies/{study_id}",
         "Ctrl-C stops it.",
     ], out
-    assert len(lines) == 3 and "GET /" not in out, out
+    assert "GET /" not in out, out
 
 
 def test_the_dashboard_labels_a_study_without_metric_names_and_writes_when_asked(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 A study is named by a manifest file (its local study, in the SQLite file next to it unless
 ``--storage`` says otherwise), by the name of an HPOStudy on the cluster (the storage URL read from its
-Secret, or ``--storage``), or by ``--storage URL --study NAME``.
+Secret, or ``--storage``), or by ``--storage URL --study NAME``. Each command says which on its first
+line (on stderr, so that ``-o json`` stays clean).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 from rich.console import Console
-from rich.table import Table
 
 from hpo_operator.cli.errors import EXIT_INVALID, EXIT_OK, CLIError
 from hpo_operator.cli.storage import load_study, open_storage, redact, study_names
@@ -28,16 +27,30 @@ class Target:
     metrics: tuple[str, ...] | None
     label: str  # how to name it in messages (never the URL: it may hold a password)
     default_output: Path  # where `hpo report` writes by default
+    kind: str  # "manifest" (its local study), "cluster" (an HPOStudy) or "storage" (--storage/--study)
+    source: str  # the manifest's path, namespace/name of the HPOStudy, or the study's name
     params: tuple[str, ...] | None = None  # the search space's parameters, in the spec's order
 
+    def describe(self) -> str:
+        """Which study this is, in words (the URL's password hidden)."""
+        where = redact(self.storage_url)
+        if self.kind == "manifest":
+            return f"the local study {self.study_name} of {self.source} (hpo run), in {where}"
+        if self.kind == "cluster":
+            return f"HPOStudy {self.source} on the cluster: Optuna study {self.study_name} in {where}"
+        return f"the study {self.study_name} in {where}"
 
-def _looks_like_file(target: str) -> bool:
+
+def is_manifest(target: str | None) -> bool:
+    """Whether a command-line target names a manifest file (else an HPOStudy on the cluster)."""
+    if not target:
+        return False
     return target.endswith((".yaml", ".yml", ".json")) or "/" in target or Path(target).is_file()
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """The study named on the command line (see the module docstring)."""
-    if args.target and _looks_like_file(args.target):
+    if is_manifest(args.target):
         from hpo_operator.cli.manifest import ManifestError, load_manifest
 
         try:
@@ -56,6 +69,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
             m.spec.metrics,
             label=args.study or m.local_study_name,
             default_output=m.dir / f"hpo-report-{m.path.stem}.html",
+            kind="manifest",
+            source=str(m.path),
             params=m.spec.param_names,
         )
     if args.target:
@@ -68,6 +83,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
             ref.metrics,
             label=f"{ref.namespace}/{ref.name}",
             default_output=Path.cwd() / f"hpo-report-{ref.name}.html",
+            kind="cluster",
+            source=f"{ref.namespace}/{ref.name}",
         )
     if not args.storage:
         raise CLIError("name a study: a manifest file, an HPOStudy name, or --storage URL", EXIT_INVALID)
@@ -81,13 +98,32 @@ def resolve_target(args: argparse.Namespace) -> Target:
             )
         name = names[0]
     safe = name.replace("/", "_")
-    return Target(args.storage, name, None, label=name, default_output=Path.cwd() / f"hpo-report-{safe}.html")
+    return Target(
+        args.storage,
+        name,
+        None,
+        label=name,
+        default_output=Path.cwd() / f"hpo-report-{safe}.html",
+        kind="storage",
+        source=name,
+    )
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout may be a document for a program)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message, markup=False)
+
+
+def say_reading(target: Target) -> None:
+    """The first line of a read command: which study it reads."""
+    say(f"Reading {target.describe()}")
 
 
 def report_command(args: argparse.Namespace, console: Console) -> int:
     from hpo_operator.cli.report import render_report
 
     target = resolve_target(args)
+    say_reading(target)
     study = load_study(target.storage_url, target.study_name)
     out = Path(args.output) if args.output else target.default_output
     html = render_report(study, target.metrics, title=f"HPO study {target.label}", params=target.params)
@@ -104,6 +140,7 @@ def dashboard_command(args: argparse.Namespace, console: Console) -> int:
     from hpo_operator.cli.dashboard import build_server
 
     target = resolve_target(args)
+    say_reading(target)
     storage = open_storage(target.storage_url)
     try:
         server, path = build_server(
@@ -130,34 +167,31 @@ def dashboard_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def trials_command(args: argparse.Namespace, console: Console) -> int:
+    from hpo_operator.cli import trials
+
     target = resolve_target(args)
+    if args.output == "table":
+        say_reading(target)
     study = load_study(target.storage_url, target.study_name)
-    title = (
-        target.label if target.label == target.study_name else f"{target.label}: study {target.study_name}"
+    data = trials.trial_list(
+        study,
+        metrics=target.metrics,
+        params=target.params,
+        source_kind=target.kind,
+        source_name=target.source,
     )
-    console.print(trials_table(study, target.metrics, title=f"Trials of {title}"))
+    trials.render(data, args.output, console, title=f"Trials of {target.label}")
     return EXIT_OK
 
 
-def trials_table(study: optuna.Study, metrics: tuple[str, ...] | None, title: str) -> Table:
-    from hpo_operator.cli.display import trial_rows
-
-    trials = study.get_trials(deepcopy=False)
-    table = Table(title=title, title_justify="left")
-    for col in (
-        "#",
-        "state",
-        "value" if len(study.directions) == 1 else "values",
-        "parameters",
-        "duration",
-        "note",
-    ):
-        table.add_column(col, overflow="fold")
-    for row in trial_rows(trials):
-        table.add_row(*row)
-    if not trials:
-        table.caption = "no trials yet"
-    return table
-
-
-__all__ = ["Target", "dashboard_command", "redact", "report_command", "resolve_target", "trials_command"]
+__all__ = [
+    "Target",
+    "dashboard_command",
+    "is_manifest",
+    "redact",
+    "report_command",
+    "resolve_target",
+    "say",
+    "say_reading",
+    "trials_command",
+]

@@ -1,11 +1,10 @@
-"""What ``hpo`` shows: the live progress bar of ``hpo run`` and trial tables."""
+"""What ``hpo run`` shows: its live progress bar and the Pareto front's table (``hpo trials``: trials.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
-from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,45 +16,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hpo_operator.core.events import fmt_params, fmt_value, fmt_values
+from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import TrialView
 from hpo_operator.core.plan import Counts
-
-STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def trial_rows(trials: Iterable[FrozenTrial]) -> list[tuple[str, ...]]:
-    """Rows of a trial table: number, state, value(s), parameters, duration, a note (why failed, ...)."""
-    from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
-
-    rows = []
-    for t in trials:
-        values = ""
-        if t.values is not None:
-            values = fmt_value(t.values[0]) if len(t.values) == 1 else fmt_values(t.values)
-        duration = t.duration.total_seconds() if t.duration is not None else None
-        notes = []
-        attempts = t.user_attrs.get(ATTR_ATTEMPTS)
-        if isinstance(attempts, int) and attempts > 1:
-            notes.append(f"{attempts} attempts")
-        if t.state.name == "PRUNED" and t.last_step is not None:
-            notes.append(f"pruned at step {t.last_step}")
-        if t.state.name == "FAIL":
-            notes.append(str(t.user_attrs.get(ATTR_FAIL_REASON) or "no reason recorded"))
-        style = STATE_STYLE.get(t.state.name, "")
-        state = f"[{style}]{t.state.name}[/]" if style else t.state.name
-        params = fmt_params(t.params)
-        rows.append((str(t.number), state, values, params, _duration(duration), "; ".join(notes)))
-    return rows
 
 
 def trial_view_table(title: str, trials: Sequence[TrialView], metrics: Sequence[str]) -> Table:

@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         "an HPOStudy on the cluster (storage URL from its Secret, or --storage), or --storage/--study.",
     )
     add_target(trials)
+    trials.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "yaml", "csv"),
+        default="table",
+        help="table (the default: a table on a terminal, aligned plain text through a pipe), "
+        "json or yaml (every field of every trial; the schema is in the README), or csv",
+    )
     return parser
 
 
