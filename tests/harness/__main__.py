@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 
 from .binaries import K8S_VERSION, cache_root
-from .cluster import DEFAULT_NODE_NAME, STATE_FILE, Cluster, HarnessError, pid_alive, port_is_listening
+from .cluster import (
+    DEFAULT_NODE_NAME,
+    NODE_KINDS,
+    STATE_FILE,
+    Cluster,
+    HarnessError,
+    pid_alive,
+    port_is_listening,
+)
 from .postgres import STATE_FILE as PG_STATE_FILE
 from .postgres import PostgresServer
 
@@ -54,7 +62,9 @@ def up(args: argparse.Namespace) -> int:
         return 0
     shutil.rmtree(state_dir / "cluster", ignore_errors=True)  # stale etcd data and certificates
     started = time.monotonic()
-    cluster = Cluster(state_dir / "cluster", node_name=args.node_name, gpus=args.gpus, detached=True)
+    cluster = Cluster(
+        state_dir / "cluster", node_name=args.node_name, gpus=args.gpus, detached=True, node=args.node
+    )
     cluster.start()
     if not args.no_postgres:
         with contextlib.suppress(HarnessError):
@@ -85,6 +95,27 @@ def down(args: argparse.Namespace) -> int:
         PostgresServer.load(state_dir).stop()
         stopped.append("postgres")
     print(f"[harness] stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
+    return 0
+
+
+def load(args: argparse.Namespace) -> int:
+    """Import Docker images into the real node's containerd (the harness's `kind load docker-image`)."""
+    from .images import DockerEngine, load_into_node
+
+    cluster = Cluster.load(args.state_dir / "cluster")
+    if cluster.real_node is None:
+        raise HarnessError(
+            "`load` needs a cluster started with --node kubelet (the node agent runs no images)"
+        )
+    engine = DockerEngine(args.state_dir).start()
+    try:
+        imported = load_into_node(engine, cluster.real_node, args.images)
+    finally:
+        engine.stop()
+    print(
+        f"[harness] loaded {', '.join(args.images)} ({len(imported)} imported, the rest already there)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -129,13 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu of the test node (default 2)")
     p_up.add_argument("--node-name", default=DEFAULT_NODE_NAME)
     p_up.add_argument("--no-postgres", action="store_true", help="start only the cluster")
+    p_up.add_argument(
+        "--node",
+        choices=NODE_KINDS,
+        default="agent",
+        help="agent: pods' commands as host processes (fast); kubelet: a real kubelet with containerd, "
+        "which runs images (needs root; see tests/harness/README.md)",
+    )
+    p_load = sub.add_parser(
+        "load", help="import Docker images into the real node (as `kind load docker-image`)"
+    )
+    p_load.add_argument("images", nargs="+", metavar="IMAGE")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="show what is running")
     args = parser.parse_args(argv)
     args.state_dir = args.state_dir.expanduser().resolve()
     if args.command == "up" and args.gpus < 0:
         parser.error(f"--gpus must be >= 0, got {args.gpus}")
-    handlers = {"up": up, "down": down, "status": status}
+    handlers = {"up": up, "down": down, "status": status, "load": load}
     try:
         return handlers[args.command](args)
     except HarnessError as exc:

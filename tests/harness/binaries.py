@@ -33,6 +33,8 @@ K8S_PACKAGES = (
     "k8s.io/kubernetes/cmd/kube-controller-manager",
     "k8s.io/kubernetes/cmd/kube-scheduler",
     "k8s.io/kubernetes/cmd/kubectl",  # the client for this server: the system kubectl may be releases behind
+    "k8s.io/kubernetes/cmd/kubelet",  # the real node (tests/harness/real_node.py)
+    "k8s.io/kubernetes/cmd/kube-proxy",
     "./cmd/etcd",
 )
 # How long one `go build` may take before we give up (a cold build on 2 cores takes ~10 minutes).
@@ -207,3 +209,14 @@ def ensure_kubectl() -> Path:
 if __name__ == "__main__":
     for name, path in ensure_control_plane().items():
         print(f"{name}\t{path}")
+
+
+COREDNS_VERSION = "v1.15.0"
+COREDNS_MODULE_DIR = Path(__file__).resolve().parent / "coredns"
+
+
+def ensure_coredns() -> Path:
+    """CoreDNS for the real node's cluster DNS (only the plugins in ``coredns/main.go``)."""
+    return ensure_go_binaries(
+        COREDNS_MODULE_DIR, ("hpo.dev/tests/harness/coredns",), f"coredns/{COREDNS_VERSION}"
+    )["coredns"]

@@ -35,11 +35,52 @@ from pathlib import Path
 from typing import Any
 
 from . import pki
-from .binaries import K8S_VERSION, ensure_control_plane
+from .binaries import K8S_VERSION, cache_root, ensure_control_plane, ensure_coredns
+from .real_node import NodePorts, RealNode
 
 NODE_AGENT = Path(__file__).resolve().parent / "node_agent.py"
 STATE_FILE = "harness.json"
 DEFAULT_NODE_NAME = "hpo-test-node"
+# The two kinds of node: the node agent (pods' commands as host processes, the fast tier) and a real
+# kubelet with containerd (real_node.py), which runs pods' images.
+NODE_KINDS = ("agent", "kubelet")
+# RBAC the real node needs beyond the defaults: CoreDNS reads Services and EndpointSlices, and the API
+# server may call the kubelet (logs, exec) as kubeadm binds it.
+NODE_RBAC: list[dict[str, Any]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "hpo-harness:kube-apiserver-kubelet-client"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kube-apiserver-kubelet-client"}
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:coredns"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["endpoints", "services", "pods", "namespaces"],
+                "verbs": ["list", "watch"],
+            },
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:coredns"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}],
+    },
+]
 SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT_S = 120.0
@@ -123,13 +164,20 @@ class Cluster:
         node_name: str = DEFAULT_NODE_NAME,
         gpus: int = 2,
         detached: bool = False,
+        node: str = "agent",
     ) -> None:
         if gpus < 0:
             raise ValueError(f"gpus must be >= 0, got {gpus}")
+        if node not in NODE_KINDS:
+            raise ValueError(f"node must be one of {NODE_KINDS}, got {node!r}")
         self.state_dir = Path(state_dir).resolve()
         self.node_name = node_name
         self.gpus = gpus
         self.detached = detached
+        self.node = node
+        self.real_node = (
+            RealNode(self.state_dir, node_name, gpus, cache_root()) if node == "kubelet" else None
+        )
         self.server = ""
         self.components: dict[str, Component] = {}
         self.kubectl: Path | None = None  # the matching client, known once start() has the binaries
@@ -171,6 +219,8 @@ class Cluster:
             "kubeconfig": str(self.kubeconfig),
             "node_name": self.node_name,
             "gpus": self.gpus,
+            "node": self.node,
+            "real_node": self.real_node.to_state() if self.real_node else None,
             "state_dir": str(self.state_dir),
             "kubectl": str(self.kubectl) if self.kubectl else None,
             "components": {n: vars(c) for n, c in self.components.items()},
@@ -186,7 +236,15 @@ class Cluster:
         if not path.is_file():
             raise HarnessError(f"no harness cluster state at {path}")
         data = json.loads(path.read_text())
-        cluster = cls(data["state_dir"], node_name=data["node_name"], gpus=data["gpus"], detached=True)
+        cluster = cls(
+            data["state_dir"],
+            node_name=data["node_name"],
+            gpus=data["gpus"],
+            detached=True,
+            node=data.get("node", "agent"),
+        )
+        if cluster.real_node is not None:
+            cluster.real_node.load_state(data.get("real_node") or {})
         cluster.server = data["server"]
         cluster.kubectl = Path(data["kubectl"]) if data.get("kubectl") else None  # older state files lack it
         cluster.components = {n: Component(**c) for n, c in data["components"].items()}
@@ -275,9 +333,15 @@ class Cluster:
         def left() -> float:
             return max(1.0, deadline - time.monotonic())
 
-        keys = pki.create_pki(self.pki_dir, self.node_name)
+        real = self.real_node
+        host = "127.0.0.1"
+        if real is not None:
+            real.prepare()  # the bridge holds the address the API server listens on
+            self._save()
+            host = real.network.node_ip
+        keys = pki.create_pki(self.pki_dir, self.node_name, host)
         etcd_port, etcd_peer, api_port, kcm_port, sched_port, kubelet_port = (free_port() for _ in range(6))
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{host}:{api_port}"
         kubeconfigs = self.state_dir / "kubeconfigs"
         kubeconfigs.mkdir(exist_ok=True)
         pki.write_kubeconfig(self.kubeconfig, self.server, keys.ca_pem, keys.clients["admin"], "admin")
@@ -313,8 +377,8 @@ class Cluster:
             [
                 str(binaries["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={keys.apiserver_cert}",
                 f"--tls-private-key-file={keys.apiserver_key}",
@@ -325,8 +389,10 @@ class Cluster:
                 f"--service-account-key-file={keys.sa_pub}",
                 f"--service-account-signing-key-file={keys.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
-                # Pod logs come from the node agent's kubelet-style endpoint on 127.0.0.1.
+                # With the real node, pods reach the API server through the `kubernetes` Service, whose
+                # endpoint the lease reconciler keeps; the node agent's pods use the kubeconfig instead.
+                f"--endpoint-reconciler-type={'lease' if real else 'none'}",
+                # Pod logs come from the node's kubelet endpoint (the agent's on 127.0.0.1).
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-certificate-authority={keys.ca_cert}",
                 f"--kubelet-client-certificate={self.pki_dir / 'apiserver-kubelet-client.crt'}",
@@ -382,6 +448,22 @@ class Cluster:
             [str(binaries["kube-scheduler"]), *delegated("kube-scheduler", sched_port)],
             [sched_port],
         )
+        if real is not None:
+            self._post_all(NODE_RBAC)
+            node_components = real.spawn(
+                self._spawn,
+                self._wait,
+                {**binaries, "coredns": ensure_coredns()},
+                self.pki_dir,
+                kcfg,
+                NodePorts(kubelet_port, free_port(), free_port(), free_port(), free_port(), free_port()),
+                deadline,
+            )
+            watch = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", *node_components)
+            self._wait_for_node(watch, left)
+            real.advertise_gpus(self._patch_node_status)
+            self._wait("nvidia.com/gpu on the node", self._gpus_advertised, left(), watch)
+            return
         self._spawn(
             "node-agent",
             [
@@ -401,6 +483,13 @@ class Cluster:
             death_signal=signal.SIGTERM,  # lets the agent end its pods' processes first
         )
         all_components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
+        self._wait_for_node(all_components, left)
+
+    def _wait_for_node(self, all_components: tuple[str, ...], left: Callable[[], float]) -> None:
+        kcm_port, sched_port = (
+            self.components["kube-controller-manager"].ports[0],
+            self.components["kube-scheduler"].ports[0],
+        )
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
@@ -425,6 +514,38 @@ class Cluster:
         with urllib.request.urlopen(f"{self.server}{path}", context=ctx, timeout=5) as resp:
             result: dict[str, Any] = json.load(resp)
             return result
+
+    def _request(self, method: str, path: str, body: dict[str, Any], content_type: str) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        req = urllib.request.Request(
+            f"{self.server}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": content_type},
+        )
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # already there: a cluster restarted on the same etcd data
+                raise
+
+    def _post_all(self, objects: list[dict[str, Any]]) -> None:
+        paths = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
+        for obj in objects:
+            self._request(
+                "POST", f"/apis/rbac.authorization.k8s.io/v1/{paths[obj['kind']]}", obj, "application/json"
+            )
+
+    def _patch_node_status(self, patch: dict[str, Any]) -> None:
+        self._request(
+            "PATCH", f"/api/v1/nodes/{self.node_name}/status", patch, "application/strategic-merge-patch+json"
+        )
+
+    def _gpus_advertised(self) -> bool:
+        node = self._get(f"/api/v1/nodes/{self.node_name}")
+        return str(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0")) == str(self.gpus)
 
     def _node_ready(self) -> bool:
         node = self._get(f"/api/v1/nodes/{self.node_name}")
@@ -458,8 +579,11 @@ class Cluster:
         return pids
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the node agent (it ends its pods), then the controllers, the API server and etcd."""
-        order = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        """Stop the node (the agent ends its pods; the real node's containers are killed and removed,
+        and its mounts, namespaces, cgroups, rules and bridge with them), then the controllers, the
+        API server and etcd."""
+        node = ["node-agent"] if self.real_node is None else ["coredns", "kube-proxy", "kubelet"]
+        order = [*node, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         for name in order:
             comp = self.components.get(name)
             if comp is not None:
@@ -467,6 +591,12 @@ class Cluster:
             if name == "node-agent":
                 for pid in self.leftover_pod_pids():
                     self._terminate(f"pod process {pid}", pid, 5.0)
+            if name == "kubelet" and self.real_node is not None:
+                self.real_node.cleanup_runtime()
+                comp = self.components.get("containerd")
+                if comp is not None:
+                    self._terminate("containerd", comp.pid, timeout)
+                self.real_node.cleanup_host()
         deadline = time.monotonic() + timeout
         busy = self.ports()
         while busy and time.monotonic() < deadline:

@@ -157,24 +157,31 @@ class Pki:
 
 # identity name -> (common name, organizations)
 def client_identities(node_name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every client of the control plane; kube-proxy and CoreDNS run only with the real node."""
     return {
         "admin": ("kubernetes-admin", ("system:masters",)),
         "kube-controller-manager": ("system:kube-controller-manager", ()),
         "kube-scheduler": ("system:kube-scheduler", ()),
         "node": (f"system:node:{node_name}", ("system:nodes",)),
         "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ()),
+        "kube-proxy": ("system:kube-proxy", ()),  # bound to system:node-proxier by the default RBAC
+        "coredns": ("system:coredns", ()),  # bound by the harness (cluster.NODE_RBAC)
     }
 
 
-def create_pki(directory: Path, node_name: str) -> Pki:
-    """Write a CA, the API server's serving pair, the client pairs and the service-account keys."""
+def create_pki(directory: Path, node_name: str, node_ip: str = "127.0.0.1") -> Pki:
+    """Write a CA, the API server's serving pair, the client pairs and the service-account keys.
+
+    ``node_ip`` is the node's address when it is not loopback (the real node's bridge): the API server
+    listens there too and the kubelet serves there."""
+    ips = tuple(dict.fromkeys(("127.0.0.1", node_ip)))
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority()
     ca_cert, ca_key = ca.pair.write(directory, "ca")
-    serving = ca.issue("kube-apiserver", server=True, dns=APISERVER_DNS, ips=("127.0.0.1", SERVICE_IP))
+    serving = ca.issue("kube-apiserver", server=True, dns=APISERVER_DNS, ips=(*ips, SERVICE_IP))
     apiserver_cert, apiserver_key = serving.write(directory, "apiserver")
     # The node agent serves pod logs to the API server like a kubelet (kubectl logs).
-    ca.issue(f"system:node:{node_name}", server=True, dns=(node_name,), ips=("127.0.0.1",)).write(
+    ca.issue(f"system:node:{node_name}", server=True, dns=(node_name,), ips=ips).write(
         directory, "kubelet-serving"
     )
     clients: dict[str, KeyPair] = {}
