@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.cli.conftest import CustomStudy, RunHpo, local_storage, manifest
+from tests.cli.conftest import CustomStudy, RunHpo, hpo_env, local_storage, manifest
+from tests.cli.test_report import _free_port, _get
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = yaml.safe_load((REPO / "examples" / "seed-study.yaml").read_text())
@@ -124,6 +129,9 @@ def test_status_and_trials_of_a_study_on_the_cluster(
 
     status = run_hpo("status", "onk8s", "-n", namespace, cwd=path.parent, env=env)
     assert status.code == 0, status.text
+    assert (
+        f"Reading HPOStudy {namespace}/onk8s on the cluster: its status, kept by the operator" in status.err
+    )
     text = status.out
     assert (
         f"{namespace}/onk8s" in text
@@ -151,6 +159,45 @@ def test_status_and_trials_of_a_study_on_the_cluster(
         f"Reading HPOStudy {namespace}/onk8s on the cluster: Optuna study local.onk8s in sqlite:///"
         in trials.err
     )
+
+    # The report and the dashboard take the same name.
+    out = path.parent / "k8s-report.html"
+    report = run_hpo("report", "onk8s", "-n", namespace, "-o", str(out), cwd=path.parent, env=env)
+    assert report.code == 0, report.text
+    assert f"Reading HPOStudy {namespace}/onk8s on the cluster: Optuna study local.onk8s" in report.err
+    assert "<th>Objective</th><td>loss (minimize)</td>" in out.read_text()
+    port = _free_port()
+    dashboard = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hpo_operator.cli.main",
+            "dashboard",
+            "onk8s",
+            "-n",
+            namespace,
+            "--port",
+            str(port),
+        ],
+        cwd=path.parent,
+        env=hpo_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while body is None and time.monotonic() < deadline:
+            try:
+                body = json.loads(_get(f"http://127.0.0.1:{port}/api/studies")[1])
+            except OSError:
+                assert dashboard.poll() is None, dashboard.stdout.read() if dashboard.stdout else ""
+                time.sleep(0.3)
+        assert body is not None and [s["study_name"] for s in body["study_summaries"]] == ["local.onk8s"]
+    finally:
+        dashboard.terminate()
+        dashboard.communicate(timeout=30)
 
     absent = run_hpo("status", "nope", "-n", namespace, cwd=path.parent, env=env)
     assert absent.code == 1 and f"no HPOStudy 'nope' in namespace '{namespace}'" in absent.err

@@ -114,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="show an HPOStudy on the cluster (from its status)",
-        description="Show an HPOStudy's status: phase, progress, best trial, recent trials, conditions.",
+        help="show a study: phase, progress, best trial, latest trials",
+        description="Show a study's phase, progress, best trial and latest trials: a manifest's local study "
+        "(read from its storage), or an HPOStudy on the cluster (read from its status, with its conditions).",
     )
-    status.add_argument("name", metavar="NAME")
-    status.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
+    add_target(status)
 
     trials = sub.add_parser(
         "trials",
@@ -182,7 +182,7 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
 
         return dashboard_command(args, console)
     if args.command == "status":
-        from hpo_operator.cli.cluster import status_command
+        from hpo_operator.cli.status import status_command
 
         return status_command(args, console)
     if args.command == "trials":
