@@ -25,7 +25,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator, Mapping
@@ -47,7 +46,7 @@ from hpo_operator.cli.volumes import prepare as prepare_volumes
 from hpo_operator.core import reconcile
 from hpo_operator.core.best import pareto_front
 from hpo_operator.core.events import fmt_params, fmt_value
-from hpo_operator.core.observe import Observed
+from hpo_operator.core.observe import Observed, RunView
 from hpo_operator.core.plan import (
     AskTrials,
     Assessment,
@@ -62,14 +61,13 @@ from hpo_operator.core.plan import (
     PostEvent,
 )
 from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
-from hpo_operator.shell.apply import Study, apply_plan
+from hpo_operator.shell.apply import Study, observe, step
 from hpo_operator.shell.kube import CreateResult
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
 POLL_SECONDS = 0.5  # the longest sleep between looks; a trial process exiting ends it at once
 OWNER = "local"  # the owner uid of local runs: every run of this session is the study's own
-_TRIAL_LINE = re.compile(r"^Trial (\d+)(?: attempt (?P<attempt>\d+) of)?\b")
 
 
 _CHANGES = (
@@ -196,7 +194,8 @@ class LocalStudy:
                 soft_wrap=True,
             )
             return
-        observed = self._observe()  # no run of this session yet: what decide makes of each RUNNING trial
+        observed = observe(self._study(), LocalRuns(self), previous_phase=None)
+        # No run of this session yet: what decide makes of each RUNNING trial.
         finished = sum(1 for v in observed.trials if v.finished)
         again, lost = _restarts(reconcile.decide(self.spec, observed, dt.datetime.now(dt.UTC)), observed)
         restart = ""
@@ -233,11 +232,10 @@ class LocalStudy:
                 while True:
                     if self.stop_requests:
                         return None
-                    observed = self._observe()
-                    plan = reconcile.decide(self.spec, observed, dt.datetime.now(dt.UTC))
-                    self._carry_out(plan)
+                    done = step(self._study(), LocalRuns(self), previous_phase=self.previous_phase)
+                    plan = done.plan
                     self.previous_phase = plan.assessment.phase
-                    self._update_progress(plan.assessment, observed)
+                    self._update_progress(plan.assessment, done.observed)
                     if plan.assessment.terminal and not self.runs.active() and _settled(plan):
                         return plan.assessment
                     self.runs.enforce_deadlines()
@@ -245,25 +243,9 @@ class LocalStudy:
             finally:
                 self.progress = None
 
-    def _observe(self) -> Observed:
-        runs = self.runs.views()  # runs before trials: a run seen finished had told before the read
-        study = self.store.view()
-        return Observed(
-            name=self.m.name,
-            study_name=self.study_name,
-            owner_uid=OWNER,
-            study=study,
-            trials=self.store.trials() if study is not None else (),
-            runs=runs,
-            previous_phase=self.previous_phase,
-        )
-
-    # ------------------------------------------------------------------------------------ actions
-
-    def _carry_out(self, plan: Plan) -> None:
-        """The plan carried out as the operator does (:func:`hpo_operator.shell.apply.apply_plan`), with
-        processes for pods."""
-        apply_plan(plan, Study(self.m.name, self.spec, None, self.store, self.metrics), LocalRuns(self))
+    def _study(self) -> Study:
+        """The study as carrying out a plan needs it (no spec generation: a manifest has none)."""
+        return Study(self.m.name, self.spec, None, self.store, self.metrics, OWNER)
 
     def _start(self, name: str, number: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         """Start the process of an attempt (one still alive under that name is kept)."""
@@ -386,19 +368,10 @@ class LocalStudy:
             self.final_event = event  # shown below the bar, with the best trial
             return
         self._print(event.message, style)
-        if event.reason in ("TrialFailed", "TrialRetried"):
-            m = _TRIAL_LINE.match(event.message)
-            if m:
-                number = int(m[1])
-                if m["attempt"]:  # "Trial 3 attempt 1 of 2 failed": that attempt's log
-                    attempt = int(m["attempt"]) - 1
-                else:
-                    attempt = max(
-                        (r.attempt for r in self.runs.runs.values() if r.trial == number), default=0
-                    )
-                log = self.runs.log_path(number, attempt)
-                if log.exists():
-                    self._print(f"  log: {self._rel(log)}", "dim")
+        if event.reason in ("TrialFailed", "TrialRetried") and event.trial is not None:
+            log = self.runs.log_path(event.trial, event.attempt or 0)  # that attempt's log
+            if log.exists():
+                self._print(f"  log: {self._rel(log)}", "dim")
 
     def _update_progress(self, a: Assessment, observed: Observed) -> None:
         if self.progress is None:
@@ -509,11 +482,14 @@ class LocalRuns:
     def __init__(self, study: LocalStudy) -> None:
         self.study = study
 
+    def views(self) -> tuple[RunView, ...]:
+        return self.study.runs.views()
+
     def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         return self.study._start(name, trial, attempt, params)
 
     def delete(self, name: str) -> None:
         self.study.runs.delete(name)
 
-    def post_event(self, type_: str, reason: str, message: str) -> None:
-        self.study._print_event(PostEvent(type_, reason, message))  # type: ignore[arg-type]
+    def post_event(self, event: PostEvent) -> None:
+        self.study._print_event(event)

@@ -32,14 +32,7 @@ from hpo_operator.core.observe import RunView
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 8192
 HEADER = "=== hpo run:"
-
-
-@dataclass(frozen=True)
-class ProcessRunView(RunView):
-    """A run that is a local process: its failure is told in those words, not a pod's."""
-
-    def describe_failure(self) -> str:
-        return super().describe_failure().replace(f"pod {self.name}", f"trial process {self.name}", 1)
+RUN_KIND = "trial process"  # a run, in the words of its messages ("trial process demo-trial-3 failed")
 
 
 @dataclass
@@ -72,12 +65,18 @@ class LocalRun:
     def view(self) -> RunView:
         code = self.poll()
         if code is None:
-            return ProcessRunView(
-                self.name, self.trial, self.attempt, "Running", created=self.created, deleting=self.deleting
+            return RunView(
+                self.name,
+                self.trial,
+                self.attempt,
+                "Running",
+                created=self.created,
+                deleting=self.deleting,
+                kind=RUN_KIND,
             )
         reason = f"killed by {_signal_name(-code)}" if code < 0 else ("Error" if code else "Completed")
         message = self.log_tail() if code else None
-        return ProcessRunView(
+        return RunView(
             self.name,
             self.trial,
             self.attempt,
@@ -87,6 +86,7 @@ class LocalRun:
             message=message,
             deleting=self.deleting,
             created=self.created,
+            kind=RUN_KIND,
         )
 
     def log_tail(self) -> str:

@@ -146,6 +146,7 @@ class RunView:
     deletion_deadline: dt.datetime | None = None  # metadata.deletionTimestamp: gone by then, normally
     unknown_since: dt.datetime | None = None  # the node stopped reporting (phase Unknown) since then
     stuck_reason: str | None = None  # set by :meth:`as_stuck`: why the run counts as failed
+    kind: str = "pod"  # what a run is, in the words messages use: a pod, a trial process (hpo run)
 
     @property
     def active(self) -> bool:
@@ -179,8 +180,8 @@ class RunView:
 
     def describe_failure(self) -> str:
         if self.stuck_reason:
-            return f"pod {self.name}: {self.stuck_reason}"
-        parts = [f"pod {self.name} failed"]
+            return f"{self.kind} {self.name}: {self.stuck_reason}"
+        parts = [f"{self.kind} {self.name} failed"]
         detail = []
         if self.exit_code is not None:
             detail.append(f"exit code {self.exit_code}")
@@ -208,7 +209,8 @@ class Observed:
     study: StudyView | None  # None: the Optuna study does not exist yet
     trials: tuple[TrialView, ...] = ()
     runs: tuple[RunView, ...] = ()
-    previous_phase: str | None = None  # status.phase as last written
+    previous_phase: str | None = None  # status.phase as last written (see verdict.previous_phase)
+    previous_refusal: str | None = None  # the refusal the status shows (see verdict.previous_refusal)
 
 
 # --------------------------------------------------------------------------------------- conversions

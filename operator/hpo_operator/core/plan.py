@@ -82,9 +82,14 @@ class DeleteRun:
 
 @dataclass(frozen=True)
 class PostEvent:
+    """Tell the user: an Event on the HPOStudy, a line of ``hpo run``. An Event about one attempt of a
+    trial names them as data (``hpo run`` shows that attempt's log without reading the message)."""
+
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    trial: int | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,15 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     return Plan(assessment, tuple(draft.actions))
 
 
+def abandoned(trials: Sequence[TrialView]) -> tuple[FailTrial, ...]:
+    """The HPOStudy is being deleted: its RUNNING trials fail (their pods go by garbage collection)."""
+    return tuple(
+        FailTrial(t.number, f"{STOPPED_PREFIX}the HPOStudy was deleted")
+        for t in trials
+        if t.state == "RUNNING"
+    )
+
+
 def _follow_running(
     spec: StudySpec,
     observed: Observed,
@@ -256,7 +265,7 @@ def _follow_running(
         return
     if run.phase == "Succeeded":
         draft.failing[t.number] = (
-            f"the trial process exited 0 without reporting a final value (pod {run.name}); "
+            f"the trial process exited 0 without reporting a final value ({run.kind} {run.name}); "
             "a trial must end with trial.complete(), trial.prune() or trial.fail()"
         )
         return
@@ -271,6 +280,8 @@ def _failed_attempt(spec: StudySpec, t: TrialView, attempt: int, reason: str, dr
                 "Warning",
                 "TrialRetried",
                 events.trial_retried(t.number, attempt, spec.trials.retries, reason),
+                trial=t.number,
+                attempt=attempt,
             )
         )
         return
@@ -467,6 +478,8 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
                     "Normal",
                     "TrialCompleted",
                     events.trial_completed(t.number, t.values or (), t.params, pair(so_far)),
+                    trial=t.number,
+                    attempt=t.attempt,
                 )
             )
         elif t.state == "PRUNED":
@@ -475,11 +488,19 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
                     "Normal",
                     "TrialPruned",
                     events.trial_pruned(t.number, t.last_step, t.last_intermediate, t.params),
+                    trial=t.number,
+                    attempt=t.attempt,
                 )
             )
         else:
             out.append(
-                PostEvent("Warning", "TrialFailed", events.trial_failed(t.number, t.fail_reason, t.params))
+                PostEvent(
+                    "Warning",
+                    "TrialFailed",
+                    events.trial_failed(t.number, t.fail_reason, t.params),
+                    trial=t.number,
+                    attempt=t.attempt,
+                )
             )
     out.append(RecordAnnounced(announced.add(t.number for t in newly), tuple(t.state for t in newly)))
     return out
@@ -491,6 +512,8 @@ def _phase_events(observed: Observed, assessment: Assessment) -> list[Action]:
     if assessment.phase == "Succeeded":
         return [PostEvent("Normal", "StudySucceeded", events.clip(f"Study finished: {assessment.message}"))]
     where = f"{assessment.field}: " if assessment.field else ""
+    if assessment.reason == "InvalidSpec" and observed.previous_refusal == f"{where}{assessment.message}":
+        return []  # the status shows this refusal already (an earlier reconcile, an earlier operator)
     return [
         PostEvent(
             "Warning",

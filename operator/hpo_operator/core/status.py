@@ -39,6 +39,7 @@ COND_SPEC_VALID = "SpecValid"
 COND_STORAGE_READY = "StorageReady"
 COND_COMPLETE = "Complete"
 COND_FAILED = "Failed"
+COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota held a trial pod back
 
 
 def timestamp(now: dt.datetime) -> str:
@@ -92,8 +93,10 @@ def build_status(
     generation: int | None,
     now: dt.datetime,
     previous: Mapping[str, Any] | None = None,
+    extra_conditions: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The whole status of a study whose spec is valid and whose storage answered."""
+    """The whole status of a study whose spec is valid and whose storage answered; ``extra_conditions``
+    (``TrialPodsAdmitted``) replace those of their type and follow the four of every status."""
     trials = sorted(observed.trials, key=lambda t: t.number)
     counts = assessment.counts
     status: dict[str, Any] = {
@@ -189,6 +192,7 @@ def build_status(
                 now=now,
                 previous=previous,
             ),
+            *extra_conditions,
         ],
     )
     return json_safe(status)

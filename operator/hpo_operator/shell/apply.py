@@ -1,10 +1,11 @@
-"""Carry out a :class:`~hpo_operator.core.plan.Plan`, action by action. No decisions here.
+"""One observe-decide-apply step, the same for the operator and ``hpo run``. No decisions here.
 
-Each action maps to storage calls and calls on a :class:`Runs`: the trial pods of the operator
-(:class:`PodRuns`) or the trial processes of ``hpo run`` (``hpo_operator.cli.local``), so a plan is
-carried out the same way in both. Each action can be repeated (see the invariants in
-:mod:`hpo_operator.core.reconcile`). An exception stops the plan where it is; the next reconcile
-observes what was done and plans the rest.
+:func:`step` observes (the runs first, then the study in storage: :func:`observe`), asks
+:func:`hpo_operator.core.reconcile.decide`, and carries out the :class:`~hpo_operator.core.plan.Plan`
+action by action. Each action maps to storage calls and calls on a :class:`Runs`: the trial pods of the
+operator (:class:`PodRuns`) or the trial processes of ``hpo run`` (``hpo_operator.cli.local``). Each
+action can be repeated (see the invariants in :mod:`hpo_operator.core.reconcile`). An exception stops
+the plan where it is; the next step observes what was done and plans the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hpo_operator.core import names, pods
+from hpo_operator.core.observe import Observed, RunView, run_view
 from hpo_operator.core.plan import (
     Action,
     AskTrials,
@@ -31,8 +33,9 @@ from hpo_operator.core.plan import (
     RecordAnnounced,
 )
 from hpo_operator.core.pods import Owner, SecretKey
+from hpo_operator.core.reconcile import decide
 from hpo_operator.core.spec import StudySpec
-from hpo_operator.shell.kube import CreateResult, Kube
+from hpo_operator.shell.kube import CreateResult, Kube, PodQuotaExceeded
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import StudyStore
 
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 
 class Runs(Protocol):
     """Where the attempts of a study's trials run: pods on a cluster, processes on this machine."""
+
+    def views(self) -> tuple[RunView, ...]:
+        """Every run of the study, as seen now."""
+        ...
 
     def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         """Start the run ``name`` of one attempt: ``created``; ``exists`` (ours already); ``foreign``
@@ -51,7 +58,7 @@ class Runs(Protocol):
         """Stop and remove the run ``name``; nothing if it is gone."""
         ...
 
-    def post_event(self, type_: str, reason: str, message: str) -> None:
+    def post_event(self, event: PostEvent) -> None:
         """Tell the user (an Event on the HPOStudy, a line on the terminal)."""
         ...
 
@@ -94,11 +101,17 @@ class PodRuns:
         assert pod["metadata"]["name"] == name, (pod["metadata"]["name"], name)
         return self.kube.create_pod(pod, t.owner.uid)
 
+    def views(self) -> tuple[RunView, ...]:
+        pods_ = self.kube.list_pods(self.target.owner.namespace, self.target.owner.name)
+        return tuple(r for r in (run_view(p) for p in pods_) if r is not None)
+
     def delete(self, name: str) -> None:
         self.kube.delete_pod(self.target.owner.namespace, name)
 
-    def post_event(self, type_: str, reason: str, message: str) -> None:
-        self.kube.post_event(self.target.owner_ref, type_, reason, message, dt.datetime.now(dt.UTC))
+    def post_event(self, event: PostEvent) -> None:
+        self.kube.post_event(
+            self.target.owner_ref, event.type, event.reason, event.message, dt.datetime.now(dt.UTC)
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,49 @@ class Study:
     generation: int | None
     store: StudyStore
     metrics: Metrics
+    owner_uid: str  # runs owned by another uid belong to an older namesake
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step saw and decided; ``quota``: why a ResourceQuota held a trial pod back (the plan
+    was cut short there; the trial waits, RUNNING, and the next step launches it)."""
+
+    observed: Observed
+    plan: Plan
+    quota: str | None = None
+
+
+def observe(
+    study: Study, runs: Runs, *, previous_phase: str | None, previous_refusal: str | None = None
+) -> Observed:
+    """The runs first, then the storage: a run seen finished had told its value before the trials are
+    read (see :mod:`hpo_operator.core.observe`)."""
+    views = runs.views()
+    view = study.store.view()
+    return Observed(
+        name=study.name,
+        study_name=study.store.study_name,
+        owner_uid=study.owner_uid,
+        study=view,
+        trials=study.store.trials() if view is not None else (),
+        runs=views,
+        previous_phase=previous_phase,
+        previous_refusal=previous_refusal,
+    )
+
+
+def step(
+    study: Study, runs: Runs, *, previous_phase: str | None, previous_refusal: str | None = None
+) -> Step:
+    """Observe, decide, carry out the plan."""
+    observed = observe(study, runs, previous_phase=previous_phase, previous_refusal=previous_refusal)
+    plan = decide(study.spec, observed, dt.datetime.now(dt.UTC))
+    try:
+        apply_plan(plan, study, runs)
+    except PodQuotaExceeded as e:
+        return Step(observed, plan, str(e))
+    return Step(observed, plan)
 
 
 def apply_plan(plan: Plan, study: Study, runs: Runs) -> None:
@@ -149,7 +205,7 @@ def apply_action(action: Action, study: Study, runs: Runs) -> None:
         runs.delete(action.name)
         log.info("%s: deleted run %s: %s", name, action.name, action.reason)
     elif isinstance(action, PostEvent):
-        runs.post_event(action.type, action.reason, action.message)
+        runs.post_event(action)
         log.info("%s: %s", name, action.message)
     elif isinstance(action, RecordAnnounced):
         store.record_announced(action.announced)

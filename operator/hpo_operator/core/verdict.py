@@ -1,0 +1,303 @@
+"""What the user is told after one reconcile: the status to write, the Events, the log line, the back-off.
+
+``decide`` says what to *do*; this module says what to *tell*, from what the shell saw: the status as
+last written (so nothing it needs is lost when the operator restarts), the spec generation, and what
+went wrong, if anything (a spec error, a storage or API outage, a ResourceQuota's refusal). The shell
+carries a :class:`Report` out as it is: it writes ``status`` when there is one, posts ``events``, logs
+``log`` and raises what ``kind`` says. Every rule of the "once" kind is derived from the status:
+
+**An invalid spec is reported once per generation.** The status (phase Failed, ``SpecValid=False``
+naming the field) and a Warning ``InvalidSpec`` Event, unless the status already shows ``SpecValid=False``
+for this generation: a restarted operator does not post it again, nor does a refusal that repeats
+(a LimitRange refusing every new trial pod).
+
+**A finished study is not re-judged by today's configuration.** Succeeded or Failed (not for an invalid
+spec) with its current generation, it launches nothing more: an operator that lacks what its spec
+would need to run (``HPO_TRIAL_IMAGE``, ``HPO_DEFAULT_STORAGE_URL``) leaves it as it is.
+
+**A refusal the status already shows is not news.** ``decide`` refuses a spec the stored study cannot
+take (``InvalidSpec``); while the status says the same, no second ``StudyFailed`` Event. A study whose
+status shows an invalid spec and whose spec now passes every check runs again (its earlier phase does
+not count: a terminal phase is announced anew).
+
+**Storage outages back off.** ``min(5 · 2^(n-1), 60)`` seconds after the n-th failure in a row (the
+count is the shell's, the one thing kept in memory: it paces retries and tells nothing the status does
+not). The ``StorageReady=False`` condition says what failed and when the next try is; a Warning
+``StorageUnavailable`` Event when the storage stops answering and a Normal ``StorageReady`` one when it
+answers again. An API server that does not answer is only logged (the status cannot be written).
+
+**A ResourceQuota's refusal is waited for.** ``TrialPodsAdmitted=False`` (reason ``QuotaExceeded``)
+while a quota holds a trial pod back, with a Warning ``QuotaExceeded`` Event when that starts; ``True``
+again once pods fit; absent for a study never held back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hpo_operator.core.observe import Observed
+from hpo_operator.core.plan import Plan, PostEvent
+from hpo_operator.core.spec import SpecError, StudySpec, check_runtime
+from hpo_operator.core.status import (
+    COND_PODS_ADMITTED,
+    COND_SPEC_VALID,
+    COND_STORAGE_READY,
+    build_status,
+    condition,
+    invalid_spec_status,
+    storage_waiting_status,
+)
+
+BACKOFF_FIRST_S = 5.0
+BACKOFF_MAX_S = 60.0
+
+Kind = Literal["reconciled", "invalid", "waiting", "left"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What to tell about one reconcile. ``kind``: ``reconciled`` (decide's plan was carried out),
+    ``invalid`` (the spec was refused: the shell raises ``SpecError``), ``waiting`` (the storage or the
+    API server did not answer: retry in ``retry_in`` seconds), ``left`` (a finished study left as it is)."""
+
+    kind: Kind
+    phase: str | None  # for the metrics; None: unknown (nothing written yet)
+    status: dict[str, Any] | None = None  # the status patch to write; None: nothing changed
+    events: tuple[PostEvent, ...] = ()
+    log: tuple[tuple[Literal["info", "warning"], str], ...] = ()  # lines for the operator's log
+    terminal: bool = False  # nothing left to do until the spec changes
+    retry_in: float | None = None
+    error: SpecError | None = None  # kind "invalid": the refusal
+    message: str = ""  # kind "waiting": what failed (free of secrets)
+
+
+# ------------------------------------------------------------------------------- what the status says
+
+
+def _condition(previous: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in previous.get("conditions") or () if c.get("type") == kind), None)
+
+
+def spec_invalid(previous: Mapping[str, Any]) -> bool:
+    """The status shows the spec refused (``SpecValid=False``)."""
+    c = _condition(previous, COND_SPEC_VALID)
+    return c is not None and c.get("status") == "False"
+
+
+def finished(previous: Mapping[str, Any], generation: int | None) -> bool:
+    """Succeeded or Failed (not for an invalid spec) with the current spec generation."""
+    return (
+        previous.get("phase") in ("Succeeded", "Failed")
+        and previous.get("observedGeneration") == generation
+        and not spec_invalid(previous)
+    )
+
+
+def previous_phase(previous: Mapping[str, Any]) -> str | None:
+    """The phase ``decide`` compares its verdict with: the status's, except after an invalid spec (the
+    spec passes now, or decide would not be asked: the study runs again)."""
+    phase = previous.get("phase")
+    if phase == "Failed" and spec_invalid(previous):
+        return None
+    return str(phase) if phase else None
+
+
+def previous_refusal(previous: Mapping[str, Any]) -> str | None:
+    """The refusal the status shows (``SpecValid=False``'s message), if the study Failed for it."""
+    c = _condition(previous, COND_SPEC_VALID)
+    if previous.get("phase") == "Failed" and c is not None and c.get("status") == "False":
+        return str(c.get("message") or "")
+    return None
+
+
+# ------------------------------------------------------------------------------------------ the spec
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """The spec as the operator's configuration judges it: an ``error`` to report, or a finished study
+    ``left`` as it is although the configuration no longer provides what it needs (``error`` says what)."""
+
+    error: SpecError | None = None
+    left: bool = False
+
+
+def check_spec(
+    spec: StudySpec,
+    *,
+    default_image: str | None,
+    default_storage: bool,
+    previous: Mapping[str, Any],
+    generation: int | None,
+) -> SpecCheck:
+    """What a parsed spec needs from the operator: a trial image and a storage; a finished study (see
+    :func:`finished`) is not judged by the configuration."""
+    try:
+        check_runtime(spec, default_image=default_image, default_storage=default_storage)
+    except SpecError as e:
+        return SpecCheck(e, left=finished(previous, generation))
+    return SpecCheck()
+
+
+def pod_refused(message: str, *, dry_run: bool) -> SpecError:
+    """The API server refused a trial pod (its template is invalid, or a LimitRange refuses it)."""
+    if dry_run:
+        return SpecError.at("spec.template", f"the trial pod it makes is invalid: {message}")
+    return SpecError.at("spec.template", f"the API server refused a trial pod: {message}")
+
+
+def secret_taken(message: str) -> SpecError:
+    """The operator's storage Secret name is taken by a Secret that is not this study's."""
+    return SpecError.at("spec.storage", message)
+
+
+def spec_refused(
+    error: SpecError, *, generation: int | None, previous: Mapping[str, Any], now: dt.datetime
+) -> Report:
+    """Refuse the spec: once per generation (see the module docstring)."""
+    c = _condition(previous, COND_SPEC_VALID)
+    told = (
+        c is not None
+        and c.get("status") == "False"
+        and c.get("observedGeneration", previous.get("observedGeneration")) == generation
+        and previous.get("observedGeneration") == generation
+    )
+    if told:
+        return Report("invalid", "Failed", terminal=True, error=error)
+    status = invalid_spec_status(error, generation=generation, now=now, previous=previous)
+    return Report(
+        "invalid",
+        "Failed",
+        status=status,
+        events=(PostEvent("Warning", "InvalidSpec", f"invalid spec: {error}"),),
+        log=(("warning", f"invalid spec: {error}"),),
+        terminal=True,
+        error=error,
+    )
+
+
+def study_not_deleted(study_name: str, why: str) -> PostEvent:
+    """``deleteStudyOnDelete``, and the storage URL cannot be found: the deletion of the HPOStudy goes on."""
+    return PostEvent(
+        "Warning",
+        "StudyNotDeleted",
+        f"the Optuna study {study_name} was not deleted: {why} (the storage URL is unknown; "
+        "delete the study from the storage by hand)",
+    )
+
+
+def left_as_is(error: SpecError, previous: Mapping[str, Any]) -> Report:
+    """A finished study the operator could not run with its current configuration: nothing changes."""
+    phase = str(previous.get("phase"))
+    line = f"{phase} with this spec, left as it is (the operator could not run it: {error})"
+    return Report("left", phase, log=(("info", line),), terminal=True)
+
+
+# --------------------------------------------------------------------------------------- outages
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (1, 2, ...)."""
+    return min(BACKOFF_FIRST_S * 2 ** (max(failures, 1) - 1), BACKOFF_MAX_S)
+
+
+def waiting(
+    message: str,
+    *,
+    failures: int,
+    storage: bool,
+    generation: int | None,
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+) -> Report:
+    """The storage (``storage``) or the API server did not answer; ``message`` is free of secrets."""
+    delay = backoff(failures)
+    log: tuple[tuple[Literal["info", "warning"], str], ...] = (
+        ("warning", f"{message}; retrying in {delay:g}s"),
+    )
+    if not storage:
+        return Report("waiting", None, log=log, retry_in=delay, message=message)
+    status = storage_waiting_status(
+        message, retry_in=delay, generation=generation, now=now, previous=previous
+    )
+    ready = _condition(previous, COND_STORAGE_READY)
+    down_before = ready is not None and ready.get("status") == "False"
+    event = PostEvent("Warning", "StorageUnavailable", f"waiting for the storage: {message}")
+    return Report(
+        "waiting",
+        None,
+        status=status,
+        events=() if down_before else (event,),
+        log=log,
+        retry_in=delay,
+        message=message,
+    )
+
+
+# --------------------------------------------------------------------------------- a reconcile done
+
+
+def reconciled(
+    spec: StudySpec,
+    observed: Observed,
+    plan: Plan,
+    *,
+    quota: str | None,
+    generation: int | None,
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+) -> Report:
+    """The status after a reconcile that carried out ``plan`` (cut short by a ResourceQuota's refusal,
+    ``quota``, if it says why), and what else to tell: the quota, the storage answering again."""
+    a = plan.assessment
+    extra: list[dict[str, Any]] = []
+    events: list[PostEvent] = []
+    log: list[tuple[Literal["info", "warning"], str]] = []
+    admitted = _condition(previous, COND_PODS_ADMITTED)
+    if quota is not None:
+        message = f"waiting for room in a ResourceQuota: {quota}"
+        extra.append(
+            condition(
+                COND_PODS_ADMITTED,
+                False,
+                "QuotaExceeded",
+                message,
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+        )
+        if admitted is None or admitted.get("status") != "False":
+            events.append(PostEvent("Warning", "QuotaExceeded", f"a trial pod is {message}"))
+            log.append(("warning", f"a trial pod is {message}"))
+    elif admitted is not None and admitted.get("status") == "False":
+        extra.append(
+            condition(
+                COND_PODS_ADMITTED,
+                True,
+                "Admitted",
+                "trial pods are admitted",
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+        )
+    ready = _condition(previous, COND_STORAGE_READY)
+    if ready is not None and ready.get("status") == "False":
+        events.append(PostEvent("Normal", "StorageReady", "the storage answers again"))
+    status = build_status(
+        spec, observed, a, generation=generation, now=now, previous=previous, extra_conditions=extra
+    )
+    changed = status != {k: previous.get(k) for k in status}
+    terminal = a.terminal and not plan.actions and quota is None
+    return Report(
+        "reconciled",
+        a.phase,
+        status=status if changed else None,
+        events=tuple(events),
+        log=tuple(log),
+        terminal=terminal,
+    )
