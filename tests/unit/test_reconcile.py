@@ -495,11 +495,28 @@ def test_a_missing_objective_metric_stops_the_study_naming_the_field() -> None:
     raw = _raw(make_spec(maxFailed=10))
     raw["objective"] = [{"metric": "eval_nope"}]
     spec = parse_spec(raw)
-    plan = decide(spec, observed([trial(0, "FAIL", fail_reason=reason), trial(1)], [run(1)]), NOW)
+    failed = trial(0, "FAIL", fail_reason=reason, missing_metric="eval_nope")
+    plan = decide(spec, observed([failed, trial(1)], [run(1)]), NOW)
     a = plan.assessment
     assert (a.phase, a.reason, a.field) == ("Failed", "ObjectiveMetricNotFound", "spec.objective[0].metric")
     assert "eval_sts-dev_spearman_cosine" in a.message
     assert plan.of(FailTrial) == [FailTrial(1, "stopped: the study failed (ObjectiveMetricNotFound)")]
+
+
+def test_a_missing_metric_is_read_from_the_trials_attribute_not_from_its_message() -> None:
+    raw = _raw(make_spec(maxFailed=10))
+    raw["objective"] = [{"metric": "eval_nope"}]
+    spec = parse_spec(raw)
+    # A custom container's own reason that reads like the reporting API's: one failed trial, no more.
+    said = "objective metric 'eval_nope' was not produced by the evaluation (my own words)"
+    plan = decide(spec, observed([trial(0, "FAIL", fail_reason=said), trial(1)], [run(1)]), NOW)
+    assert plan.assessment.reason == "TrialsRunning"
+    # The attribute, as hpo_trial.reporting tells it with the FAIL, is read into the trial's view.
+    frozen = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL,
+        user_attrs={"hpo:fail_reason": "no metric", "hpo:missing_metric": "eval_nope"},
+    )
+    assert trial_view(frozen).missing_metric == "eval_nope"
 
 
 def test_a_study_stopped_for_a_missing_metric_resumes_once_the_metric_is_fixed() -> None:
@@ -507,7 +524,10 @@ def test_a_study_stopped_for_a_missing_metric_resumes_once_the_metric_is_fixed()
     raw = _raw(make_spec(maxFailed=10))
     raw["objective"] = [{"metric": "eval_nope"}]
     stopped_reason = "stopped: the study failed"
-    history = [trial(0, "FAIL", fail_reason=reason), trial(1, "FAIL", fail_reason=stopped_reason)]
+    history = [
+        trial(0, "FAIL", fail_reason=reason, missing_metric="eval_nope"),
+        trial(1, "FAIL", fail_reason=stopped_reason),
+    ]
     stopped = decide(parse_spec(raw), observed(history, previous_phase="Failed"), NOW)
     assert (stopped.assessment.phase, stopped.assessment.reason) == ("Failed", "ObjectiveMetricNotFound")
     assert stopped.of(AskTrials) == []

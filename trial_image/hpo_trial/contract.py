@@ -56,6 +56,9 @@ REQUIRED = (STORAGE_URL, STUDY_NAME, TRIAL_NUMBER, TRIAL_PARAMS, OBJECTIVE)
 
 # Trial user attributes written by trial processes and read back by the operator and `hpo`.
 ATTR_FAIL_REASON = "hpo:fail_reason"
+# With a FAIL: the objective metric the evaluation did not produce (every trial would fail the same way,
+# so the operator stops the study naming spec.objective[i].metric).
+ATTR_MISSING_METRIC = "hpo:missing_metric"
 ATTR_MODEL_PATH = "hpo:model_path"
 ATTR_ATTEMPTS = "hpo:attempts"
 

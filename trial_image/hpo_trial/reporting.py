@@ -50,6 +50,7 @@ from optuna.trial import TrialState
 
 from hpo_trial.contract import (
     ATTR_FAIL_REASON,
+    ATTR_MISSING_METRIC,
     STORAGE_RETRY_SECONDS,
     TrialContract,
     engine_kwargs,
@@ -186,6 +187,7 @@ class TrialHandle:
         self._trial = optuna.Trial(self.study, self.trial_id)
         self.reported: dict[int, float] = {}  # what THIS attempt reported (and the storage took)
         self.finished = False
+        self.missing_metric: str | None = None  # told with FAIL (ATTR_MISSING_METRIC)
         # A retry: the rungs the failed attempts completed (SuccessiveHalving/Hyperband write them as
         # system attributes), hidden from this attempt's pruner until it completes them itself.
         self._earlier_rungs: dict[str, Any] = {}
@@ -286,9 +288,11 @@ class TrialHandle:
         self._finish(values=vals)
 
     def objective_values(self, metrics: Mapping[str, Any]) -> list[float]:
-        """The objectives' values looked up by their exact names; :class:`MetricNotFound` lists the names."""
+        """The objectives' values looked up by their exact names; :class:`MetricNotFound` lists the names
+        (and the missing one is told with the trial's FAIL, as ``hpo:missing_metric``)."""
         missing = [m for m in self.metrics if m not in metrics]
         if missing:
+            self.missing_metric = missing[0]
             raise MetricNotFound(
                 f"objective metric {missing[0]!r} was not produced by the evaluation; "
                 f"the metrics that exist are: {', '.join(sorted(metrics))}"
@@ -315,6 +319,8 @@ class TrialHandle:
             if self.finished or self.state().is_finished():
                 return False
             self.storage.set_trial_user_attr(self.trial_id, ATTR_FAIL_REASON, reason[:1000])
+            if self.missing_metric is not None:
+                self.storage.set_trial_user_attr(self.trial_id, ATTR_MISSING_METRIC, self.missing_metric)
             self.study.tell(self.number, state=TrialState.FAIL, skip_if_finished=True)
             return True
 

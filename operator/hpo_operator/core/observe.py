@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON
+from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, ATTR_MISSING_METRIC
 from optuna.distributions import BaseDistribution
 
 from hpo_operator.core import names
@@ -110,6 +110,7 @@ class TrialView:
     attempt: int = 0  # the current attempt, 0-based (user attribute hpo:attempts, minus one)
     launched: int = -1  # the highest attempt whose run was created (-1: none)
     fail_reason: str | None = None
+    missing_metric: str | None = None  # a FAIL for an objective metric the evaluation did not produce
     last_step: int | None = None  # the last intermediate step reported
     last_intermediate: float | None = None
     started: dt.datetime | None = None
@@ -222,6 +223,7 @@ def trial_view(trial: Any) -> TrialView:
     launched = trial.system_attrs.get(ATTR_LAUNCHED)
     last_step = trial.last_step
     reason = trial.user_attrs.get(ATTR_FAIL_REASON)
+    missing = trial.user_attrs.get(ATTR_MISSING_METRIC)
     return TrialView(
         number=trial.number,
         state=cast(TrialState, trial.state.name),
@@ -230,6 +232,7 @@ def trial_view(trial: Any) -> TrialView:
         attempt=max(int(attempts) - 1, 0) if isinstance(attempts, int) else 0,
         launched=int(launched) if isinstance(launched, int) else -1,
         fail_reason=str(reason) if reason is not None else None,
+        missing_metric=str(missing) if missing is not None else None,
         last_step=last_step,
         last_intermediate=trial.intermediate_values.get(last_step) if last_step is not None else None,
         started=_aware(trial.datetime_start),

@@ -67,7 +67,6 @@ Events are posted, so an Event may repeat after a crash but is never lost.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,9 +107,6 @@ FINISHED_RUNS_KEPT = 100
 # down for hours) announces the most recent ones and marks the rest announced.
 MAX_ANNOUNCEMENTS = 50
 STOPPED_PREFIX = "stopped: "
-
-# The trial side's MetricNotFound (hpo_trial.reporting) message: the objective's metric does not exist.
-_METRIC_NOT_FOUND = re.compile(r"objective metric '(?P<metric>[^']+)' was not produced by the evaluation")
 
 
 # --------------------------------------------------------------------------------------------- decide
@@ -294,13 +290,12 @@ def _stop_reason(
 ) -> tuple[str, str, str | None] | None:
     """(reason, message, field) when the study must stop, else ``None``."""
     for t in trials:
-        if t.state == "FAIL" and t.fail_reason:
-            m = _METRIC_NOT_FOUND.search(t.fail_reason)
-            # A metric the spec no longer names was fixed since (spec.objective[i].metric changed):
-            # that trial's failure says nothing about the trials to come.
-            if m and m["metric"] in spec.metrics:
-                path = f"spec.objective[{spec.metrics.index(m['metric'])}].metric"
-                return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
+        # The trial side records a missing objective metric with its FAIL (hpo_trial.contract's
+        # ATTR_MISSING_METRIC). A metric the spec no longer names was fixed since
+        # (spec.objective[i].metric changed): that trial's failure says nothing about the trials to come.
+        if t.state == "FAIL" and t.missing_metric is not None and t.missing_metric in spec.metrics:
+            path = f"spec.objective[{spec.metrics.index(t.missing_metric)}].metric"
+            return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
     failed = [t for t in trials if t.state == "FAIL" and not (t.fail_reason or "").startswith(STOPPED_PREFIX)]
     n_failed = len(failed) + len([n for n, r in draft.failing.items() if not r.startswith(STOPPED_PREFIX)])
     if n_failed > spec.trials.max_failed:
