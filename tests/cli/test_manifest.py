@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hpo_operator.cli.manifest import ManifestError, load_manifest
 
 from tests.cli.conftest import REPO, RunHpo
@@ -129,3 +130,53 @@ def test_hpo_validate_checks_parameter_types_and_honours_check_arguments(
     manifest = yaml.safe_load(unchecked)
     assert manifest["spec"]["trainer"]["checkArguments"] is False
     jsonschema.Draft4Validator(schema).validate(manifest)
+
+
+def test_a_missing_local_file_is_refused_before_any_trial(tmp_path: Path, run_hpo: RunHpo) -> None:
+    import shutil
+
+    quickstart = (REPO / "examples" / "quickstart.yaml").read_text()
+    shutil.copytree(REPO / "examples" / "data", tmp_path / "data")
+    path = tmp_path / "study.yaml"
+    assert "files: data/sts-dev.csv" in quickstart
+    path.write_text(quickstart.replace("files: data/sts-dev.csv", "files: data/sts-devv.csv"))
+    field = "spec.trainer.evaluator.dataset.files"
+    said = f"{path}: {field}: no such file: data/sts-devv.csv in {tmp_path} (where hpo run starts trials)"
+    result = run_hpo("validate", str(path), cwd=REPO)
+    assert result.code == 2 and said in " ".join(result.err.split()), result.err
+    assert "--no-file-check" in result.err
+    # For a cluster whose trial image holds the file.
+    assert run_hpo("validate", str(path), "--no-file-check", cwd=REPO).code == 0
+    # hpo run says so before it stores or starts anything.
+    run = run_hpo("run", str(path), cwd=REPO)
+    assert run.code == 2 and said in " ".join(run.err.split()), run.text
+    assert not (tmp_path / "study.hpo.db").exists() and not (tmp_path / ".hpo").exists()
+
+    # A glob pattern is found when it matches; a list names the missing entry; a custom command's script.
+    path.write_text(quickstart.replace("files: data/sts-dev.csv", "files: [data/sts-dev.csv, extra/*.csv]"))
+    result = run_hpo("validate", str(path), cwd=REPO)
+    assert result.code == 2 and f"{field}[1]: no such file: extra/*.csv" in " ".join(result.err.split())
+    path.write_text(quickstart.replace("files: data/sts-dev.csv", "files: data/sts-*.csv"))
+    assert run_hpo("validate", str(path), cwd=REPO).code == 0
+    custom = yaml.safe_load(quickstart)
+    custom["spec"].pop("trainer")
+    custom["spec"]["template"] = {"command": ["python", "train.py"], "args": ["--fast"]}
+    path.write_text(yaml.safe_dump(custom))
+    result = run_hpo("validate", str(path), cwd=REPO)
+    assert result.code == 2 and "spec.template.command[1]: no such file: train.py" in result.err
+    (tmp_path / "train.py").write_text("")
+    assert run_hpo("validate", str(path), cwd=REPO).code == 0
+
+
+def test_the_summary_counts_in_words(tmp_path: Path, run_hpo: RunHpo) -> None:
+    seed = yaml.safe_load((REPO / "examples" / "seed-study.yaml").read_text())
+    seed["spec"]["searchSpace"] = seed["spec"]["searchSpace"][:1]
+    seed["spec"]["trials"] = {"total": 1, "parallelism": 1, "retries": 2, "maxFailed": 0}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(seed))
+    result = run_hpo("validate", str(path), cwd=tmp_path)
+    assert result.code == 0, result.text
+    lines = result.out.splitlines()
+    assert "  parameters  1: num_train_epochs" in lines
+    assert "  trials      1, 1 at a time" in lines
+    assert "  on failure  2 retries a trial; the study fails after 1 failed trial" in lines

@@ -247,10 +247,16 @@ def test_too_many_failures_fail_the_study(custom_study: CustomStudy, run_hpo: Ru
 
 
 def test_a_command_that_does_not_exist_is_named(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    # A path next to the manifest: refused before anything is stored or started.
     path = custom_study("nocmd", template={"command": ["./no-such-program"]})
     result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 2
+    assert f"spec.template.command[0]: no such file: ./no-such-program in {path.parent}" in result.err
+    # A program looked up on PATH: named when the first trial cannot start it.
+    path = custom_study("nocmd", template={"command": ["no-such-program-on-path"]})
+    result = run_hpo("run", str(path), cwd=path.parent)
     assert result.code == 1
-    assert "spec.template.command: cannot start './no-such-program'" in result.err
+    assert "spec.template.command: cannot start 'no-such-program-on-path'" in result.err
 
 
 INVALID = [
@@ -281,17 +287,28 @@ def test_an_invalid_manifest_fails_with_the_operators_message(
     assert not Path(local_storage(path).removeprefix("sqlite:///")).exists()  # nothing was stored
 
 
-def test_validate_accepts_the_examples_with_a_one_line_summary(run_hpo: RunHpo) -> None:
+def test_validate_accepts_the_examples_with_a_summary_on_short_lines(run_hpo: RunHpo) -> None:
     repo = Path(__file__).resolve().parents[2]
     for example in ("seed-study.yaml", "quickstart.yaml", "custom-container-study.yaml"):
-        result = run_hpo("validate", str(repo / "examples" / example), cwd=repo)
+        result = run_hpo("validate", str(repo / "examples" / example), cwd=repo, env={"COLUMNS": "80"})
         assert result.code == 0, result.text
         lines = result.out.strip().splitlines()
-        assert len(lines) == 1 and ": valid HPOStudy: " in lines[0], result.out
+        assert lines[0].endswith(": a valid HPOStudy") and all(len(ln) <= 80 for ln in lines), result.out
+        assert "(s)" not in result.out
     seed = run_hpo("validate", str(repo / "examples" / "seed-study.yaml"), cwd=repo)
-    assert seed.out.startswith(
-        "nli-distilbert: valid HPOStudy: maximize eval_sts-dev_spearman_cosine; 4 parameter"
-    )
+    assert seed.out.splitlines() == [
+        "nli-distilbert: a valid HPOStudy",
+        "  objective   maximize eval_sts-dev_spearman_cosine",
+        "  parameters  4: num_train_epochs, per_device_train_batch_size, warmup_ratio,",
+        "              learning_rate",
+        "  trials      20, 1 at a time",
+        "  on failure  1 retry a trial; the study fails after 4 failed trials",
+        "  sampler     TPE (seed 42)",
+        "  pruner      none",
+        "  runs        the built-in runner, model distilbert-base-uncased",
+    ]
+    quickstart = run_hpo("validate", str(repo / "examples" / "quickstart.yaml"), cwd=repo)
+    assert "  local files  data/sts-train.csv, data/sts-dev.csv (found)" in quickstart.out.splitlines()
 
 
 def test_validate_names_problems_outside_the_spec(tmp_path: Path, run_hpo: RunHpo) -> None:

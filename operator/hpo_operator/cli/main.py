@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate an HPOStudy manifest exactly as the operator does.",
     )
     validate.add_argument("manifest", metavar="STUDY.yaml")
+    validate.add_argument(
+        "--no-file-check",
+        action="store_true",
+        help="do not check that the local files the trials read (data files, a local model, a custom "
+        "command's script) exist here: for a cluster whose trial image holds them",
+    )
 
     def add_target(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -161,16 +167,39 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         # Trial processes run in the manifest's directory: a relative SQLite path means the user's.
         args.storage = absolute_sqlite(args.storage)
     if args.command == "validate":
-        from hpo_operator.cli.manifest import ManifestError, load_manifest, summary
+        from hpo_operator.cli.manifest import (
+            ManifestError,
+            check_local_files,
+            load_manifest,
+            local_files,
+            summary,
+        )
 
         try:
             m = load_manifest(args.manifest)
         except ManifestError as e:
             raise CLIError(str(e), EXIT_INVALID) from None
-        console.print(summary(m), soft_wrap=True, markup=False)
+        try:
+            if not args.no_file_check:
+                check_local_files(m)
+        except ManifestError as e:
+            hint = "; --no-file-check skips this check (for a cluster whose trial image has the file)"
+            raise CLIError(f"{e}{hint}", EXIT_INVALID) from None
+        files = None if args.no_file_check else local_files(m)
+        console.print(summary(m, files), soft_wrap=True, markup=False)
         return EXIT_OK
     if args.command == "run":
         from hpo_operator.cli.local import run_command
+        from hpo_operator.cli.manifest import ManifestError, MissingFile, check_local_files, load_manifest
+
+        # A file the trials read and this machine lacks is said now, not after a trial has failed on it.
+        # (An invalid manifest is left to run_command, which says why with the overrides applied.)
+        try:
+            check_local_files(load_manifest(args.manifest))
+        except MissingFile as e:
+            raise CLIError(str(e), EXIT_INVALID) from None
+        except ManifestError:
+            pass
 
         return run_command(args, console)
     if args.command == "report":

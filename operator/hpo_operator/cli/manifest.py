@@ -27,6 +27,10 @@ class ManifestError(Exception):
     """The manifest cannot be used; ``str()`` is the message to show, naming the file and the field."""
 
 
+class MissingFile(ManifestError):
+    """A file the trials read is not on this machine (:func:`check_local_files`)."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     path: Path  # absolute
@@ -155,20 +159,133 @@ def load_manifest(path: str | Path, trials: Mapping[str, int] | None = None) -> 
     return Manifest(path=p, name=name, namespace=namespace, spec=spec, raw=doc, config_maps=config_maps)
 
 
-def summary(m: Manifest) -> str:
-    """One line about a valid manifest: objectives, parameters, budget, sampler, pruner, what runs."""
+@dataclass(frozen=True)
+class LocalFile:
+    """A file a trial reads, named in the manifest by a path on this machine."""
+
+    field: str  # spec.trainer.train.files[0]
+    value: str  # as written
+    path: Path  # where a trial started by ``hpo run`` (in the manifest's directory) looks for it
+    found: bool
+
+
+_PYTHON = re.compile(r"^(.*/)?python(\d+(\.\d+)?)?$")
+
+
+def _file_fields(m: Manifest) -> dict[str, str]:
+    """The manifest's paths to files a trial reads: a recipe's data files (train, eval, the evaluators'
+    datasets), its model when given as a local path, and a custom command's script."""
+    found: dict[str, str] = {}
+
+    def dataset(d: Any, field: str) -> None:
+        if not isinstance(d, Mapping):
+            return
+        files = d.get("files")
+        for j, f in enumerate([files] if isinstance(files, str) else files or []):
+            if isinstance(f, str):
+                found[f"{field}.files" + ("" if isinstance(files, str) else f"[{j}]")] = f
+
+    def evaluator(e: Any, field: str) -> None:
+        if not isinstance(e, Mapping):
+            return
+        dataset(e.get("dataset"), f"{field}.dataset")
+        for j, inner in enumerate(e.get("evaluators") or []):
+            evaluator(inner, f"{field}.evaluators[{j}]")
+
+    t = m.spec.template
+    if t.command is None:
+        trainer = m.spec.trainer or {}
+        model = trainer.get("model")
+        if isinstance(model, str) and model.startswith(("/", "./", "../", "~")):
+            found["spec.trainer.model"] = model
+        dataset(trainer.get("train"), "spec.trainer.train")
+        dataset(trainer.get("eval"), "spec.trainer.eval")
+        evaluator(trainer.get("evaluator"), "spec.trainer.evaluator")
+    else:
+        argv = [*t.command, *(t.args or ())]
+        fields = [f"spec.template.command[{j}]" for j in range(len(t.command))]
+        fields += [f"spec.template.args[{j}]" for j in range(len(t.args or ()))]
+        if argv and argv[0].startswith(("./", "../")):
+            found[fields[0]] = argv[0]
+        if len(argv) > 1 and _PYTHON.match(argv[0]) and argv[1].endswith(".py"):
+            found[fields[1]] = argv[1]
+    return found
+
+
+def local_files(m: Manifest) -> list[LocalFile]:
+    """The files a trial reads from this machine's disk (:func:`_file_fields`), and whether each is there.
+
+    Paths on one of the pod's volumes (under a ``mountPath``) are left to ``hpo run``'s volume handling,
+    URLs to the library that reads them; a glob pattern is found if it matches a file.
+    """
+    import glob
+    import posixpath
+
+    mounts = [posixpath.normpath(str(vm.get("mountPath"))) for vm in m.spec.template.volume_mounts]
+    out = []
+    for key, value in _file_fields(m).items():
+        if "://" in value or any(value == p or value.startswith(p.rstrip("/") + "/") for p in mounts):
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else m.dir / path
+        found = bool(glob.glob(str(path))) if glob.has_magic(str(path)) else path.exists()
+        out.append(LocalFile(key, value, path, found))
+    return out
+
+
+def check_local_files(m: Manifest) -> None:
+    """Raise :class:`MissingFile` naming the first file a trial would not find on this machine."""
+    for f in local_files(m):
+        if not f.found:
+            relative = (
+                ""
+                if Path(f.value).expanduser().is_absolute()
+                else f" in {m.dir} (where hpo run starts trials)"
+            )
+            raise MissingFile(f"{m.path}: {f.field}: no such file: {f.value}{relative}")
+
+
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
+    """A valid manifest in a few short lines: objectives, parameters, budget, sampler, pruner, what runs,
+    and the local files it reads (``files``, if checked)."""
     s = m.spec
-    objectives = ", ".join(f"{o.direction} {o.metric}" for o in s.objective)
     t = s.trials
     sampler = s.sampler.type + (f" (seed {s.sampler.seed})" if s.sampler.seed is not None else "")
-    pruner = "no pruner" if s.pruner.type == "None" else f"{s.pruner.type} pruner"
+    pruner = "none" if s.pruner.type == "None" else s.pruner.type
     if s.template.command is not None:
-        runs = "command " + " ".join([*s.template.command, *(s.template.args or ())])
+        runs = "the command " + " ".join([*s.template.command, *(s.template.args or ())])
     else:
-        runs = f"built-in runner ({(s.trainer or {}).get('model', '?')})"
-    enqueue = f", {len(s.enqueue)} enqueued" if s.enqueue else ""
-    return (
-        f"{m.name}: valid {names.KIND}: {objectives}; {len(s.search_space)} parameter(s) "
-        f"({', '.join(s.param_names)}); {t.total} trials{enqueue}, parallelism {t.parallelism}, "
-        f"retries {t.retries}, maxFailed {t.max_failed}; {sampler} sampler, {pruner}; {runs}"
-    )
+        runs = f"the built-in runner, model {(s.trainer or {}).get('model', '?')}"
+    budget = f"{t.total}, {t.parallelism} at a time"
+    if s.enqueue:
+        budget += f", {len(s.enqueue)} enqueued first"
+    retries = "no retry" if t.retries == 0 else f"{_count(t.retries, 'retry', 'retries')} a trial"
+    failure = f"{retries}; the study fails after {_count(t.max_failed + 1, 'failed trial')}"
+    rows = [
+        (
+            "objective" if len(s.objective) == 1 else "objectives",
+            ", ".join(f"{o.direction} {o.metric}" for o in s.objective),
+        ),
+        ("parameters", f"{len(s.search_space)}: {', '.join(s.param_names)}"),
+        ("trials", budget),
+        ("on failure", failure),
+        ("sampler", sampler),
+        ("pruner", pruner),
+        ("runs", runs),
+    ]
+    if files:
+        rows.append(("local files", ", ".join(f.value for f in files) + " (found)"))
+    import textwrap
+
+    width = max(len(k) for k, _ in rows)
+    indent = " " * (width + 4)
+    lines = [f"{m.name}: a valid {names.KIND}"]
+    for k, v in rows:  # a long value continues under itself, at 80 columns (never inside a name)
+        lines += textwrap.wrap(
+            v, 80, initial_indent=f"  {k.ljust(width)}  ", subsequent_indent=indent, break_long_words=False
+        )
+    return "\n".join(lines)
