@@ -2,8 +2,8 @@
 
 :func:`parse_fields` checks everything the CRD schema checks (so a spec that reaches the operator
 without the API server, as in ``hpo run``, gets the same answers) and what the schema cannot: that the
-pruner's fields belong to its type, and (through :mod:`hpo_trial.trainer_spec`, when it is installed)
-that the built-in runner's recipe is sound. The one way in is :func:`hpo_operator.core.parse.parse_spec`,
+pruner's fields belong to its type, and (through :mod:`hpo_trial.trainer_spec`) that the built-in
+runner's recipe is sound. The one way in is :func:`hpo_operator.core.parse.parse_spec`,
 which adds what needs the search space as Optuna distributions (:mod:`hpo_operator.core.search_space`,
 which builds on this module): that the sampler can handle the search space and that enqueued parameter
 sets fit it.
@@ -17,14 +17,13 @@ Python attribute names are snake_case; the spec's own (camelCase) names are the 
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from hpo_trial import contract
+from hpo_trial import contract, trainer_spec
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -499,41 +498,21 @@ def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
                 "required when spec.template.command is not set (the built-in runner needs a recipe)",
             )
         ]
-    module = trainer_spec_module()
-    if module is None:
-        return []
     try:
-        module.validate_trainer(dict(spec.trainer))
+        # Parsed once; each check takes the parsed recipe.
+        recipe = trainer_spec.validate_trainer(dict(spec.trainer))
         # Names, and the types, bounds and choices of parameters that set a simply typed argument
         # (a float parameter for an int argument, a choice that is no scheduler name, ...).
-        check_space = getattr(module, "validate_search_space", None)
-        check_names = getattr(module, "validate_param_names", None)
-        if check_space is not None:
-            check_space(dict(spec.trainer), [p.model_dump() for p in spec.search_space])
-        elif check_names is not None:
-            check_names(dict(spec.trainer), spec.param_names)
+        trainer_spec.validate_search_space(recipe, [p.model_dump() for p in spec.search_space])
         # The pruner compares trials at equal steps: refuse a recipe whose reports never line up,
         # at apply time rather than at the first trial (Optuna prunes single-objective studies only).
-        check_pruning = getattr(module, "check_pruning", None)
-        if check_pruning is not None and not spec.multi_objective:
-            check_pruning(dict(spec.trainer), spec.pruner.config())
+        if not spec.multi_objective:
+            trainer_spec.check_pruning(recipe, spec.pruner.config())
         # An objective metric the recipe's evaluator cannot log (where its names are known).
-        check_metrics = getattr(module, "check_objective_metrics", None)
-        if check_metrics is not None:
-            check_metrics(dict(spec.trainer), [o.metric for o in spec.objective])
+        trainer_spec.check_objective_metrics(recipe, [o.metric for o in spec.objective])
     except ValueError as e:
         return [_prefixed_issue(str(e), default_path="spec.trainer")]
     return []
-
-
-def trainer_spec_module() -> Any:
-    """:mod:`hpo_trial.trainer_spec` when it is installed, else ``None`` (the recipe is then not checked)."""
-    try:
-        return importlib.import_module("hpo_trial.trainer_spec")
-    except ModuleNotFoundError as e:
-        if e.name in ("hpo_trial.trainer_spec", "hpo_trial"):
-            return None
-        raise
 
 
 _PATHED = re.compile(r"^(?P<path>[A-Za-z_][\w\-]*(?:\[\d+\]|\.[\w\-]+)*): (?P<message>.*)$", re.DOTALL)
