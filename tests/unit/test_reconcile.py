@@ -1120,3 +1120,18 @@ def test_running_trials_whose_pods_wait_are_told_apart() -> None:
     # Once they are scheduled, all four run.
     runs = [run(0, "Succeeded"), *(run(n) for n in (1, 2, 3, 4))]
     assert ", 4 running." in decide(make_spec(parallelism=4), observed(trials, runs), NOW).assessment.message
+
+
+def test_a_deleted_study_fails_its_running_trials_and_only_then() -> None:
+    from hpo_operator.core.reconcile import abandoned, being_deleted
+
+    trials = [trial(0, "COMPLETE"), trial(1), trial(2, "FAIL", fail_reason="x"), trial(3)]
+    assert abandoned(trials) == (
+        FailTrial(1, "stopped: the HPOStudy was deleted"),
+        FailTrial(3, "stopped: the HPOStudy was deleted"),
+    )
+    meta = {"uid": UID, "name": NAME, "namespace": "ns"}
+    assert being_deleted(None, UID)  # gone
+    assert being_deleted({"metadata": {**meta, "uid": "another"}}, UID)  # a new namesake
+    assert being_deleted({"metadata": {**meta, "deletionTimestamp": "2025-01-02T12:00:00Z"}}, UID)
+    assert not being_deleted({"metadata": meta}, UID)  # the operator is stopping

@@ -69,6 +69,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from optuna.distributions import (
     BaseDistribution,
@@ -214,6 +215,14 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     draft.actions += _announcements(spec, study.announced if study else Announced(), trials)
     draft.actions += _phase_events(observed, assessment)
     return Plan(assessment, tuple(draft.actions))
+
+
+def being_deleted(current: Mapping[str, Any] | None, uid: str) -> bool:
+    """Whether the HPOStudy ``uid`` whose daemon stopped is gone or going (as read now, ``current``),
+    rather than the operator stopping."""
+    if current is None or (current.get("metadata") or {}).get("uid") != uid:
+        return True
+    return bool(current["metadata"].get("deletionTimestamp"))
 
 
 def abandoned(trials: Sequence[TrialView]) -> tuple[FailTrial, ...]:

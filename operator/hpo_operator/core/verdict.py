@@ -142,6 +142,14 @@ def check_spec(
     return SpecCheck()
 
 
+def storage_source(spec: StudySpec, namespace: str) -> str:
+    """Where the study's storage URL comes from, in the words a user fixes it by (a sentence's start)."""
+    if spec.storage is not None and spec.storage.secret_ref is not None:
+        ref = spec.storage.secret_ref
+        return f"spec.storage.secretRef: Secret {namespace}/{ref.name}, key {ref.key!r}, holds"
+    return "the operator's default storage (HPO_DEFAULT_STORAGE_URL) is"
+
+
 def pod_refused(message: str, *, dry_run: bool) -> SpecError:
     """The API server refused a trial pod (its template is invalid, or a LimitRange refuses it)."""
     if dry_run:

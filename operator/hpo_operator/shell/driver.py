@@ -31,7 +31,7 @@ from typing import Any
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names, pods, verdict
 from hpo_operator.core.parse import parse_spec
-from hpo_operator.core.reconcile import abandoned
+from hpo_operator.core.reconcile import abandoned, being_deleted
 from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 from hpo_operator.core.verdict import Report
 from hpo_operator.shell import redact
@@ -162,8 +162,7 @@ class Driver:
             return
         with state.lock:
             current = self.kube.read_study(namespace, name)
-            still_there = current is not None and current["metadata"].get("uid") == uid
-            if still_there and not current["metadata"].get("deletionTimestamp"):
+            if not being_deleted(current, uid):
                 return  # the operator is stopping, the study is not being deleted
             if state.store is not None and state.target is not None:
                 t = state.target
@@ -288,7 +287,7 @@ class Driver:
             try:
                 state.store = StudyStore(self.storages.open(url, study_name), study_name)
             except StorageURLInvalid as e:
-                raise StorageURLInvalid(f"{_storage_source(spec, ns)} {e}") from None
+                raise StorageURLInvalid(f"{verdict.storage_source(spec, ns)} {e}") from None
             state.store_url = url
         if spec.delete_study_on_delete:
             with self._lock:
@@ -419,11 +418,3 @@ def _ids(body: Mapping[str, Any]) -> tuple[str, str, str]:
 def _owner(body: Mapping[str, Any]) -> dict[str, str]:
     ns, name, uid = _ids(body)
     return {"namespace": ns, "name": name, "uid": uid}
-
-
-def _storage_source(spec: StudySpec, ns: str) -> str:
-    """Where the study's storage URL comes from, in the words a user fixes it by."""
-    if spec.storage is not None and spec.storage.secret_ref is not None:
-        ref = spec.storage.secret_ref
-        return f"spec.storage.secretRef: Secret {ns}/{ref.name}, key {ref.key!r}, holds"
-    return "the operator's default storage (HPO_DEFAULT_STORAGE_URL) is"
