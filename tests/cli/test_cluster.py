@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -159,6 +161,39 @@ def test_status_and_trials_of_a_study_on_the_cluster(
         f"Reading HPOStudy {namespace}/onk8s on the cluster: Optuna study local.onk8s in sqlite:///"
         in trials.err
     )
+
+    # kubectl finds the plugin on PATH (next to this interpreter): `kubectl hpo ...` is the same commands.
+    kubectl = str(cluster.kubectl_binary) if cluster.kubectl_binary is not None else shutil.which("kubectl")
+    assert kubectl, "no kubectl"
+    plugin_env = hpo_env(
+        {
+            "KUBECONFIG": cluster.kubeconfig,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+    )
+
+    def kubectl_hpo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "hpo", *args],
+            cwd=path.parent,
+            env=plugin_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    listed = subprocess.run(
+        [kubectl, "plugin", "list"], env=plugin_env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert str(Path(sys.executable).parent / "kubectl-hpo") in listed.stdout, listed.stdout + listed.stderr
+    via_kubectl = kubectl_hpo("status", "onk8s", "-n", namespace)
+    assert via_kubectl.returncode == 0, via_kubectl.stderr
+    assert "2/5 finished (1 running, 1 complete, 1 failed)" in via_kubectl.stdout
+    as_json = kubectl_hpo("trials", "onk8s", "-n", namespace, "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["source"] == {"kind": "cluster", "name": f"{namespace}/onk8s"} and len(data["trials"]) == 3
 
     # The report and the dashboard take the same name.
     out = path.parent / "k8s-report.html"

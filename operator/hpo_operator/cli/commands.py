@@ -50,7 +50,7 @@ def is_manifest(target: str | None) -> bool:
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """The study named on the command line (see the module docstring)."""
-    if is_manifest(args.target):
+    if is_manifest(args.target) and not getattr(args, "cluster_only", False):
         from hpo_operator.cli.manifest import ManifestError, load_manifest
 
         try:

@@ -8,13 +8,17 @@
     hpo dashboard examples/quickstart.yaml    # optuna-dashboard on the study's storage
     hpo status nli-distilbert -n team-a       # a study on the cluster (current kubeconfig)
     hpo trials nli-distilbert -n team-a       # its trials, from the storage
+
+The read commands take either target. ``kubectl-hpo`` (installed with ``hpo``) is the same read commands
+as a kubectl plugin, for HPOStudies only: ``kubectl hpo status nli-distilbert -n team-a``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 
@@ -38,13 +42,45 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hpo",
-        description="Hyperparameter optimization with HPOStudy manifests, locally or on Kubernetes.",
-    )
+def build_parser(kubectl: bool = False) -> argparse.ArgumentParser:
+    """``hpo``'s command line; with ``kubectl``, the ``kubectl hpo`` plugin's: the read commands only, each
+    taking the name of an HPOStudy on the kubeconfig's cluster."""
+    if kubectl:
+        parser = argparse.ArgumentParser(
+            prog="kubectl hpo",
+            description="HPOStudies on the cluster of your kubeconfig (KUBECONFIG or ~/.kube/config, its "
+            "current context and namespace): status, trials, an HTML report, optuna-dashboard.",
+        )
+    else:
+        parser = argparse.ArgumentParser(
+            prog="hpo",
+            description="Hyperparameter optimization with HPOStudy manifests, locally or on Kubernetes.",
+        )
+    parser.set_defaults(cluster_only=kubectl)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if not kubectl:
+        _add_local_commands(sub)
 
+    def add_target(p: argparse.ArgumentParser) -> None:
+        if kubectl:
+            p.add_argument("target", metavar="NAME", help="the HPOStudy's name")
+        else:
+            p.add_argument(
+                "target",
+                nargs="?",
+                metavar="STUDY",
+                help="a manifest file (its local study), or the name of an HPOStudy on the cluster",
+            )
+        p.add_argument("--storage", metavar="URL", help="Optuna storage URL (instead of the default)")
+        p.add_argument("--study", metavar="NAME", help="Optuna study name in --storage")
+        p.add_argument("-n", "--namespace", help="namespace of the HPOStudy (default: the kubeconfig's)")
+
+    _add_read_commands(sub, add_target)
+    return parser
+
+
+def _add_local_commands(sub: Any) -> None:
+    """``hpo run`` and ``hpo validate``: a manifest on this machine."""
     run = sub.add_parser(
         "run",
         help="run a study on this machine (trials as local processes)",
@@ -80,17 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "command's script) exist here: for a cluster whose trial image holds them",
     )
 
-    def add_target(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "target",
-            nargs="?",
-            metavar="STUDY",
-            help="a manifest file (its local study), or the name of an HPOStudy on the cluster",
-        )
-        p.add_argument("--storage", metavar="URL", help="Optuna storage URL (instead of the default)")
-        p.add_argument("--study", metavar="NAME", help="Optuna study name in --storage")
-        p.add_argument("-n", "--namespace", help="namespace of the HPOStudy (default: the kubeconfig's)")
 
+def _add_read_commands(sub: Any, add_target: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``report``, ``dashboard``, ``status``, ``trials``: a study, local or on the cluster."""
     report = sub.add_parser(
         "report",
         help="write a self-contained HTML report of a study",
@@ -141,11 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="table (the default: a table on a terminal, aligned plain text through a pipe), "
         "json or yaml (every field of every trial; the schema is in the README), or csv",
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, kubectl: bool = False) -> None:
+    args = build_parser(kubectl).parse_args(argv)
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False)
     try:
@@ -157,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         errors.print("interrupted")
         code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+def kubectl_main() -> None:
+    """``kubectl-hpo``: kubectl runs it for ``kubectl hpo ...`` once it is on PATH (kubectl's plugins)."""
+    main(kubectl=True)
 
 
 def dispatch(args: argparse.Namespace, console: Console) -> int:

@@ -35,7 +35,7 @@ def status_command(args: argparse.Namespace, console: Console) -> int:
 
     if not args.target:
         raise CLIError("name a study: a manifest file (its local study) or an HPOStudy's name", EXIT_INVALID)
-    if is_manifest(args.target):
+    if is_manifest(args.target) and not getattr(args, "cluster_only", False):
         return local_status_command(args, console)
     from hpo_operator.cli import cluster
 
