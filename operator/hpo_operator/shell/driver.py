@@ -180,14 +180,6 @@ class Driver:
             self._drop(key, state)
             self.metrics.set_phase(f"{namespace}/{name}", None)
 
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            state = self._states.get((namespace, name))
-        if state is not None:
-            with state.lock:
-                self._drop((namespace, name), state)
-        self.metrics.set_phase(f"{namespace}/{name}", None)
-
     def close(self) -> None:
         self.storages.dispose()
 
