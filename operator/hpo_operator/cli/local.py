@@ -39,7 +39,7 @@ from rich.console import Console
 from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
-from hpo_operator.cli.processes import ProcessRuns
+from hpo_operator.cli.processes import RUN_KIND, ProcessRuns
 from hpo_operator.cli.storage import redact
 from hpo_operator.cli.volumes import LocalVolumes, VolumeError, strings
 from hpo_operator.cli.volumes import prepare as prepare_volumes
@@ -478,6 +478,8 @@ def _restarts(plan: Plan, observed: Observed) -> tuple[list[int], list[int]]:
 class LocalRuns:
     """The runs of an ``hpo run`` session as :class:`hpo_operator.shell.apply.Runs`: trial processes, and
     the terminal for Events. Every run of the session is the study's own (never ``foreign``)."""
+
+    kind = RUN_KIND
 
     def __init__(self, study: LocalStudy) -> None:
         self.study = study

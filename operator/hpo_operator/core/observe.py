@@ -212,6 +212,7 @@ class Observed:
     runs: tuple[RunView, ...] = ()
     previous_phase: str | None = None  # status.phase as last written (see verdict.previous_phase)
     previous_refusal: str | None = None  # the refusal the status shows (see verdict.previous_refusal)
+    run_kind: str = "pod"  # what a run is, in the words of messages about one no longer seen
 
 
 # --------------------------------------------------------------------------------------- conversions

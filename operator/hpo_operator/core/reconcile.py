@@ -248,7 +248,11 @@ def _follow_running(
     if run is None:
         if t.launched >= attempt:
             _failed_attempt(
-                spec, t, attempt, f"pod {names.pod_name(study_name, t.number, attempt)} disappeared", draft
+                spec,
+                t,
+                attempt,
+                f"{observed.run_kind} {names.pod_name(study_name, t.number, attempt)} disappeared",
+                draft,
             )
             return
         missing = [n for n in spec.param_names if n not in t.params]

@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 class Runs(Protocol):
     """Where the attempts of a study's trials run: pods on a cluster, processes on this machine."""
 
+    @property
+    def kind(self) -> str:
+        """What one run is called in messages: ``pod``, ``trial process``."""
+        ...
+
     def views(self) -> tuple[RunView, ...]:
         """Every run of the study, as seen now."""
         ...
@@ -85,6 +90,7 @@ class PodRuns:
 
     target: Target
     kube: Kube
+    kind: str = "pod"
 
     def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         t = self.target
@@ -152,6 +158,7 @@ def observe(
         runs=views,
         previous_phase=previous_phase,
         previous_refusal=previous_refusal,
+        run_kind=runs.kind,
     )
 
 
