@@ -369,6 +369,18 @@ def test_search_space_names_for_a_wrapped_loss() -> None:
         validate_param_names(spec, ["loss.inner.scal"])
 
 
+def test_a_training_argument_after_a_loss_parameter_is_checked_against_the_training_arguments() -> None:
+    """The trial gets its parameters sorted by name, so ``loss.scale`` comes before ``warmup_ratio``: the
+    training-argument name must still be looked up among the training arguments, not the loss's."""
+    spec = validate_trainer(with_(seed_trainer(), "loss", {"name": "CoSENTLoss"}))
+    names = ["learning_rate", "loss.scale", "warmup_ratio"]
+    validate_param_names(spec, names, TRIAL_PARAMS_PATH, known_arguments=None)  # the trial's parse
+    validate_param_names(spec, names)  # the apply-time table
+    validate_param_names(spec, names, known_arguments={"learning_rate", "warmup_ratio"})  # the library's
+    with pytest.raises(TrainerSpecError, match=r"^searchSpace\[2\].name: 'warmup_rati' is not a"):
+        validate_param_names(spec, ["loss.scale", "learning_rate", "warmup_rati"])
+
+
 def test_a_trials_own_parameters_are_named_as_search_space_parameters() -> None:
     # The trial gets HPO_TRIAL_PARAMS sorted by name, not in the spec's order: errors name the parameter.
     spec = validate_trainer(seed_trainer())

@@ -1090,19 +1090,19 @@ def validate_param_names(
                 if loss.inner is None:
                     raise TrainerSpecError(f"{where}: {name!r}: {loss.name} does not wrap another loss")
                 loss, arg = loss.inner, arg[len("inner.") :]
-            known = loss.info.args
-            if arg not in known:
+            loss_args = loss.info.args  # not `known`: that is the training arguments' table
+            if arg not in loss_args:
                 if loss.inner is not None and arg in loss.inner.info.args:
                     raise TrainerSpecError(
                         f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
                         f"for the wrapped {loss.inner.name} write 'loss.inner.{arg}'"
                     )
-                tunable = ", ".join(sorted(k for k, a in known.items() if a.tunable)) or "(none)"
+                tunable = ", ".join(sorted(k for k, a in loss_args.items() if a.tunable)) or "(none)"
                 raise TrainerSpecError(
                     f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
                     f"its tunable arguments are: {tunable}"
                 )
-            if not known[arg].tunable:
+            if not loss_args[arg].tunable:
                 raise TrainerSpecError(f"{where}: {name!r}: the list argument {arg!r} cannot be tuned")
             if arg in loss.args:
                 raise TrainerSpecError(
