@@ -353,8 +353,10 @@ def to_table(data: Mapping[str, Any], title: str, width: int) -> Table:
     for i in range(n):
         fixed_widths[2 + i] = max([len(headers[i])] + [len(r[1][i]) for r in rows])
     fixed_widths[-2] = max([8] + [len(_duration(r[0]["durationSeconds"])) for r in rows])
-    fixed_widths[-1] = min(30, max([4] + [len(_note(r[0], best_word)) for r in rows]))
-    per_column = sum(widths) + sum(fixed_widths) + 3 * (len(widths) + len(fixed_widths)) + 1 <= width
+    fixed_widths[-1] = min(20, max([4] + [len(_note(r[0], best_word)) for r in rows]))  # notes may wrap
+    # Columns are 3 apart (a separator and a space each side), the edges take one each (no edge padding).
+    n_columns = len(widths) + len(fixed_widths)
+    per_column = sum(widths) + sum(fixed_widths) + 3 * (n_columns - 1) + 2 <= width
 
     # Narrow: one name=value a line in the parameters column, the metric's header may wrap, and the
     # duration goes (below 100 columns) so the notes keep some room.
