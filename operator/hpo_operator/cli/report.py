@@ -26,7 +26,7 @@ from optuna.visualization import (
     plot_pareto_front,
 )
 
-from hpo_operator.cli.values import fmt_param
+from hpo_operator.cli.values import fmt_duration, fmt_param
 from hpo_operator.core.events import fmt_value
 
 
@@ -335,7 +335,7 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85rem; } td, th { padding: 0.2rem 0.6rem; text-align: left; }
-table.trials th { white-space: nowrap; vertical-align: bottom; }
+table.trials th { vertical-align: bottom; } table.trials td.notes { min-width: 13em; }
 table.trials td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.trials tr:nth-child(even) { background: #f6f6f6; } .note { color: #666; font-style: italic; }
 table.trials tr.best { background: #fff3c4; font-weight: 600; } .marker { color: #9a6b00; }
@@ -442,8 +442,8 @@ def _trial_table(study: optuna.Study, metrics: Sequence[str] | None, order: Sequ
                 f"{_esc(fmt_param(t.params[p]) if p in t.params else '')}</td>"
                 for p in order
             ],
-            f"<td class='num'>{_esc(f'{t.duration.total_seconds():.1f}s' if t.duration else '')}</td>",
-            f"<td>{'; '.join(notes)}</td>",
+            f"<td class='num'>{_esc(fmt_duration(t.duration.total_seconds()) if t.duration else '')}</td>",
+            f"<td class='notes'>{'; '.join(notes)}</td>",
         ]
         classes = t.state.name + (" best" if t.number in best else "")
         rows.append(f"<tr class='{classes}'>" + "".join(cells) + "</tr>")

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from hpo_operator.cli.values import fmt_param
+from hpo_operator.cli.values import fmt_duration, fmt_param
 from hpo_operator.core.events import fmt_value
 
 FORMATS = ("table", "json", "yaml", "csv")
@@ -275,15 +275,6 @@ def to_csv(data: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
 def _headers(data: Mapping[str, Any]) -> list[str]:
     short = {"maximize": "max", "minimize": "min"}
     return [f"{o['metric']} ({short[o['direction']]})" for o in data["objectives"]]
@@ -325,7 +316,7 @@ def to_plain(data: Mapping[str, Any]) -> str:
                 t["state"],
                 *_value_cells(t, n),
                 *[fmt_param(t["params"][p]) if p in t["params"] else "" for p in params],
-                _duration(t["durationSeconds"]),
+                fmt_duration(t["durationSeconds"]),
                 _note(t, _best_word(data)),
             ]
         )
@@ -352,7 +343,7 @@ def to_table(data: Mapping[str, Any], title: str, width: int) -> Table:
     fixed_widths[1] = max([5] + [len(r[0]["state"]) for r in rows])
     for i in range(n):
         fixed_widths[2 + i] = max([len(headers[i])] + [len(r[1][i]) for r in rows])
-    fixed_widths[-2] = max([8] + [len(_duration(r[0]["durationSeconds"])) for r in rows])
+    fixed_widths[-2] = max([8] + [len(fmt_duration(r[0]["durationSeconds"])) for r in rows])
     fixed_widths[-1] = min(20, max([4] + [len(_note(r[0], best_word)) for r in rows]))  # notes may wrap
     # Columns are 3 apart (a separator and a space each side), the edges take one each (no edge padding).
     n_columns = len(widths) + len(fixed_widths)
@@ -367,7 +358,9 @@ def to_table(data: Mapping[str, Any], title: str, width: int) -> Table:
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
     for i, h in enumerate(headers):
-        table.add_column(h, justify="right", min_width=max([6] + [len(r[1][i]) for r in rows]))
+        table.add_column(
+            h, justify="right", overflow="fold", min_width=max([6] + [len(r[1][i]) for r in rows])
+        )
     if per_column:
         for p in params:
             table.add_column(p, no_wrap=True)
@@ -386,7 +379,7 @@ def to_table(data: Mapping[str, Any], title: str, width: int) -> Table:
         else:
             param_cells = ["\n".join(f"{p}={v}" for p, v in cells.items())]
         number = f"★ {t['number']}" if t["best"] else str(t["number"])
-        duration = [_duration(t["durationSeconds"])] if show_duration else []
+        duration = [fmt_duration(t["durationSeconds"])] if show_duration else []
         table.add_row(
             number,
             Text(t["state"], style=style),

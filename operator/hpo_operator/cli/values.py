@@ -1,4 +1,4 @@
-"""How ``hpo`` writes one parameter value in a table cell: as the spec writes it, whatever its type."""
+"""How ``hpo`` writes a parameter value or a duration in a table cell (terminal and report alike)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,13 @@ def fmt_param(value: Any) -> str:
     if value is None:
         return ""
     return repr(value)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``42.3s``, ``1m25s``, ``2h05m``; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
