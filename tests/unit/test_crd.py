@@ -469,6 +469,7 @@ AGREEMENT = [
     (lambda s: s.pop("trainer"), "spec.trainer", True),
     (lambda s: s["searchSpace"][0].update(low=1.5), "spec.searchSpace[0].low", True),
     (lambda s: s["trainer"].update(modelDtype="fp16"), "spec.trainer.modelDtype", True),
+    (lambda s: s["trainer"].update(kind="ColBERT"), "spec.trainer.kind", True),
     # What only the operator can check (it needs Optuna, the search space or the recipe):
     (lambda s: s.update(enqueue=[{"learning_rate": 0.5}]), "spec.enqueue[0].learning_rate", False),
     (lambda s: s.update(enqueue=[{"dropout": 0.5}]), "spec.enqueue[0].dropout", False),

@@ -20,6 +20,7 @@ import importlib.resources
 import inspect
 import logging
 import os
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,18 @@ import torch
 from packaging.version import Version
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, util
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
+from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
+from sentence_transformers.cross_encoder import evaluation as cross_encoder_evaluation
+from sentence_transformers.cross_encoder import losses as cross_encoder_losses
+from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 from sentence_transformers.sentence_transformer import evaluation, losses
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback, set_seed
 from transformers import __version__ as transformers_version
 
 from hpo_trial.trainer_spec import (
+    DEFAULT_KIND,
     PACKAGE_SCHEME,
     TRAINING_ARGUMENTS,
     TRIAL_PARAMS_PATH,
@@ -64,6 +71,8 @@ log = logging.getLogger("hpo_trial")
 WARMUP_RATIO_IN_STEPS = Version(transformers_version).major >= 5
 
 __all__ = [
+    "LIBRARIES",
+    "Library",
     "Recipe",
     "RecipeError",
     "build_evaluator",
@@ -72,6 +81,7 @@ __all__ = [
     "build_training_args",
     "check_argument_names",
     "check_param_names",
+    "library",
     "load_data",
     "make_trainer",
     "model_load_kwargs",
@@ -85,26 +95,62 @@ class RecipeError(TrainerSpecError):
     """The recipe cannot be built against the installed library or the real data; names the field."""
 
 
+@dataclass(frozen=True)
+class Library:
+    """The installed library's classes for one model kind (``trainer.kind``)."""
+
+    model: type[Any]
+    trainer: type[Any]
+    arguments: type[Any]
+    losses: types.ModuleType
+    evaluation: types.ModuleType
+
+
+LIBRARIES: dict[str, Library] = {
+    "SentenceTransformer": Library(
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+        evaluation,
+    ),
+    "CrossEncoder": Library(
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+        cross_encoder_losses,
+        cross_encoder_evaluation,
+    ),
+}
+
+
+def library(kind: str = DEFAULT_KIND) -> Library:
+    return LIBRARIES[kind]
+
+
 # --------------------------------------------------------------------------------------------------
 # Names that need the library.
 # --------------------------------------------------------------------------------------------------
 
 
-def training_argument_names() -> frozenset[str]:
-    """Every field ``SentenceTransformerTrainingArguments`` accepts."""
-    return frozenset(f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init)
+def training_argument_names(kind: str = DEFAULT_KIND) -> frozenset[str]:
+    """Every field the kind's training arguments (``SentenceTransformerTrainingArguments``, ...) accept."""
+    return frozenset(f.name for f in dataclasses.fields(library(kind).arguments) if f.init)
 
 
-def check_argument_names(names: Iterable[str], path: str = "trainer.arguments") -> None:
-    """Every name must be a field of the installed library's ``SentenceTransformerTrainingArguments``.
+def check_argument_names(
+    names: Iterable[str], path: str = "trainer.arguments", kind: str = DEFAULT_KIND
+) -> None:
+    """Every name must be a field of the installed library's training arguments for ``kind``.
 
     With ``path`` :data:`~hpo_trial.trainer_spec.TRIAL_PARAMS_PATH` the names are the trial's parameters
     and the error names the search-space parameter.
     """
-    known = training_argument_names()
+    known = training_argument_names(kind)
+    owner = library(kind).arguments.__name__
     for i, name in enumerate(names):
         if name not in known:
-            problem = f"not a SentenceTransformerTrainingArguments field{suggest(name, known)}"
+            problem = f"not a {owner} field{suggest(name, known)}"
             if path == TRIAL_PARAMS_PATH:
                 raise RecipeError(f"{param_location(path, i, name)}: {name!r} is {problem}")
             raise RecipeError(f"{path}.{name}: {problem}")
@@ -116,7 +162,7 @@ def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "sear
     newer than the trial image's library, and ``checkArguments: false`` skips it). Errors name the
     search-space parameter (see :func:`~hpo_trial.trainer_spec.param_location`)."""
     try:
-        validate_param_names(spec, list(names), path, known_arguments=training_argument_names())
+        validate_param_names(spec, list(names), path, known_arguments=training_argument_names(spec.kind))
     except RecipeError:
         raise
     except TrainerSpecError as e:
@@ -200,7 +246,7 @@ def build_evaluator(
             build_evaluator(s, eval_data, f"{path}.evaluators[{i}]")
             for i, s in enumerate(ev.evaluators or ())
         ]
-        return evaluation.SequentialEvaluator(subs)
+        return SequentialEvaluator(subs)
     if ev.dataset is not None:
         data = load_data(ev.dataset, f"{path}.dataset")
     elif eval_data is not None:
@@ -220,13 +266,37 @@ def build_evaluator(
     kwargs = dict(ev.args)
     if ev.name == "InformationRetrievalEvaluator":
         kwargs.update(_retrieval_inputs(inputs["queries"], inputs["corpus"]))
+    elif ev.name == "CrossEncoderRerankingEvaluator":
+        kwargs["samples"] = _reranking_samples(inputs["query"], inputs["positive"], inputs["negative"])
+    elif ev.name in ("CrossEncoderCorrelationEvaluator", "CrossEncoderClassificationEvaluator"):
+        kwargs["sentence_pairs"] = [
+            [a, b] for a, b in zip(inputs["sentences1"], inputs["sentences2"], strict=True)
+        ]
+        kwargs["scores" if "scores" in inputs else "labels"] = inputs.get("scores", inputs.get("labels"))
     else:
         kwargs.update(inputs)
-    cls = getattr(evaluation, ev.name)
+    cls = getattr(library(ev._kind).evaluation, ev.name)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError, KeyError) as e:
         raise RecipeError(f"{path}: {ev.name} rejected its arguments: {e}") from e
+
+
+def _reranking_samples(
+    queries: Sequence[str], positives: Sequence[Any], negatives: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """(query, positive, negative) rows → CrossEncoderRerankingEvaluator samples, one per distinct query.
+
+    A positive or negative cell is a text or a list of texts; a query's rows add to its lists (each text
+    once, in order)."""
+    samples: dict[str, dict[str, list[str]]] = {}
+    for q, pos, neg in zip(queries, positives, negatives, strict=True):
+        sample = samples.setdefault(q, {"positive": [], "negative": []})
+        for key, cell in (("positive", pos), ("negative", neg)):
+            for text in [cell] if isinstance(cell, str) else list(cell or ()):
+                if text not in sample[key]:
+                    sample[key].append(text)
+    return [{"query": q, **lists} for q, lists in samples.items()]
 
 
 def _retrieval_inputs(queries: Sequence[str], documents: Sequence[str]) -> dict[str, Any]:
@@ -265,24 +335,26 @@ def resolve_model(name: str, path: str = "trainer.model") -> str:
     return str(target)
 
 
-def build_model(spec: TrainerSpec, path: str = "trainer") -> SentenceTransformer:
-    accepted = set(inspect.signature(SentenceTransformer.__init__).parameters) - {
-        "self",
-        "model_name_or_path",
-    }
+def build_model(spec: TrainerSpec, path: str = "trainer") -> Any:
+    """The kind's model (``SentenceTransformer``, ``CrossEncoder``), weights in ``modelDtype``."""
+    cls = library(spec.kind).model
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model_name_or_path"}
     for key in spec.model_args:
         if key not in accepted:
             raise RecipeError(
-                f"{path}.modelArgs.{key}: not an argument of SentenceTransformer{suggest(key, accepted)}"
+                f"{path}.modelArgs.{key}: not an argument of {cls.__name__}{suggest(key, accepted)}"
             )
     name = resolve_model(spec.model, f"{path}.model")
     try:
-        model = SentenceTransformer(name, **model_load_kwargs(spec))
+        model = cls(name, **model_load_kwargs(spec))
     except Exception as e:
         raise RecipeError(f"{path}.model: cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
     set_model_dtype(model, spec.model_dtype)
     if spec.max_seq_length is not None:
-        model.max_seq_length = spec.max_seq_length
+        if isinstance(model, CrossEncoder):
+            model.max_length = spec.max_seq_length
+        else:
+            model.max_seq_length = spec.max_seq_length
     return model
 
 
@@ -331,10 +403,16 @@ _DISTANCES: dict[str, Any] = {
 }
 
 
-def _loss_kwargs(spec: LossSpec, values: Mapping[str, Any], model: SentenceTransformer) -> dict[str, Any]:
+def _loss_kwargs(spec: LossSpec, values: Mapping[str, Any], model: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "similarity_fct":
+        if key == "activation_fn" and value is not None:
+            value = getattr(torch.nn, value)()
+        elif key == "pos_weight" and value is not None:
+            value = torch.tensor(float(value))
+        elif key == "weighting_scheme" and value is not None:
+            value = getattr(cross_encoder_losses, value)()
+        elif key == "similarity_fct":
             value = getattr(util, value)
         elif key == "distance_metric":
             value = getattr(_DISTANCES[spec.name], value)
@@ -362,7 +440,7 @@ def _tuned_at(loss_path: str, key: str) -> str:
 
 def build_loss(
     spec: LossSpec,
-    model: SentenceTransformer,
+    model: Any,
     tuned: Mapping[str, Any] | None = None,
     tuned_inner: Mapping[str, Any] | None = None,
     path: str = "trainer.loss",
@@ -380,7 +458,7 @@ def build_loss(
     kwargs = _loss_kwargs(spec, {**spec.args, **tuned}, model)
     if spec.inner is not None:
         kwargs["loss"] = build_loss(spec.inner, model, tuned_inner, None, f"{path}.inner")
-    cls = getattr(losses, spec.name)
+    cls = getattr(library(spec._kind).losses, spec.name)
     try:
         return cls(model, **kwargs)
     except (TypeError, ValueError) as e:
@@ -392,9 +470,7 @@ def build_loss(
 # --------------------------------------------------------------------------------------------------
 
 
-def build_training_args(
-    spec: TrainerSpec, params: Mapping[str, Any], output_dir: str
-) -> SentenceTransformerTrainingArguments:
+def build_training_args(spec: TrainerSpec, params: Mapping[str, Any], output_dir: str) -> Any:
     """Fresh arguments: runner defaults, then the recipe's fixed ``arguments``, then the trial's parameters.
 
     Runner defaults (a recipe may override them): ``report_to="none"``, ``save_strategy="no"`` (no
@@ -404,8 +480,8 @@ def build_training_args(
     With Transformers 5 a ``warmup_ratio`` is passed as ``warmup_steps`` (see :data:`WARMUP_RATIO_IN_STEPS`).
     """
     training, _, _ = split_params(params)
-    check_argument_names(spec.arguments, "trainer.arguments")
-    check_argument_names(training, TRIAL_PARAMS_PATH)
+    check_argument_names(spec.arguments, "trainer.arguments", spec.kind)
+    check_argument_names(training, TRIAL_PARAMS_PATH, spec.kind)
     for name, value in training.items():
         problem = warmup_ratio_problem(name, value)
         if problem:
@@ -422,7 +498,7 @@ def build_training_args(
     if WARMUP_RATIO_IN_STEPS and kwargs.get("warmup_ratio") is not None and not kwargs.get("warmup_steps"):
         kwargs["warmup_steps"] = float(kwargs.pop("warmup_ratio"))
     try:
-        return SentenceTransformerTrainingArguments(**kwargs)
+        return library(spec.kind).arguments(**kwargs)
     except (TypeError, ValueError) as e:
         # The installed library refused a value: name the field where the table of simple types says
         # which one it is; otherwise name the arguments and the parameters as a whole.
@@ -455,11 +531,11 @@ class Recipe:
 
     spec: TrainerSpec
     params: dict[str, Any]
-    args: SentenceTransformerTrainingArguments
+    args: Any  # the kind's training arguments (SentenceTransformerTrainingArguments, ...)
     train_dataset: datasets.Dataset
     eval_dataset: datasets.Dataset | None
     evaluator: BaseEvaluator | None
-    model: SentenceTransformer
+    model: Any  # SentenceTransformer, CrossEncoder
     loss: torch.nn.Module
 
 
@@ -486,8 +562,9 @@ def prepare(spec: TrainerSpec, params: Mapping[str, Any], output_dir: str) -> Re
     return Recipe(spec, params, args, train, eval_data, evaluator, model, loss)
 
 
-def make_trainer(recipe: Recipe, callbacks: Sequence[TrainerCallback] = ()) -> SentenceTransformerTrainer:
-    return SentenceTransformerTrainer(
+def make_trainer(recipe: Recipe, callbacks: Sequence[TrainerCallback] = ()) -> Any:
+    """The kind's trainer (``SentenceTransformerTrainer``, ``CrossEncoderTrainer``)."""
+    return library(recipe.spec.kind).trainer(
         model=recipe.model,
         args=recipe.args,
         train_dataset=recipe.train_dataset,

