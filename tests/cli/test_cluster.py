@@ -143,6 +143,11 @@ def test_status_and_trials_of_a_study_on_the_cluster(
     assert "Best trial 0: value 0.0025, parameters {'y': 0, 'x': 0.25}" in text
     assert "exit code 3" in text and "2 attempts" in text
     assert "SpecValid" in text and "local.onk8s" in text
+    # --storage (which trials and report need when the Secret's host is not reachable) is accepted too.
+    with_storage = run_hpo(
+        "status", "onk8s", "-n", namespace, "--storage", local_storage(path), cwd=path.parent, env=env
+    )
+    assert with_storage.code == 0 and "Best trial 0" in with_storage.out, with_storage.text
 
     # The storage URL is in the study's Secret; without it, `hpo trials` says what to do.
     missing = run_hpo("trials", "onk8s", "-n", namespace, cwd=path.parent, env=env)

@@ -40,11 +40,6 @@ def status_command(args: argparse.Namespace, console: Console) -> int:
     from hpo_operator.cli import cluster
 
     args.name = args.target
-    if args.storage or args.study:
-        raise CLIError(
-            "--storage/--study: for a manifest's local study; an HPOStudy's status is on the cluster",
-            EXIT_INVALID,
-        )
     from hpo_operator.cli.commands import say
 
     where = (
