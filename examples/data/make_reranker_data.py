@@ -6,13 +6,15 @@ in other words (a paraphrase); its negatives are hard ones, scenes that share th
 the topic of the action but are not the same scene. The output is deterministic (fixed seed) and
 committed next to this script::
 
-    python examples/data/make_reranker_data.py     # rewrites reranker-train.csv and reranker-dev.csv
+    python examples/data/make_reranker_data.py     # rewrites reranker-*.csv and retrieval-*.csv
 
 ``reranker-train.csv`` (columns ``query``, ``passage``, ``label``): each query with its relevant passage
 (label 1) and three hard negatives (label 0), the shape ``BinaryCrossEntropyLoss`` trains on.
 ``reranker-dev.csv`` (columns ``query``, ``positive``, ``negative``): each query once per hard negative,
 the shape the recipe turns into ``CrossEncoderRerankingEvaluator`` samples (one per query: its passage
-and its negatives to rank).
+and its negatives to rank). The sparse example's files hold the same queries: ``retrieval-train.csv``
+(``query``, ``positive``, ``negative``: one hard negative each) and ``retrieval-dev.csv`` (``query``,
+``positive``: the held-out queries and the corpus their passages make).
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         writer.writerow(["query", "positive", "negative"])
         for query, positive, negs in queries[args.train :]:
             writer.writerows([query, positive, n] for n in negs)
+    # The same queries for the sparse example: (query, positive, hard negative) to train on,
+    # (query, positive) to retrieve from (the evaluator's corpus is every held-out relevant passage).
+    with (args.out / "retrieval-train.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query", "positive", "negative"])
+        writer.writerows([query, positive, negs[0]] for query, positive, negs in queries[: args.train])
+    with (args.out / "retrieval-dev.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query", "positive"])
+        writer.writerows([query, positive] for query, positive, _ in queries[args.train :])
     print(f"wrote {args.train} training and {args.dev} development queries to {args.out}")
 
 

