@@ -27,6 +27,8 @@ from hpo_trial.trainer_spec import (
     Arg,
     DatasetSpec,
     TrainerSpecError,
+    check_objective_metrics,
+    evaluator_metrics,
     validate_param_names,
     validate_trainer,
 )
@@ -528,6 +530,51 @@ def test_evaluators_and_their_metric_names(
     )
     for name in expected:
         assert name in metrics, sorted(metrics)
+
+
+def test_the_metric_names_known_at_apply_time_are_the_ones_the_evaluators_log(
+    model: SentenceTransformer, tiny_model: str, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    """``evaluator_metrics`` (what ``hpo validate`` and the operator check the objective against) names
+    exactly what each bi-encoder evaluator returns, for the model's similarity function (cosine here)."""
+    labelled = [{**r, "similar": int(r["score"] > 0.5)} for r in make_pairs(20, seed=9)]
+    binary = write_jsonl(tmp_path / "binary.jsonl", labelled)
+    triplets = {"files": tiny_data.triplets_dev}
+    evaluators = [
+        {"name": "TripletEvaluator", "dataset": triplets, "args": {"name": "nli"}},
+        {"name": "TripletEvaluator", "dataset": triplets, "args": {"similarity_fn_names": ["cosine", "dot"]}},
+        {
+            "name": "InformationRetrievalEvaluator",
+            "dataset": triplets,
+            "args": {"name": "ir", "accuracy_at_k": [1, 3], "precision_recall_at_k": [1], "mrr_at_k": [3]},
+        },
+        {
+            "name": "BinaryClassificationEvaluator",
+            "dataset": {"files": binary},
+            "columns": {"labels": "similar"},
+            "args": {"name": "para"},
+        },
+        {"name": "EmbeddingSimilarityEvaluator", "args": {"name": "sts", "main_similarity": "dot"}},
+        {"name": "EmbeddingSimilarityEvaluator", "args": {"similarity_fn_names": ["cosine", "euclidean"]}},
+    ]
+    sequential = {"name": "SequentialEvaluator", "evaluators": evaluators}
+    for ev in [*evaluators, sequential]:
+        trainer = local_recipe(tiny_model, tiny_data, evaluator=ev, eval={"files": tiny_data.pairs_dev})
+        spec = validate_trainer(trainer)
+        assert spec.evaluator is not None
+        built = recipe.build_evaluator(spec.evaluator, recipe.load_data(spec.eval, "trainer.eval"))
+        logged = {f"eval_{k}" for k in built(model)}
+        known = evaluator_metrics(spec)
+        assert known is not None and logged <= known, (ev["name"], sorted(logged - known))
+        named = validate_trainer({**trainer, "modelArgs": {"similarity_fn_name": "cosine"}})
+        assert evaluator_metrics(named) == logged, (ev["name"], evaluator_metrics(named) ^ logged)
+    spec = validate_trainer(
+        local_recipe(tiny_model, tiny_data, evaluator=evaluators[-2], eval={"files": tiny_data.pairs_dev})
+    )
+    with pytest.raises(
+        TrainerSpecError, match=r"^objective\[0\].metric: 'eval_sts_spearman_cosine' is not logged"
+    ):
+        check_objective_metrics(spec, ["eval_sts_spearman_cosine"])  # main_similarity dot: spearman_dot
 
 
 def test_evaluator_columns_must_exist(tiny_model: str, tiny_data: TinyData) -> None:

@@ -397,6 +397,10 @@ def seed_with(mutate: Any) -> dict[str, Any]:
     return spec
 
 
+# Two metrics the seed's evaluator logs, for multi-objective variants of the seed (the parser refuses an
+# objective metric the recipe's evaluator cannot log).
+TWO_SEED_METRICS = [{"metric": "eval_sts-dev_spearman_cosine"}, {"metric": "eval_sts-dev_pearson_cosine"}]
+
 # (mutation, the path the parser names, whether the API server refuses it too)
 AGREEMENT = [
     (lambda s: s["searchSpace"][2].update(low=0.5, high=0.3), "spec.searchSpace[2].low", True),
@@ -425,12 +429,12 @@ AGREEMENT = [
     (lambda s: s["sampler"].update(type="Bayes"), "spec.sampler.type", True),
     (lambda s: s["sampler"].update(type="Grid"), "spec.searchSpace[2]", True),
     (
-        lambda s: s.update(objective=[{"metric": "a"}, {"metric": "b"}], sampler={"type": "CMAES"}),
+        lambda s: s.update(objective=TWO_SEED_METRICS, sampler={"type": "CMAES"}),
         "spec.sampler.type",
         True,
     ),
     (
-        lambda s: s.update(objective=[{"metric": "a"}, {"metric": "b"}], pruner={"type": "Median"}),
+        lambda s: s.update(objective=TWO_SEED_METRICS, pruner={"type": "Median"}),
         "spec.pruner.type",
         True,
     ),
@@ -479,6 +483,11 @@ AGREEMENT = [
         False,
     ),
     (lambda s: s["trainer"]["loss"].update(name="NoSuchLoss"), "spec.trainer.loss.name", False),
+    (
+        lambda s: s["objective"][0].update(metric="eval_sts-dev_spearman_cosin"),
+        "spec.objective[0].metric",
+        False,
+    ),
 ]
 
 
@@ -516,7 +525,7 @@ def test_valid_variants_are_accepted_by_both(api: client.CustomObjectsApi) -> No
             trials={"total": 3},
         ),
         lambda s: s.update(
-            objective=[{"metric": "a"}, {"metric": "b", "direction": "minimize"}],
+            objective=[TWO_SEED_METRICS[0], {**TWO_SEED_METRICS[1], "direction": "minimize"}],
             sampler={"type": "NSGAII", "options": {"population_size": 10}},
         ),
         lambda s: s.update(

@@ -1507,8 +1507,9 @@ def evaluator_metrics(spec: TrainerSpec) -> frozenset[str] | None:
     """The metric names the recipe's evaluator logs (``eval_<args.name>_<metric>``), or None where they
     cannot be known before the trial (evaluators whose names depend on the data or on the model).
 
-    Written from the installed library's evaluators (``sentence_transformers.cross_encoder.evaluation``);
-    ``tests/trial/test_cross_encoder.py`` checks them against what the evaluators really return."""
+    Written from the installed library's evaluators; ``tests/trial/test_recipe.py``,
+    ``test_cross_encoder.py`` and ``test_sparse_encoder.py`` check them against what the evaluators really
+    return for a real model."""
     if spec.evaluator is None:
         return frozenset()
     return _metrics_of(spec.evaluator, spec)
@@ -1529,6 +1530,22 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
         return frozenset(f"{prefix}{m}" for m in ("map", f"mrr@{k}", f"ndcg@{k}"))
     if ev.name == "SparseInformationRetrievalEvaluator":
         return _sparse_retrieval_metrics(ev, spec)
+    if ev.name == "InformationRetrievalEvaluator":
+        return _retrieval_metrics(ev, spec)
+    if ev.name in ("EmbeddingSimilarityEvaluator", "TripletEvaluator", "BinaryClassificationEvaluator"):
+        main = "main_similarity" if ev.name == "EmbeddingSimilarityEvaluator" else "main_similarity_function"
+        fns = ev.args.get("similarity_fn_names") or ([ev.args[main]] if ev.args.get(main) else None)
+        several = fns is not None and len(fns) > 1
+        fns = fns or _model_similarity(spec)
+        per_fn = {
+            "EmbeddingSimilarityEvaluator": ("pearson_{}", "spearman_{}"),
+            "TripletEvaluator": ("{}_accuracy",),
+            "BinaryClassificationEvaluator": tuple(f"{{}}_{m}" for m in _BINARY_METRICS),
+        }[ev.name]
+        names = {pattern.format(fn) for fn in fns for pattern in per_fn}
+        if several:  # the best of the similarity functions
+            names |= {pattern.format("max") for pattern in per_fn}
+        return frozenset(f"{prefix}{n}" for n in names)
     if ev.name == "CrossEncoderCorrelationEvaluator":
         return frozenset(f"{prefix}{m}" for m in ("pearson", "spearman"))
     if ev.name == "CrossEncoderClassificationEvaluator":
@@ -1541,13 +1558,20 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
     return None
 
 
-def _sparse_retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str]:
-    """SparseInformationRetrievalEvaluator: ``<name>_<score function>_<metric>@<k>`` for the model's
-    similarity function (``modelArgs.similarity_fn_name``; else any of them, as the model decides: SPLADE
-    and CSR models use ``dot``), and the sparsity statistics of the queries and the corpus."""
-    prefix = ev.metric_prefix()
+_BINARY_METRICS = ("accuracy", "accuracy_threshold", "f1", "precision", "recall", "f1_threshold", "ap", "mcc")
+
+
+def _model_similarity(spec: TrainerSpec) -> tuple[str, ...]:
+    """The model's similarity function: ``modelArgs.similarity_fn_name``, else any (the model decides)."""
     given = spec.model_args.get("similarity_fn_name")
-    functions = (given,) if isinstance(given, str) else _SIMILARITY_NAMES
+    return (given,) if isinstance(given, str) else _SIMILARITY_NAMES
+
+
+def _retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str]:
+    """(Sparse)InformationRetrievalEvaluator: ``<name>_<score function>_<metric>@<k>`` for the model's
+    similarity function (``main_score_function`` does not change which are computed)."""
+    prefix = ev.metric_prefix()
+    functions = _model_similarity(spec)
     ks = {
         "accuracy": ev.args.get("accuracy_at_k", [1, 3, 5, 10]),
         "precision": ev.args.get("precision_recall_at_k", [1, 3, 5, 10]),
@@ -1556,7 +1580,16 @@ def _sparse_retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset
         "mrr": ev.args.get("mrr_at_k", [10]),
         "map": ev.args.get("map_at_k", [100]),
     }
-    names = {f"{prefix}{fn}_{metric}@{k}" for fn in functions for metric, at in ks.items() for k in at}
+    return frozenset(
+        f"{prefix}{fn}_{metric}@{k}" for fn in functions for metric, at in ks.items() for k in at
+    )
+
+
+def _sparse_retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str]:
+    """SparseInformationRetrievalEvaluator: the retrieval metrics (SPLADE and CSR models use ``dot``) and
+    the sparsity statistics of the queries and the corpus."""
+    prefix = ev.metric_prefix()
+    names = set(_retrieval_metrics(ev, spec))
     stats = ("active_dims", "sparsity_ratio")
     names |= {f"{prefix}{part}_{stat}" for part in ("query", "corpus") for stat in stats}
     names.add(f"{prefix}avg_flops")
