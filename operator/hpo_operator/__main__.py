@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 import kopf
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,
+        # kopf would ask getpass for a user name, which fails for a uid without a passwd entry (the
+        # image's 65532, or any runAsUser): the pod's host name identifies this operator instead.
+        identity=f"hpo-operator@{socket.gethostname()}",
         liveness_endpoint=config.liveness_endpoint,
         memo=kopf.Memo(config=config),
     )
