@@ -5,9 +5,11 @@
 #
 #   docker build -t ghcr.io/hpo-dev/hpo-operator:0.1.0 .
 
-ARG PYTHON_VERSION=3.11
+# BASE_IMAGE: any Debian bookworm image with Python 3.11 as `python` on PATH (the tests build this
+# file on a local base made with debootstrap, since they reach no registry).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/hpo
 WORKDIR /src
@@ -15,13 +17,20 @@ WORKDIR /src
 # prometheus-client on top of the core (optuna, sqlalchemy, pydantic). A non-editable install, so
 # /src is not needed at run time.
 COPY pyproject.toml README.md ./
+# Dependencies first, in a layer a source change does not rebuild (empty package directories stand in
+# for the sources while pip resolves them), then the project itself.
+RUN mkdir -p operator/hpo_operator trial_image/hpo_trial \
+ && touch operator/hpo_operator/__init__.py trial_image/hpo_trial/__init__.py \
+ && /opt/hpo/bin/pip install ".[operator]" \
+ && /opt/hpo/bin/pip uninstall -y hpo-operator \
+ && rm -rf build operator trial_image ./*.egg-info  # else setuptools reuses the stand-ins' build
 COPY operator/ operator/
 COPY trial_image/hpo_trial/ trial_image/hpo_trial/
-RUN /opt/hpo/bin/pip install ".[operator]" \
+RUN /opt/hpo/bin/pip install --no-deps . \
  && /opt/hpo/bin/python -c "import hpo_operator, kopf, kubernetes, psycopg2, prometheus_client" \
  && ! /opt/hpo/bin/python -c "import torch" 2>/dev/null
 
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="hpo-operator" \
       org.opencontainers.image.description="Kubernetes operator running HPOStudy resources as Optuna studies" \
       org.opencontainers.image.source="https://github.com/hpo-dev/hpo-operator" \

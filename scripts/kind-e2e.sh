@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole product on a throw-away kind cluster, the way a user meets it:
 #   1. create a kind cluster (or reuse one of the same name),
-#   2. build the operator image (./Dockerfile) and the trial image (trial_image/Dockerfile),
-#   3. `kind load` both into the cluster's node,
-#   4. `helm install` charts/hpo-operator (bundled PostgreSQL) pointing at those images,
-#   5. `kubectl apply` an example study and wait until its phase is Succeeded,
-#   6. on failure or timeout print diagnostics: the study (describe), Events, operator logs, trial pods.
+#   2. run scripts/e2e.sh on it, the steps the test harness's real node runs too: build the operator
+#      image (./Dockerfile) and the trial image (trial_image/Dockerfile), `kind load` both into the
+#      cluster's node, `helm install` charts/hpo-operator (bundled PostgreSQL) pointing at those images,
+#      `kubectl apply` an example study and wait until its phase is Succeeded, printing diagnostics
+#      (the study, Events, operator logs, trial pods) on failure or timeout.
 # Needs Docker (a running engine), kind, kubectl and helm on PATH (or KIND, KUBECTL, HELM naming them).
 #
 # Usage: scripts/kind-e2e.sh [--example FILE] [--timeout SECONDS] [--keep] [--skip-build]
@@ -27,10 +27,6 @@ DOCKER=${DOCKER:-docker}
 cluster=${KIND_CLUSTER:-hpo-e2e}
 namespace=${E2E_NAMESPACE:-hpo-e2e}
 tag=${IMAGE_TAG:-e2e}
-release=hpo-operator
-system_ns=hpo-system
-operator_image=hpo-operator:$tag
-trial_image=hpo-trial:$tag
 example=examples/custom-container-study.yaml
 timeout=900
 keep=0
@@ -57,7 +53,6 @@ done
 [ -f "$example" ] || die "no such example: $example"
 
 context="kind-$cluster"
-k() { "$KUBECTL" --context "$context" "$@"; }
 
 created=0
 if "$KIND" get clusters 2>/dev/null | grep -qx "$cluster"; then
@@ -80,60 +75,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "$build" = 1 ]; then
-  log "building $operator_image (Dockerfile)"
-  "$DOCKER" build -t "$operator_image" -f Dockerfile .
-  log "building $trial_image (trial_image/Dockerfile)"
-  "$DOCKER" build -t "$trial_image" -f trial_image/Dockerfile .
-fi
-
-log "loading images into $cluster"
-"$KIND" load docker-image --name "$cluster" "$operator_image" "$trial_image"
-
-log "installing the chart as $release in $system_ns"
-"$HELM" --kube-context "$context" upgrade --install "$release" charts/hpo-operator \
-  --namespace "$system_ns" --create-namespace \
-  --set image.repository=hpo-operator --set image.tag="$tag" --set image.pullPolicy=Never \
-  --set trialImage.repository=hpo-trial --set trialImage.tag="$tag" \
-  --wait --timeout 10m
-
-diagnostics() {
-  local study=$1
-  log "diagnostics: HPOStudy $study"
-  k -n "$namespace" get hpostudies -o wide || true
-  k -n "$namespace" describe hpostudy "$study" || true
-  log "diagnostics: Events in $namespace"
-  k -n "$namespace" get events --sort-by=.lastTimestamp || true
-  log "diagnostics: trial pods"
-  k -n "$namespace" get pods -l "hpo.dev/study=$study" -o wide || true
-  k -n "$namespace" logs -l "hpo.dev/study=$study" --prefix --tail=40 --max-log-requests=20 || true
-  log "diagnostics: operator"
-  k -n "$system_ns" get pods -o wide || true
-  k -n "$system_ns" describe deployment "$release" || true
-  k -n "$system_ns" logs "deployment/$release" --tail=200 || true
-  k -n "$system_ns" get events --sort-by=.lastTimestamp || true
-}
-
-log "applying $example in $namespace"
-k create namespace "$namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
-study=$(k -n "$namespace" apply -f "$example" -o name | sed -n 's|^hpostudy\.hpo\.dev/||p' | head -n1)
-[ -n "$study" ] || die "$example holds no HPOStudy"
-
-log "waiting up to ${timeout}s for HPOStudy $study to succeed"
-deadline=$(( $(date +%s) + timeout ))
-phase=""
-while :; do
-  phase=$(k -n "$namespace" get hpostudy "$study" -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  case "$phase" in
-    Succeeded) break ;;
-    Failed) diagnostics "$study"; die "HPOStudy $study failed" ;;
-  esac
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    diagnostics "$study"
-    die "HPOStudy $study is still '${phase:-<no phase>}' after ${timeout}s"
-  fi
-  sleep 5
-done
-
-k -n "$namespace" get hpostudies
-log "HPOStudy $study succeeded"
+steps=(load install run)
+[ "$build" = 1 ] && steps=(build "${steps[@]}")
+log "running scripts/e2e.sh ${steps[*]} on $context"
+E2E_CONTEXT=$context E2E_LOAD="$KIND load docker-image --name $cluster" E2E_NAMESPACE=$namespace IMAGE_TAG=$tag \
+  DOCKER=$DOCKER KUBECTL=$KUBECTL HELM=$HELM \
+  "$root/scripts/e2e.sh" "${steps[@]}" --example "$example" --timeout "$timeout"

@@ -8,8 +8,9 @@ No registry is reachable from this machine, so no base image can be pulled. The 
   trust store only, never into the repository's Dockerfiles: builds on it reach PyPI as the host does.
 - ``hpo-local/torch:<version>``: that plus the torch wheel from PyPI at the version of the project's own
   environment, standing in for the trial image's ``pytorch/pytorch`` base.
-- ``hpo-local/postgres:15``: Debian's PostgreSQL 15 with an entry point that honours the official image's
-  ``POSTGRES_USER``/``POSTGRES_PASSWORD``/``POSTGRES_DB``/``PGDATA``, as the chart's bundled database uses it.
+- ``hpo-local/postgres:15-bookworm``: Debian's PostgreSQL 15 with an entry point that honours the official
+  image's ``POSTGRES_USER``/``POSTGRES_PASSWORD``/``POSTGRES_DB``/``PGDATA``, as the chart's bundled database
+  uses it.
 
 The repository's own Dockerfiles take their base as the ``BASE_IMAGE`` build argument, so the tests build
 the very files users build. ``DockerEngine`` uses a running engine when ``docker info`` answers (a laptop),
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 BASE_VERSION = "1"  # bump to rebuild the local base images on every machine
 PYTHON_BASE = "hpo-local/python:3.11-bookworm"
-POSTGRES_IMAGE = "hpo-local/postgres:15"
+POSTGRES_IMAGE = "hpo-local/postgres:15-bookworm"  # a tag Helm reads as a string
 DOCKER_PACKAGES = ("docker.io", "debootstrap")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
@@ -96,6 +97,7 @@ class DockerEngine:
                 "dockerd",
                 "--iptables=false",
                 "--ip6tables=false",
+                "--ip-forward=false",  # leave the machine's forwarding as it is
                 "--bridge=none",  # builds run with --network host; no container gets a network of its own
                 "--storage-driver=overlay2",
                 f"--data-root={data_root}",
@@ -119,6 +121,7 @@ class DockerEngine:
         return self
 
     def stop(self) -> None:
+        """Stop the dockerd this engine started (if any) and unmount what it left under its run dir."""
         if self._proc is None:
             return
         self._proc.terminate()
@@ -128,6 +131,14 @@ class DockerEngine:
             self._proc.kill()
             self._proc.wait(timeout=10)
         self._proc = None
+        for point in sorted(self.mounts(), key=len, reverse=True):
+            run(["umount", "-l", point], check=False)
+
+    def mounts(self) -> list[str]:
+        """Mounts under the run directory of a dockerd started here (its network namespace files)."""
+        prefix = str(self.state_dir / "docker") + "/"
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        return [p for p in (line.split()[4] for line in lines) if p.startswith(prefix)]
 
     # ---- images ------------------------------------------------------------------------------
     def has(self, image: str) -> bool:
@@ -214,14 +225,6 @@ class DockerEngine:
             )
         return POSTGRES_IMAGE
 
-    def save(self, images: list[str], archive: Path) -> None:
-        started = time.monotonic()
-        self.docker("save", "-o", str(archive), *images, timeout=1800)
-        _log(
-            f"saved {', '.join(images)} ({archive.stat().st_size / 2**30:.1f} GiB) "
-            f"in {time.monotonic() - started:.0f}s"
-        )
-
 
 def load_into_node(engine: DockerEngine, node: object, images: list[str]) -> list[str]:
     """Import ``images`` from Docker into the real node's containerd, skipping those it already holds
@@ -243,15 +246,21 @@ def load_into_node(engine: DockerEngine, node: object, images: list[str]) -> lis
 
     wanted = [i for i in images if stamps.get(i) != engine.image_id(i) or qualified(i) not in present]
     if wanted:
-        with tempfile.TemporaryDirectory(prefix="hpo-images-", dir=node.dir) as tmp:
-            archive = Path(tmp) / "images.tar"
-            engine.save(wanted, archive)
-            started = time.monotonic()
-            node.import_docker_archive(archive)
-            _log(
-                f"imported {', '.join(wanted)} into the node's containerd "
-                f"in {time.monotonic() - started:.0f}s"
-            )
+        # `docker save` streams straight into `ctr import`: no archive of several GiB on the disk.
+        started = time.monotonic()
+        save = subprocess.Popen(
+            ["docker", "save", *wanted], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=engine.env
+        )
+        try:
+            node.import_docker_archive(save.stdout)  # type: ignore[arg-type]
+        finally:
+            if save.poll() is None:
+                save.kill()
+            save.wait()
+        if save.returncode != 0:
+            stderr = save.stderr.read().decode(errors="replace") if save.stderr else ""
+            raise RealNodeError(f"docker save {' '.join(wanted)} failed: {stderr.strip()[-2000:]}")
+        _log(f"imported {', '.join(wanted)} into the node's containerd in {time.monotonic() - started:.0f}s")
         stamps.update({i: engine.image_id(i) for i in wanted})
         stamp_file.write_text(json.dumps(stamps, indent=2))
     return wanted

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -486,9 +487,10 @@ state = "{d / "containerd" / "state"}"
             write_single_layer_oci(archive, PAUSE_IMAGE, {"pause": binary}, entrypoint=["/pause"])
             self.ctr("images", "import", str(archive))
 
-    def import_docker_archive(self, archive: Path) -> None:
-        """Import ``docker save`` output into the node's containerd (what ``kind load`` does)."""
-        self.ctr("images", "import", "--all-platforms", str(archive), timeout=1800)
+    def import_docker_archive(self, archive: IO[bytes]) -> None:
+        """Import ``docker save`` output, read from a stream, into the node's containerd (what
+        ``kind load`` does)."""
+        self.ctr("images", "import", "--all-platforms", "-", timeout=1800, stdin=archive)
 
     # ---- once Ready ----------------------------------------------------------------------------
     def advertise_gpus(self, patch_status: Callable[[dict[str, object]], None]) -> None:
@@ -560,6 +562,15 @@ state = "{d / "containerd" / "state"}"
             if (c / self.cgroup_root.lstrip("/")).is_dir()
         ]
 
+    def cgroup_pids(self) -> list[int]:
+        """Every process in the node's cgroup tree (its pods' containers)."""
+        pids: set[int] = set()
+        for top in self.our_cgroups():
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(line) for line in procs.read_text().split())
+        return sorted(pids)
+
     def remove_cgroups(self) -> None:
         for top in self.our_cgroups():
             for path in sorted(
@@ -574,6 +585,14 @@ state = "{d / "containerd" / "state"}"
         """After every node process stopped: shims, mounts, netns, cgroups, kube-proxy's rules, network."""
         import signal
 
+        # Whatever still runs in the node's cgroups (containers of a node whose containerd died
+        # first, e.g. when the test process was killed) is this run's: end it, then the shims.
+        deadline = time.monotonic() + 10
+        while (pids := self.cgroup_pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
         for pid in self.shim_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -607,10 +626,15 @@ state = "{d / "containerd" / "state"}"
     def leftovers(self) -> list[str]:
         """What this run left on the machine: mounts, netns, cgroups, containers, bridge, rules."""
         found = [f"containerd-shim pid {p}" for p in self.shim_pids()]
+        found += [f"container process pid {p}" for p in self.cgroup_pids()]
         found += [f"mount {m}" for m in self.our_mounts()]
         found += [f"netns {n}" for n in self.our_netns()]
         found += [f"cgroup {c}" for c in self.our_cgroups()]
         found += self.network.leftovers()
+        for key, value in self.saved_sysctls.items():
+            now = (Path("/proc/sys") / key).read_text().strip()
+            if now != value:
+                found.append(f"sysctl {key.replace('/', '.')} is {now}, was {value}")
         for family in ("iptables", "ip6tables"):
             for table in ("filter", "nat", "mangle"):
                 before = set(self.kube_chains_before.get(f"{family}/{table}", []))
