@@ -59,6 +59,35 @@ NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables"
 _SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
 
 
+# Which real node runs on this machine: "<pid of the process that started it> <its node directory>".
+REGISTRY = Path("/run/lock/hpo-harness-real-node")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _node_running(holder: list[str]) -> bool:
+    """Whether the registered node still runs: its starter is alive, or (a detached `up`) one of the
+    node processes recorded in its cluster's harness.json is."""
+    if _alive(int(holder[0])):
+        return True
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads((Path(holder[1]).parent / "harness.json").read_text())
+        return any(
+            _alive(int(c["pid"]))
+            for name, c in state["components"].items()
+            if name in ("containerd", "kubelet", "kube-proxy", "coredns")
+        )
+    return False
+
+
 class RealNodeError(RuntimeError):
     """A piece of the real node could not be set up."""
 
@@ -244,9 +273,10 @@ class RealNode:
         )
 
     # ---- before the API server -----------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, wait_s: float = 3600) -> None:
         ensure_packages()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.claim_machine(wait_s)
         self.kube_chains_before = {
             f"{family}/{table}": kube_chains(family, table)
             for family in ("iptables", "ip6tables")
@@ -254,6 +284,51 @@ class RealNode:
         }
         self.network.up(self.saved_sysctls)
         self.make_cgroup_root()
+
+    def claim_machine(self, wait_s: float) -> None:
+        """One real node per machine: two kube-proxies would rewrite each other's iptables chains. The
+        node that runs is recorded in ``REGISTRY``; another run waits (up to ``wait_s``) until that one's
+        kubelet has stopped, so two test runs on one machine take turns instead of breaking each other."""
+        import fcntl
+
+        deadline = time.monotonic() + wait_s
+        announced = False
+        while True:
+            with open(REGISTRY.with_suffix(".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                holder = REGISTRY.read_text().split() if REGISTRY.exists() else []
+                alive = len(holder) == 2 and holder[1] != str(self.dir) and _node_running(holder)
+                if not alive:
+                    if len(holder) == 2 and holder[1] != str(self.dir):
+                        self._clean_up_after(Path(holder[1]).parent)
+                    REGISTRY.write_text(f"{os.getpid()} {self.dir}\n")
+                    return
+            if time.monotonic() > deadline:
+                raise RealNodeError(
+                    f"another real node (pid {holder[0]}, {holder[1]}) still runs on this machine"
+                )
+            if not announced:
+                _log(f"waiting for the real node of pid {holder[0]} ({holder[1]}) to stop: one per machine")
+                announced = True
+            time.sleep(5)
+
+    def _clean_up_after(self, state_dir: Path) -> None:
+        """A real node whose processes died without a teardown (its test process was killed): remove
+        what it left (containers, mounts, netns, cgroups, rules, bridge) before this one starts."""
+        dead = RealNode(state_dir, self.node_name, 0, self.cache_dir)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            dead.load_state(json.loads((state_dir / "harness.json").read_text())["real_node"] or {})
+        if dead.leftovers():
+            _log(
+                f"removing what the real node of {state_dir} left: {', '.join(dead.leftovers()[:5])} ..."
+            )
+            dead.cleanup_host()
+
+    def release_machine(self) -> None:
+        with contextlib.suppress(OSError):
+            holder = REGISTRY.read_text().split()
+            if len(holder) == 2 and holder[1] == str(self.dir):
+                REGISTRY.unlink()
 
     def make_cgroup_root(self) -> None:
         """The kubelet's ``cgroupRoot`` in every cgroup v1 hierarchy (the kubelet requires it to exist);
@@ -601,6 +676,7 @@ state = "{d / "containerd" / "state"}"
         self.remove_cgroups()
         self.cleanup_proxy_rules()
         self.network.down(self.saved_sysctls)
+        self.release_machine()
 
     def cleanup_proxy_rules(self) -> None:
         """Remove the KUBE-* chains kube-proxy made, and the rules that jump to them (what
