@@ -541,3 +541,108 @@ def test_a_search_space_change_the_stored_study_cannot_take_is_refused_naming_th
     more = run_hpo("run", str(path), "--trials", "3", cwd=path.parent)
     assert more.code == 0, more.text
     assert len(load_local(path, "space").get_trials()) == 3
+
+
+@pytest.mark.parametrize(
+    ("sampler", "changes"),
+    [
+        # GP: a Gaussian process (torch, which the hpo run environment has) past two start-up trials.
+        ({"type": "GP", "seed": 5, "options": {"n_startup_trials": 2, "deterministic_objective": True}}, {}),
+        ({"type": "NSGAIII", "seed": 5, "options": {"population_size": 2, "dividing_parameter": 2}}, {}),
+        # BruteForce walks a discrete space: 3 x values times 2 y values, each exactly once.
+        (
+            {"type": "BruteForce", "seed": 5},
+            {
+                "searchSpace": [
+                    {"name": "x", "type": "float", "low": 0.0, "high": 1.0, "step": 0.5},
+                    {"name": "y", "type": "int", "low": 0, "high": 1},
+                ],
+                "trials": {"total": 6},
+            },
+        ),
+    ],
+    ids=["GP", "NSGAIII", "BruteForce"],
+)
+def test_a_study_runs_with_each_added_sampler(
+    custom_study: CustomStudy, run_hpo: RunHpo, sampler: dict[str, object], changes: dict[str, object]
+) -> None:
+    name = f"s-{str(sampler['type']).lower()}"
+    changes = {"trials": {"total": 4, "parallelism": 1}, **changes}
+    path = custom_study(name, sampler=sampler, enqueue=[], **changes)
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    trials = load_local(path, name).get_trials()
+    total = len(trials)
+    assert total == (6 if sampler["type"] == "BruteForce" else 4)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert f"Study finished: {total} of {total} trials finished ({total} complete" in result.out
+    seen = {(t.params["x"], t.params["y"]) for t in trials}
+    assert len(seen) == total  # no parameter set twice
+    if sampler["type"] == "BruteForce":
+        assert seen == {(x, y) for x in (0.0, 0.5, 1.0) for y in (0, 1)}
+
+
+@pytest.mark.parametrize(
+    ("pruner", "direction", "enqueue", "steps"),
+    [
+        # Trial 1 is worse than the best at every step: at two steps the one-sided signed-rank test's
+        # p-value is 0.25, below pThreshold.
+        (
+            {"type": "Wilcoxon", "pThreshold": 0.3, "nStartupSteps": 2},
+            "minimize",
+            [{"x": 0.3, "y": 0}, {"x": 0.9, "y": 3}],
+            [1, 2],
+        ),
+        # Trial 1's values (0.96 down to 0.81) are above upper: pruned at the first step the warm-up
+        # allows (Optuna's Threshold pruner checks steps from nWarmupSteps on).
+        (
+            {"type": "Threshold", "upper": 0.5, "nWarmupSteps": 2},
+            "minimize",
+            [{"x": 0.3, "y": 0}, {"x": 0.9, "y": 3}],
+            [1, 2],
+        ),
+        # Maximizing values that fall at every step: no improvement for `patience` steps, so from step 3
+        # the wrapped Median pruner is asked, and it prunes the trial below the first one's median (the
+        # Median pruner alone would have pruned it at step 1).
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Median", "nStartupTrials": 1}},
+            "maximize",
+            [{"x": 0.9, "y": 3}, {"x": 0.3, "y": 0}],
+            [1, 2, 3],
+        ),
+    ],
+    ids=["Wilcoxon", "Threshold", "Patient"],
+)
+def test_a_study_runs_with_each_added_pruner(
+    custom_study: CustomStudy,
+    run_hpo: RunHpo,
+    pruner: dict[str, object],
+    direction: str,
+    enqueue: list[dict[str, object]],
+    steps: list[int],
+) -> None:
+    name = f"p-{str(pruner['type']).lower()}"
+    path = custom_study(
+        name,
+        objective=[{"metric": "loss", "direction": direction}],
+        trials={"total": 2, "parallelism": 1},
+        enqueue=enqueue,
+        pruner=pruner,
+    )
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    first, second = load_local(path, name).get_trials()
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [1, 2, 3, 4]
+    assert second.state == TrialState.PRUNED and sorted(second.intermediate_values) == steps
+    assert "Study finished: 2 of 2 trials finished (1 complete, 1 pruned, 0 failed)." in result.out
+
+
+def test_the_added_samplers_and_pruners_are_checked_naming_the_field(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    path = custom_study(
+        "bad", pruner={"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Hyperband"}}
+    )
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code != 0
+    assert "spec.pruner.wrappedPruner.maxResource" in result.text

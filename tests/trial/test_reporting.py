@@ -157,6 +157,21 @@ def test_runner_with_a_bad_pruner_fails_the_trial(postgres_url: str, tmp_path: P
             {"_min_resource": 25},
         ),
         ({"type": "Hyperband", "maxResource": 300}, optuna.pruners.HyperbandPruner, {"_max_resource": 300}),
+        (
+            {"type": "Wilcoxon", "pThreshold": 0.05, "nStartupSteps": 4},
+            optuna.pruners.WilcoxonPruner,
+            {"_p_threshold": 0.05, "_n_startup_steps": 4},
+        ),
+        (
+            {"type": "Threshold", "lower": 0.1, "nWarmupSteps": 3},
+            optuna.pruners.ThresholdPruner,
+            {"_lower": 0.1, "_n_warmup_steps": 3},
+        ),
+        (
+            {"type": "Patient", "patience": 3},
+            optuna.pruners.PatientPruner,
+            {"_patience": 3, "_wrapped_pruner": None},
+        ),
     ],
 )
 def test_build_pruner(config: dict[str, Any] | None, cls: type, attrs: dict[str, Any]) -> None:
@@ -172,6 +187,16 @@ def test_build_pruner(config: dict[str, Any] | None, cls: type, attrs: dict[str,
         ({"type": "Mediane"}, "pruner.type 'Mediane' is not one of None, Median, Percentile"),
         ({"type": "Median", "percentile": 3}, "pruner.percentile is not a field of the Median pruner"),
         ({"type": "Hyperband"}, "pruner.maxResource is required for the Hyperband pruner"),
+        ({"type": "Patient"}, "pruner.patience is required for the Patient pruner"),
+        ({"type": "Threshold"}, "pruner.lower: the Threshold pruner needs lower, upper or both"),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Hyperband"}},
+            "pruner.wrappedPruner.maxResource is required for the Hyperband pruner",
+        ),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Median", "lower": 1}},
+            "pruner.wrappedPruner.lower is not a field of the Median pruner",
+        ),
     ],
 )
 def test_build_pruner_errors(config: dict[str, Any], message: str) -> None:

@@ -187,6 +187,10 @@ PRUNER_OF = {
     "maxResource": {"type": "Hyperband"},
     "reductionFactor": {"type": "Hyperband", "maxResource": 1000},
     "minEarlyStoppingRate": {"type": "SuccessiveHalving"},
+    "pThreshold": {"type": "Wilcoxon"},
+    "nStartupSteps": {"type": "Wilcoxon"},
+    "patience": {"type": "Patient"},
+    "minDelta": {"type": "Patient", "patience": 1},
 }
 # Items of the bounded lists (the i-th one), distinct so that only the bound can be at fault.
 ITEM_OF = {
@@ -219,7 +223,10 @@ def spec_with(path: str, value: Any) -> tuple[dict[str, Any], str]:
     """FULL with ``value`` at ``path`` (in the first list item that has that field), and the path the
     parser names for it."""
     spec = copy.deepcopy(FULL)
-    if path.startswith("pruner."):
+    if path.startswith("pruner.wrappedPruner."):
+        wrapped = dict(PRUNER_OF[path.split(".")[2]])
+        spec["pruner"] = {"type": "Patient", "patience": 1, "wrappedPruner": wrapped}
+    elif path.startswith("pruner."):
         spec["pruner"] = dict(PRUNER_OF[path.split(".")[1]])
     node: Any = spec
     where = "spec"
@@ -451,6 +458,29 @@ AGREEMENT = [
         "spec.pruner.minResource",
         True,
     ),
+    (lambda s: s.update(pruner={"type": "Threshold"}), "spec.pruner.lower", True),
+    (lambda s: s.update(pruner={"type": "Threshold", "lower": 2, "upper": 1}), "spec.pruner.lower", True),
+    (lambda s: s.update(pruner={"type": "Wilcoxon", "patience": 2}), "spec.pruner.patience", True),
+    (lambda s: s.update(pruner={"type": "Wilcoxon", "pThreshold": 2}), "spec.pruner.pThreshold", True),
+    (lambda s: s.update(pruner={"type": "Patient"}), "spec.pruner.patience", True),
+    (
+        lambda s: s.update(pruner={"type": "Patient", "patience": 1, "minDelta": -1}),
+        "spec.pruner.minDelta",
+        True,
+    ),
+    (
+        lambda s: s.update(
+            pruner={"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Median", "percentile": 3}}
+        ),
+        "spec.pruner.wrappedPruner.percentile",
+        True,
+    ),
+    (
+        lambda s: s.update(pruner={"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Patient"}}),
+        "spec.pruner.wrappedPruner.type",
+        True,
+    ),
+    (lambda s: s["sampler"].update(type="BruteForce"), "spec.searchSpace[2]", False),
     (lambda s: s.update(enqueue=[{"num_train_epochs": 1}] * 21), "spec.enqueue", True),
     (lambda s: s.update(storage={"secretRef": {"key": "url"}}), "spec.storage.secretRef.name", True),
     (
@@ -535,6 +565,18 @@ def test_valid_variants_are_accepted_by_both(api: client.CustomObjectsApi) -> No
             pruner={"type": "Percentile", "percentile": 40, "nStartupTrials": 2, "nWarmupSteps": 50}
         ),
         lambda s: s.update(pruner={"type": "SuccessiveHalving", "minResource": 5, "minEarlyStoppingRate": 1}),
+        lambda s: s.update(pruner={"type": "Wilcoxon", "pThreshold": 0.05, "nStartupSteps": 3}),
+        lambda s: s.update(pruner={"type": "Threshold", "lower": 0.1, "upper": 0.9, "nWarmupSteps": 50}),
+        lambda s: s.update(
+            pruner={
+                "type": "Patient",
+                "patience": 2,
+                "minDelta": 0.001,
+                "wrappedPruner": {"type": "Median", "nStartupTrials": 2, "nWarmupSteps": 50},
+            }
+        ),
+        lambda s: s.update(sampler={"type": "NSGAIII", "seed": 1, "options": {"population_size": 10}}),
+        lambda s: s.update(sampler={"type": "GP", "options": {"n_startup_trials": 4}}),
         lambda s: s.update(enqueue=[{"learning_rate": 3e-5, "num_train_epochs": 1}]),
         lambda s: s["searchSpace"].append(
             {"name": "loss.scale", "type": "categorical", "choices": [10, 20.5]}

@@ -360,3 +360,71 @@ def test_enqueued_values_take_their_distribution_type() -> None:
     coerced = ss.coerce_params(spec, {"x": 2, "n": 3, "kind": "a"})
     assert coerced == {"x": 2.0, "n": 3, "kind": "a"}
     assert type(coerced["x"]) is float and type(coerced["n"]) is int
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "field", "words"),
+    [
+        ("GP", {"n_startup_trials": "2"}, "n_startup_trials", ["must be int", "GP sampler's"]),
+        ("GP", {"deterministic_objective": 1}, "deterministic_objective", ["must be bool"]),
+        ("NSGAIII", {"dividing_parameter": 2.5}, "dividing_parameter", ["must be int", "NSGAIII"]),
+        ("NSGAIII", {"crossover_prob": "high"}, "crossover_prob", ["must be float"]),
+        ("BruteForce", {"avoid_premature_stop": "no"}, "avoid_premature_stop", ["must be bool"]),
+    ],
+)
+def test_the_added_samplers_options_are_typed(
+    kind: str, options: dict[str, Any], field: str, words: list[str]
+) -> None:
+    space = [{"name": "n", "type": "int", "low": 1, "high": 4}]
+    error = error_of(custom_spec(*space, sampler={"type": kind, "options": options}, trials={"total": 4}))
+    assert error.field == f"spec.sampler.options.{field}", str(error)
+    for word in words:
+        assert word in str(error)
+    # Options they do not take are named with the ones they do; Python objects are not offered.
+    error = error_of(
+        custom_spec(*space, sampler={"type": kind, "options": {"gamma": 1}}, trials={"total": 4})
+    )
+    assert error.field == "spec.sampler.options.gamma" and f"not an option of the {kind} sampler" in str(
+        error
+    )
+    assert "constraints_func" not in ss.sampler_options(kind)
+
+
+@pytest.mark.parametrize("kind", ["GP", "NSGAIII", "BruteForce"])
+def test_the_added_samplers_are_built_and_sample(kind: str) -> None:
+    space = [
+        {"name": "n", "type": "int", "low": 1, "high": 4},
+        {"name": "c", "type": "categorical", "choices": ["a", "b"]},
+    ]
+    spec = parse_spec(custom_spec(*space, sampler={"type": kind, "seed": 1}, trials={"total": 8}))
+    sampler = ss.build_sampler(spec)
+    assert type(sampler) is ss.SAMPLER_CLASSES[kind]
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(3):
+        trial = study.ask(ss.distributions(spec))
+        study.tell(trial, trial.params["n"])
+    assert len(study.trials) == 3
+
+
+def test_the_brute_force_sampler_needs_a_finite_space_that_holds_the_budget() -> None:
+    error = error_of(custom_spec(sampler={"type": "BruteForce"}, trials={"total": 4}))
+    assert error.field == "spec.searchSpace[0]" and "the BruteForce sampler needs discrete values" in str(
+        error
+    )
+    space = [{"name": "n", "type": "int", "low": 1, "high": 4}]
+    error = error_of(custom_spec(*space, sampler={"type": "BruteForce"}, trials={"total": 5}))
+    assert error.field == "spec.trials.total"
+    assert "5 trials but the BruteForce sampler's space has only 4 points" in str(error)
+    parse_spec(custom_spec(*space, sampler={"type": "BruteForce"}, trials={"total": 4}))
+
+
+def test_the_gp_sampler_is_refused_where_torch_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    error = error_of(custom_spec(sampler={"type": "GP"}))
+    assert error.field == "spec.sampler.type"
+    assert "the GP sampler needs torch" in str(error) and "operator image" in str(error)

@@ -371,6 +371,61 @@ def test_pruner_config_uses_the_spec_names_and_builds_on_the_trial_side() -> Non
     assert type(pruner).__name__ == "MedianPruner"
 
 
+def test_the_added_pruners_are_typed_and_build_on_the_trial_side() -> None:
+    from hpo_trial.pruners import build_pruner
+
+    patient = {"type": "Patient", "patience": 2, "minDelta": 0.01, "wrappedPruner": {"type": "Wilcoxon"}}
+    spec = parse_spec(custom_spec(pruner=patient))
+    assert spec.pruner.config() == patient
+    pruner = build_pruner(spec.pruner.config())
+    assert type(pruner).__name__ == "PatientPruner"
+    assert type(pruner._wrapped_pruner).__name__ == "WilcoxonPruner"  # type: ignore[attr-defined]
+    threshold = parse_spec(custom_spec(pruner={"type": "Threshold", "lower": 0.1, "intervalSteps": 2}))
+    assert type(build_pruner(threshold.pruner.config())).__name__ == "ThresholdPruner"
+
+
+@pytest.mark.parametrize(
+    ("pruner", "message"),
+    [
+        ({"type": "Wilcoxon", "pThreshold": 1.5}, "spec.pruner.pThreshold: must be between 0 and 1, got 1.5"),
+        ({"type": "Wilcoxon", "pThreshold": "low"}, "spec.pruner.pThreshold: must be a number, got 'low'"),
+        ({"type": "Wilcoxon", "nStartupSteps": -1}, "spec.pruner.nStartupSteps: input should be greater"),
+        ({"type": "Wilcoxon", "lower": 1}, "spec.pruner.lower: is not a field of the Wilcoxon pruner"),
+        ({"type": "Threshold"}, "spec.pruner.lower: the Threshold pruner needs lower, upper or both"),
+        (
+            {"type": "Threshold", "lower": 2, "upper": 1},
+            "spec.pruner.lower: must be less than upper (2 >= 1)",
+        ),
+        (
+            {"type": "Threshold", "upper": 1, "nStartupTrials": 1},
+            "spec.pruner.nStartupTrials: is not a field",
+        ),
+        ({"type": "Median", "patience": 1}, "spec.pruner.patience: is not a field of the Median pruner"),
+        ({"type": "Patient"}, "spec.pruner.patience: is required for the Patient pruner"),
+        ({"type": "Patient", "patience": 1, "minDelta": -0.5}, "spec.pruner.minDelta: must be 0 or more"),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Patient", "patience": 1}},
+            "spec.pruner.wrappedPruner.type: a Patient pruner cannot wrap another one",
+        ),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Median", "percentile": 3}},
+            "spec.pruner.wrappedPruner.percentile: is not a field of the Median pruner",
+        ),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Percentile", "percentile": 300}},
+            "spec.pruner.wrappedPruner.percentile: must be between 0 and 100",
+        ),
+        (
+            {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Mediane"}},
+            "spec.pruner.wrappedPruner.type: input should be",
+        ),
+    ],
+)
+def test_the_added_pruners_fields_are_checked_naming_the_field(pruner: dict[str, Any], message: str) -> None:
+    error = error_of(custom_spec(pruner=pruner))
+    assert str(error).startswith(message), str(error)
+
+
 def test_too_many_items_are_refused_in_words() -> None:
     objectives = [{"metric": f"m{i}"} for i in range(17)]
     error = error_of(custom_spec(objective=objectives))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import functools
+import importlib.util
 import inspect
 import json
 import logging
@@ -51,8 +52,15 @@ SAMPLER_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
     "Grid": optuna.samplers.GridSampler,
     "QMC": optuna.samplers.QMCSampler,
     "NSGAII": optuna.samplers.NSGAIISampler,
+    "GP": optuna.samplers.GPSampler,
+    "NSGAIII": optuna.samplers.NSGAIIISampler,
+    "BruteForce": optuna.samplers.BruteForceSampler,
 }
 SINGLE_OBJECTIVE_ONLY = ("CMAES",)
+# Samplers that walk a finite space: every parameter must be discrete.
+DISCRETE_ONLY = ("Grid", "BruteForce")
+# Samplers that need a package the study's environment may lack (the operator image has no torch).
+NEEDS_PACKAGE = {"GP": "torch"}
 # Constructor arguments that take Python objects (callables, trials, samplers): not expressible in YAML.
 _OBJECT_ARGUMENT_HINTS = (
     "Callable",
@@ -135,7 +143,7 @@ def _count_values(param: Param) -> int | None:
 # Samplers whose random stream restarts with the seed: a sampler rebuilt after an operator restart
 # must not replay the stream it already used (it would propose the same parameters again). QMC and Grid
 # derive their points from the trial number and the trials stored, so their seed stays as given.
-_RESEEDED_ON_RESUME = ("TPE", "Random", "CMAES", "NSGAII")
+_RESEEDED_ON_RESUME = ("TPE", "Random", "CMAES", "NSGAII", "GP", "NSGAIII", "BruteForce")
 
 
 def build_sampler(spec: StudySpec, *, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
@@ -165,6 +173,10 @@ def _sampler_kwargs(spec: StudySpec, trials_so_far: int = 0) -> dict[str, Any]:
 # ``warnings.catch_warnings`` swaps the process's filters and is not thread-safe, and the operator
 # builds samplers on many threads at once.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"optuna(\.|$)")
+# Optuna warns that some samplers are experimental (NSGAIII, BruteForce) from the line that builds them.
+warnings.filterwarnings(
+    "ignore", category=optuna.exceptions.ExperimentalWarning, module=r"hpo_operator\.core\.search_space$"
+)
 
 
 def _construct(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
@@ -337,18 +349,27 @@ def _check_sampler(spec: StudySpec) -> list[FieldIssue]:
                 "use NSGAII, TPE, Random or QMC for a multi-objective study",
             )
         )
-    if kind == "Grid":
+    package = NEEDS_PACKAGE.get(kind)
+    if package is not None and importlib.util.find_spec(package) is None:
+        issues.append(
+            FieldIssue(
+                "spec.sampler.type",
+                f"the {kind} sampler needs {package}, which this environment lacks (the operator image "
+                f"has no {package}): install it where the study is run, or pick another sampler",
+            )
+        )
+    if kind in DISCRETE_ONLY:
         continuous = [i for i, p in enumerate(spec.search_space) if _count_values(p) is None]
         for i in continuous:
             issues.append(
                 FieldIssue(
                     f"spec.searchSpace[{i}]",
-                    f"the Grid sampler needs discrete values, but {spec.search_space[i].name!r} is a "
+                    f"the {kind} sampler needs discrete values, but {spec.search_space[i].name!r} is a "
                     "continuous float: give it a step, or make it int or categorical",
                 )
             )
         size = grid_size(spec)
-        if size is not None and size > MAX_GRID_POINTS:
+        if kind == "Grid" and size is not None and size > MAX_GRID_POINTS:
             issues.append(
                 FieldIssue(
                     "spec.searchSpace",
@@ -359,9 +380,12 @@ def _check_sampler(spec: StudySpec) -> list[FieldIssue]:
             issues.append(
                 FieldIssue(
                     "spec.trials.total",
-                    f"{spec.trials.total} trials but the grid has only {size} points"
+                    f"{spec.trials.total} trials but the "
+                    + ("grid" if kind == "Grid" else f"{kind} sampler's space")
+                    + f" has only {size} points"
                     + (f" (plus {len(spec.enqueue)} enqueued)" if spec.enqueue else "")
-                    + "; lower total or widen the grid",
+                    + "; lower total or widen the "
+                    + ("grid" if kind == "Grid" else "space"),
                 )
             )
     issues += _check_options(spec)

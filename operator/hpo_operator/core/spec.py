@@ -36,8 +36,17 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-SAMPLER_TYPES = ("TPE", "Random", "CMAES", "Grid", "QMC", "NSGAII")
-PRUNER_TYPES = ("None", "Median", "Percentile", "SuccessiveHalving", "Hyperband")
+SAMPLER_TYPES = ("TPE", "Random", "CMAES", "Grid", "QMC", "NSGAII", "GP", "NSGAIII", "BruteForce")
+PRUNER_TYPES = (
+    "None",
+    "Median",
+    "Percentile",
+    "SuccessiveHalving",
+    "Hyperband",
+    "Wilcoxon",
+    "Threshold",
+    "Patient",
+)
 PARAM_TYPES = ("int", "float", "categorical")
 DIRECTIONS = ("maximize", "minimize")
 MAX_STUDY_NAME_LENGTH = 40
@@ -155,13 +164,15 @@ class Trials(_Model):
 
 
 class Sampler(_Model):
-    type: Literal["TPE", "Random", "CMAES", "Grid", "QMC", "NSGAII"] = "TPE"
+    type: Literal["TPE", "Random", "CMAES", "Grid", "QMC", "NSGAII", "GP", "NSGAIII", "BruteForce"] = "TPE"
     seed: StrictInt | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Pruner(_Model):
-    type: Literal["None", "Median", "Percentile", "SuccessiveHalving", "Hyperband"] = "None"
+    type: Literal[
+        "None", "Median", "Percentile", "SuccessiveHalving", "Hyperband", "Wilcoxon", "Threshold", "Patient"
+    ] = "None"
     n_startup_trials: StrictInt | None = Field(default=None, ge=0)
     n_warmup_steps: StrictInt | None = Field(default=None, ge=0)
     interval_steps: StrictInt | None = Field(default=None, ge=1)
@@ -171,6 +182,17 @@ class Pruner(_Model):
     max_resource: StrictInt | None = Field(default=None, ge=1)
     reduction_factor: StrictInt | None = Field(default=None, ge=2)
     min_early_stopping_rate: StrictInt | None = Field(default=None, ge=0)
+    # Wilcoxon
+    p_threshold: Number | None = None
+    n_startup_steps: StrictInt | None = Field(default=None, ge=0)
+    # Threshold (with nWarmupSteps and intervalSteps)
+    lower: Number | None = None
+    upper: Number | None = None
+    # Patient: the pruner it wraps (any type but Patient), how many steps without improvement it
+    # tolerates, and by how much a value must improve to count.
+    wrapped_pruner: Pruner | None = None
+    patience: StrictInt | None = Field(default=None, ge=0)
+    min_delta: Number | None = None
 
     def config(self) -> dict[str, Any]:
         """The ``HPO_PRUNER`` JSON object: the spec's own field names, unset fields left out."""
@@ -416,8 +438,26 @@ def _check_pruner(spec: StudySpec) -> list[FieldIssue]:
                 f"(this study has {len(spec.objective)} objectives)",
             )
         ]
+    issues = _pruner_bounds(pruner, "spec.pruner")
+    if pruner.wrapped_pruner is not None:
+        issues += _pruner_bounds(pruner.wrapped_pruner, "spec.pruner.wrappedPruner")
+    if issues:
+        return issues[:1]
+    try:
+        build_pruner(pruner.config())
+    except (ValueError, TypeError) as e:
+        return [_pruner_issue(str(e))]
+    return []
+
+
+def _pruner_bounds(pruner: Pruner, at: str) -> list[FieldIssue]:
+    """The bounds of the pruner's number fields that the schema states but pydantic does not check."""
     if pruner.percentile is not None and not 0 <= pruner.percentile <= 100:
-        return [FieldIssue("spec.pruner.percentile", f"must be between 0 and 100, got {pruner.percentile!r}")]
+        return [FieldIssue(f"{at}.percentile", f"must be between 0 and 100, got {pruner.percentile!r}")]
+    if pruner.p_threshold is not None and not 0 <= pruner.p_threshold <= 1:
+        return [FieldIssue(f"{at}.pThreshold", f"must be between 0 and 1, got {pruner.p_threshold!r}")]
+    if pruner.min_delta is not None and pruner.min_delta < 0:
+        return [FieldIssue(f"{at}.minDelta", f"must be 0 or more, got {pruner.min_delta!r}")]
     if (
         pruner.min_resource is not None
         and pruner.max_resource is not None
@@ -425,14 +465,10 @@ def _check_pruner(spec: StudySpec) -> list[FieldIssue]:
     ):
         return [
             FieldIssue(
-                "spec.pruner.minResource",
+                f"{at}.minResource",
                 f"must not exceed maxResource ({pruner.min_resource} > {pruner.max_resource})",
             )
         ]
-    try:
-        build_pruner(pruner.config())
-    except (ValueError, TypeError) as e:
-        return [_prefixed_issue(str(e), default_path="spec.pruner")]
     return []
 
 
@@ -510,20 +546,18 @@ def _check_trainer(spec: StudySpec) -> list[FieldIssue]:
             trainer_spec.check_pruning(recipe, spec.pruner.config())
         # An objective metric the recipe's evaluator cannot log (where its names are known).
         trainer_spec.check_objective_metrics(recipe, [o.metric for o in spec.objective])
-    except ValueError as e:
-        return [_prefixed_issue(str(e), default_path="spec.trainer")]
+    except trainer_spec.TrainerSpecError as e:
+        # Each issue names its field as data (``trainer.loss.name``, ``searchSpace[2].type``).
+        return [FieldIssue(f"spec.{issue.path}", issue.message) for issue in e.issues]
     return []
 
 
-_PATHED = re.compile(r"^(?P<path>[A-Za-z_][\w\-]*(?:\[\d+\]|\.[\w\-]+)*): (?P<message>.*)$", re.DOTALL)
-
-
-def _prefixed_issue(text: str, *, default_path: str) -> FieldIssue:
-    """``"trainer.loss.name: unknown loss"`` → ``FieldIssue("spec.trainer.loss.name", "unknown loss")``."""
-    m = _PATHED.match(text)
-    if m:
-        return FieldIssue(f"spec.{m['path']}", m["message"])
+def _pruner_issue(text: str) -> FieldIssue:
+    """``hpo_trial.pruners``' message (``"pruner.maxResource is required ..."``) as a :class:`FieldIssue`
+    naming the field its first word names, else ``spec.pruner``. (Its errors are plain ``ValueError``s;
+    the recipe's carry their paths as data, :class:`hpo_trial.trainer_spec.TrainerSpecError`.)"""
     head, _, rest = text.partition(" ")
-    if head.startswith(default_path.removeprefix("spec.") + ".") and rest:
-        return FieldIssue(f"spec.{head}", rest)
-    return FieldIssue(default_path, text)
+    field = head.removesuffix(":")
+    if rest and (field.startswith("pruner.") or (field == "pruner" and head.endswith(":"))):
+        return FieldIssue(f"spec.{field}", rest)
+    return FieldIssue("spec.pruner", text)
