@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --timeout) timeout=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --skip-build) build=0; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "kind-e2e: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
