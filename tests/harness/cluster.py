@@ -36,6 +36,7 @@ from typing import Any
 
 from . import pki
 from .binaries import K8S_VERSION, cache_root, ensure_control_plane, ensure_coredns
+from .processes import pid_alive
 from .real_node import NodePorts, RealNode
 
 NODE_AGENT = Path(__file__).resolve().parent / "node_agent.py"
@@ -108,21 +109,6 @@ def port_is_listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not between fork and exec

@@ -51,6 +51,8 @@ from typing import IO
 
 import yaml
 
+from .processes import pid_alive
+
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CONTAINERD_NAMESPACE = "k8s.io"
@@ -63,25 +65,15 @@ _SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
 REGISTRY = Path("/run/lock/hpo-harness-real-node")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _node_running(holder: list[str]) -> bool:
     """Whether the registered node still runs: its starter is alive, or (a detached `up`) one of the
     node processes recorded in its cluster's harness.json is."""
-    if _alive(int(holder[0])):
+    if pid_alive(int(holder[0])):
         return True
     with contextlib.suppress(OSError, ValueError, KeyError):
         state = json.loads((Path(holder[1]).parent / "harness.json").read_text())
         return any(
-            _alive(int(c["pid"]))
+            pid_alive(int(c["pid"]))
             for name, c in state["components"].items()
             if name in ("containerd", "kubelet", "kube-proxy", "coredns")
         )
@@ -319,9 +311,7 @@ class RealNode:
         with contextlib.suppress(OSError, ValueError, KeyError):
             dead.load_state(json.loads((state_dir / "harness.json").read_text())["real_node"] or {})
         if dead.leftovers():
-            _log(
-                f"removing what the real node of {state_dir} left: {', '.join(dead.leftovers()[:5])} ..."
-            )
+            _log(f"removing what the real node of {state_dir} left: {', '.join(dead.leftovers()[:5])} ...")
             dead.cleanup_host()
 
     def release_machine(self) -> None:
