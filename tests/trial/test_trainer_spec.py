@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ import yaml
 from hpo_trial.trainer_spec import (
     TRAINING_ARGUMENTS,
     TRIAL_PARAMS_PATH,
+    Issue,
     LoadCall,
     TrainerSpecError,
+    check_objective_metrics,
     check_pruning,
     param_location,
     split_params,
@@ -560,3 +563,68 @@ def test_one_did_you_mean() -> None:
         return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
     assert not functions("recipe.py") & functions("trainer_spec.py")
+
+
+def issues_of(call: Any, *args: Any) -> tuple[Issue, ...]:
+    with pytest.raises(TrainerSpecError) as e:
+        call(*args)
+    return e.value.issues
+
+
+def test_errors_carry_their_paths_as_data() -> None:
+    """Each issue is (path, message); the text is the two joined, as the trial logs and reports it."""
+    [issue] = issues_of(validate_trainer, with_(seed_trainer(), "loss.name", "NoSuchLoss"))
+    assert issue.path == "trainer.loss.name"
+    assert issue.message.startswith("unknown loss 'NoSuchLoss'")
+    with pytest.raises(TrainerSpecError) as e:
+        validate_trainer(with_(seed_trainer(), "loss.name", "NoSuchLoss"), "spec.trainer")
+    assert (e.value.path, e.value.message) == ("spec.trainer.loss.name", issue.message)
+    assert str(e.value) == f"spec.trainer.loss.name: {issue.message}"
+
+    spec = validate_trainer(seed_trainer())
+    [issue] = issues_of(
+        validate_search_space,
+        spec,
+        [{"name": "gradient_accumulation_steps", "type": "float", "low": 1, "high": 2}],
+    )
+    assert issue.path == "searchSpace[0].type"
+    assert issue.message.startswith("gradient_accumulation_steps takes an integer")
+    [issue] = issues_of(validate_param_names, spec, ["x", "loss.nope"])
+    assert issue.path == "searchSpace[0].name"
+    [issue] = issues_of(validate_param_names, spec, ["learning_rat"], TRIAL_PARAMS_PATH)
+    assert issue.path == "searchSpace[name='learning_rat'].name"
+    assert issue.message.startswith("'learning_rat' is not a SentenceTransformerTrainingArguments field")
+    [issue] = issues_of(check_objective_metrics, spec, ["eval_loss", "eval_nope"])
+    assert issue.path == "objective[1].metric"
+    assert issue.message.startswith("'eval_nope' is not logged by")
+
+
+def test_a_path_is_not_cut_at_the_first_colon_or_space() -> None:
+    """A key the user wrote with a colon or a space stays whole in the path (a message parsed back from
+    its text would split it there)."""
+    [issue] = issues_of(validate_trainer, with_(seed_trainer(), "arguments", {"fp 16: x": True}))
+    assert issue == Issue("trainer.arguments.fp 16: x", "not a training-argument name")
+    [issue] = issues_of(validate_trainer, with_(seed_trainer(), "loss.args", {"a: b": 1}))
+    assert issue.path == "trainer.loss.args.a: b"
+    assert issue.message.startswith("not an argument of ")
+
+
+def test_every_pydantic_problem_is_an_issue_of_its_own() -> None:
+    trainer = with_(with_(seed_trainer(), "modelDtype", "float8"), "lossx", 1)
+    issues = issues_of(validate_trainer, trainer)
+    assert [i.path for i in issues] == ["trainer.modelDtype", "trainer.lossx"]
+    assert issues[1].message.startswith("unknown field; the fields are: kind, model, ")
+    with pytest.raises(TrainerSpecError) as e:
+        validate_trainer(trainer)
+    assert str(e.value) == "; ".join(str(i) for i in issues)
+    assert (e.value.path, e.value.message) == (issues[0].path, issues[0].message)
+
+
+def test_the_error_survives_a_pickle() -> None:
+    with pytest.raises(TrainerSpecError) as e:
+        validate_trainer(with_(seed_trainer(), "loss.name", "NoSuchLoss"))
+    copied = pickle.loads(pickle.dumps(e.value))
+    assert type(copied) is TrainerSpecError
+    assert copied.issues == e.value.issues and str(copied) == str(e.value)
+    with pytest.raises(ValueError, match="at least one issue"):
+        TrainerSpecError.of([])

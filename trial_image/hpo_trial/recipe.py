@@ -177,8 +177,8 @@ def check_argument_names(
         if name not in known:
             problem = f"not a {owner} field{suggest(name, known)}"
             if path == TRIAL_PARAMS_PATH:
-                raise RecipeError(f"{param_location(path, i, name)}: {name!r} is {problem}")
-            raise RecipeError(f"{path}.{name}: {problem}")
+                raise RecipeError(param_location(path, i, name), f"{name!r} is {problem}")
+            raise RecipeError(f"{path}.{name}", problem)
 
 
 def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "searchSpace") -> None:
@@ -191,7 +191,7 @@ def check_param_names(spec: TrainerSpec, names: Iterable[str], path: str = "sear
     except RecipeError:
         raise
     except TrainerSpecError as e:
-        raise RecipeError(str(e)) from None
+        raise RecipeError.of(e.issues) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,21 +205,21 @@ def load_data(ds: DatasetSpec, path: str) -> datasets.Dataset:
     if call.data_files is not None:
         for f in call.data_files:
             if "://" not in f and not glob.has_magic(f) and not os.path.exists(f):
-                raise RecipeError(f"{path}.files: {f} does not exist")
+                raise RecipeError(f"{path}.files", f"{f} does not exist")
     args, kwargs = call.arguments()
     try:
         data = datasets.load_dataset(*args, **kwargs)
     except Exception as e:
-        raise RecipeError(f"{path}: cannot load {ds.describe()}: {type(e).__name__}: {e}") from e
+        raise RecipeError(path, f"cannot load {ds.describe()}: {type(e).__name__}: {e}") from e
     if not isinstance(data, datasets.Dataset):
         raise RecipeError(
-            f"{path}.split: {ds.describe()} did not give one dataset split ({type(data).__name__})"
+            f"{path}.split", f"{ds.describe()} did not give one dataset split ({type(data).__name__})"
         )
     columns = list(data.column_names)
     for source in ds.rename:
         if source not in columns:
             raise RecipeError(
-                f"{path}.rename.{source}: no column {source!r}; the columns are: {', '.join(columns)}"
+                f"{path}.rename.{source}", f"no column {source!r}; the columns are: {', '.join(columns)}"
             )
     if ds.rename:
         data = data.rename_columns(dict(ds.rename))
@@ -227,10 +227,12 @@ def load_data(ds: DatasetSpec, path: str) -> datasets.Dataset:
     if ds.columns is not None:
         for col in ds.columns:
             if col not in columns:
-                raise RecipeError(f"{path}.columns: no column {col!r}; the columns are: {', '.join(columns)}")
+                raise RecipeError(
+                    f"{path}.columns", f"no column {col!r}; the columns are: {', '.join(columns)}"
+                )
         data = data.select_columns(list(ds.columns))
     if len(data) == 0:
-        raise RecipeError(f"{path}: {ds.describe()} has no rows")
+        raise RecipeError(path, f"{ds.describe()} has no rows")
     return data
 
 
@@ -253,8 +255,9 @@ def check_loss_columns(loss: LossSpec, data: datasets.Dataset, path: str) -> Non
         problem = f"has {len(texts)} text column(s)"
     if problem:
         raise RecipeError(
-            f"{path}: {base.name} takes {want} text column(s){label}; the dataset {problem} "
-            f"(columns: {', '.join(columns)}); pick and order them with columns: and rename:"
+            path,
+            f"{base.name} takes {want} text column(s){label}; the dataset {problem} "
+            f"(columns: {', '.join(columns)}); pick and order them with columns: and rename:",
         )
 
 
@@ -277,15 +280,15 @@ def build_evaluator(
     elif eval_data is not None:
         data = eval_data
     else:
-        raise RecipeError(f"{path}.dataset: required when the recipe has no eval dataset")
+        raise RecipeError(f"{path}.dataset", "required when the recipe has no eval dataset")
     columns = list(data.column_names)
     inputs: dict[str, list[Any]] = {}
     for name, col in ev.input_columns().items():
         if col not in columns:
             hint = "" if name in ev.columns else f" (the default for {name}; map it with columns.{name})"
             raise RecipeError(
-                f"{path}.columns.{name}: no column {col!r} in the evaluator's dataset{hint}; "
-                f"the columns are: {', '.join(columns)}"
+                f"{path}.columns.{name}",
+                f"no column {col!r} in the evaluator's dataset{hint}; the columns are: {', '.join(columns)}",
             )
         inputs[name] = list(data[col])
     kwargs = dict(ev.args)
@@ -308,7 +311,7 @@ def build_evaluator(
     try:
         return cls(**kwargs)
     except (TypeError, ValueError, KeyError) as e:
-        raise RecipeError(f"{path}: {ev.name} rejected its arguments: {e}") from e
+        raise RecipeError(path, f"{ev.name} rejected its arguments: {e}") from e
 
 
 def _reranking_samples(
@@ -357,10 +360,10 @@ def resolve_model(name: str, path: str = "trainer.model") -> str:
     try:
         root = importlib.resources.files(package)
     except ModuleNotFoundError:
-        raise RecipeError(f"{path}: {name!r}: the Python package {package!r} is not installed") from None
+        raise RecipeError(path, f"{name!r}: the Python package {package!r} is not installed") from None
     target = root.joinpath(*inner.strip("/").split("/"))
     if not target.is_dir():
-        raise RecipeError(f"{path}: {name!r}: the package {package!r} has no directory {inner!r}")
+        raise RecipeError(path, f"{name!r}: the package {package!r} has no directory {inner!r}")
     return str(target)
 
 
@@ -372,13 +375,13 @@ def build_model(spec: TrainerSpec, path: str = "trainer") -> Any:
     for key in spec.model_args:
         if key not in accepted:
             raise RecipeError(
-                f"{path}.modelArgs.{key}: not an argument of {cls.__name__}{suggest(key, accepted)}"
+                f"{path}.modelArgs.{key}", f"not an argument of {cls.__name__}{suggest(key, accepted)}"
             )
     name = resolve_model(spec.model, f"{path}.model")
     try:
         model = cls(name, **model_load_kwargs(spec))
     except Exception as e:
-        raise RecipeError(f"{path}.model: cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
+        raise RecipeError(f"{path}.model", f"cannot load {spec.model!r}: {type(e).__name__}: {e}") from e
     set_model_dtype(model, spec.model_dtype)
     if spec.max_seq_length is not None:
         if isinstance(model, CrossEncoder):
@@ -482,10 +485,10 @@ def build_loss(
     for key, value in tuned.items():
         arg = info.args.get(key)
         if arg is None:
-            raise RecipeError(f"{_tuned_at(path, key)}: not an argument of {spec.name}")
+            raise RecipeError(_tuned_at(path, key), f"not an argument of {spec.name}")
         problem = arg.check(value)
         if problem:
-            raise RecipeError(f"{_tuned_at(path, key).removesuffix('.name')}: {problem}")
+            raise RecipeError(_tuned_at(path, key).removesuffix(".name"), problem)
     kwargs = _loss_kwargs(spec, {**spec.args, **tuned}, model)
     if spec.inner is not None:
         kwargs["loss"] = build_loss(spec.inner, model, tuned_inner, None, f"{path}.inner")
@@ -493,7 +496,7 @@ def build_loss(
     try:
         return cls(model, **kwargs)
     except (TypeError, ValueError) as e:
-        raise RecipeError(f"{path}: {spec.name} rejected its arguments: {e}") from e
+        raise RecipeError(path, f"{spec.name} rejected its arguments: {e}") from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,7 +519,7 @@ def build_training_args(spec: TrainerSpec, params: Mapping[str, Any], output_dir
     for name, value in training.items():
         problem = warmup_ratio_problem(name, value)
         if problem:
-            raise RecipeError(f"searchSpace[name={name!r}]: {problem}")
+            raise RecipeError(f"searchSpace[name={name!r}]", problem)
     kwargs: dict[str, Any] = {
         "report_to": "none",
         "save_strategy": "no",
@@ -536,14 +539,14 @@ def build_training_args(spec: TrainerSpec, params: Mapping[str, Any], output_dir
         for name, value in training.items():
             problem = _table_problem(name, value)
             if problem:
-                raise RecipeError(f"searchSpace[name={name!r}]: {name} {problem} ({e})") from e
+                raise RecipeError(f"searchSpace[name={name!r}]", f"{name} {problem} ({e})") from e
         for name, value in spec.arguments.items():
             problem = _table_problem(name, value)
             if problem:
-                raise RecipeError(f"trainer.arguments.{name}: {problem} ({e})") from e
+                raise RecipeError(f"trainer.arguments.{name}", f"{problem} ({e})") from e
         given = ", ".join(f"{k}={v!r}" for k, v in training.items())
         with_params = f" (with the trial's parameters {given})" if given else ""
-        raise RecipeError(f"trainer.arguments{with_params}: {e}") from e
+        raise RecipeError(f"trainer.arguments{with_params}", str(e)) from e
 
 
 def _table_problem(name: str, value: Any) -> str | None:

