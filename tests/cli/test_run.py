@@ -646,3 +646,24 @@ def test_the_added_samplers_and_pruners_are_checked_naming_the_field(
     result = run_hpo("run", str(path), cwd=path.parent)
     assert result.code != 0
     assert "spec.pruner.wrappedPruner.maxResource" in result.text
+
+
+def test_run_honours_spec_suspend(custom_study: CustomStudy, run_hpo: RunHpo) -> None:
+    path = custom_study("held", suspend=True, trials={"total": 3, "parallelism": 1})
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    assert "suspended (spec.suspend): no trial is asked or started" in result.out
+    assert "Set spec.suspend to false (or remove it) and run again to resume this study." in result.out
+    # Nothing asked (the enqueued baseline waits in the study), no trial process started.
+    held = load_local(path, "held").get_trials()
+    assert [t.state for t in held] == [TrialState.WAITING]
+    assert not list(path.parent.glob(".hpo/local.held/trial-*.log"))
+    # Resumed: the same study runs its budget.
+    manifest = yaml.safe_load(path.read_text())
+    manifest["spec"]["suspend"] = False
+    path.write_text(yaml.safe_dump(manifest))
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    trials = load_local(path, "held").get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)

@@ -982,3 +982,63 @@ def _metrics(operator: Operator) -> str:
         return operator.get(operator.metrics_port, "/metrics")[1]
     except OSError:
         return ""  # not serving yet
+
+
+def test_suspend_and_resume_keep_the_trial_count_and_ask_nothing_while_suspended(
+    cluster: Any, namespace: str, operator: Operator, pods: Pods, storage_url: str
+) -> None:
+    manifest = study_manifest(
+        "pause",
+        namespace,
+        trials={"total": 5, "parallelism": 2, "maxFailed": 0, "retries": 0},
+        template={
+            "command": ["python", str(TRIALS / "quadratic.py")],
+            "env": [{"name": "TRIAL_STEP_SECONDS", "value": "0.5"}],
+        },
+    )
+    apply(cluster, manifest)
+    wait_for(
+        "two trials running",
+        lambda: (
+            ((get_study(cluster, namespace, "pause").get("status") or {}).get("trials") or {}).get("running")
+            == 2
+        ),
+        timeout=60,
+    )
+    # Suspended with onSuspend Stop: the running trials' pods go, nothing new is asked or started.
+    patch = '{"spec":{"suspend":true,"onSuspend":"Stop"}}'
+    cluster.kubectl("patch", "hps", "pause", "-n", namespace, "--type=merge", "-p", patch)
+    body = wait_phase(cluster, namespace, "pause", ("Suspended",), timeout=60)
+    assert condition(body, "Suspended")["status"] == "True"
+    wait_for(
+        "the running trials' pods to go",
+        lambda: not [p for p in pods.current() if p.status.phase in ("Pending", "Running")],
+        timeout=60,
+    )
+    frozen = load_study(storage_url, body).get_trials()
+    seen = set(pods.seen)
+    time.sleep(6)  # several reconciles (every second)
+    assert len(load_study(storage_url, body).get_trials()) == len(frozen) <= 3, "asked while suspended"
+    assert set(pods.seen) == seen, "a pod was started while suspended"
+    body = get_study(cluster, namespace, "pause")
+    assert body["status"]["phase"] == "Suspended" and "suspended (spec.suspend)" in body["status"]["message"]
+    stopped = [t.number for t in frozen if t.state == optuna.trial.TrialState.RUNNING]
+    assert stopped, "no trial was running when the study was suspended"
+
+    # Resumed: the same Optuna study goes on; the stopped trials run again (same attempt, no retry).
+    cluster.kubectl(
+        "patch", "hps", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    body = wait_phase(cluster, namespace, "pause", ("Succeeded", "Failed"), timeout=150)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    trials = load_study(storage_url, body).get_trials()
+    assert [t.number for t in trials] == list(range(5))  # the same count, no trial asked twice
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for number in stopped:
+        assert trials[number].params == frozen[number].params
+    assert body["status"]["trials"]["complete"] == 5
+    assert condition(body, "Suspended")["status"] == "False"
+    reasons = {e.reason for e in events(cluster, namespace, "pause")}
+    assert {"StudySuspended", "StudyResumed"} <= reasons
+    assert pods.max_active <= 2
+    assert_nothing_leaks(cluster, namespace, "pause", storage_url)

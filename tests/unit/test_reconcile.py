@@ -1135,3 +1135,70 @@ def test_a_deleted_study_fails_its_running_trials_and_only_then() -> None:
     assert being_deleted({"metadata": {**meta, "uid": "another"}}, UID)  # a new namesake
     assert being_deleted({"metadata": {**meta, "deletionTimestamp": "2025-01-02T12:00:00Z"}}, UID)
     assert not being_deleted({"metadata": meta}, UID)  # the operator is stopping
+
+
+# ----------------------------------------------------------------------------------- suspension
+
+
+def suspended_spec(on_suspend: str = "Finish", **trials: Any) -> StudySpec:
+    raw = _raw(make_spec(**trials))
+    raw.update(suspend=True, onSuspend=on_suspend)
+    return parse_spec(raw)
+
+
+def test_a_suspended_study_asks_nothing_and_starts_no_run() -> None:
+    spec = suspended_spec(parallelism=3, retries=1, maxFailed=5)
+    # A new study is created (a storage record, no pod) but nothing is asked.
+    plan = decide(spec, observed(study=None, previous_phase=None), NOW)
+    assert plan.of(AskTrials) == [] and plan.of(LaunchRun) == []
+    assert plan.assessment.phase == "Suspended" and plan.assessment.reason == "Suspended"
+    assert "no trial is asked or started" in plan.assessment.message
+    # Running trials finish (Finish, the default): their runs are left alone; a failed run is not
+    # retried and a lost run is not recreated while suspended, nor is the free slot filled.
+    failed = run(1, "Failed", exit_code=1, message="boom")
+    trials = [trial(0), trial(1), trial(2, launched=-1), trial(3, "COMPLETE")]
+    plan = decide(spec, observed(trials, [run(0), failed]), NOW)
+    assert plan.of(LaunchRun) == [] and plan.of(AskTrials) == [] and plan.of(DeleteRun) == []
+    assert plan.of(PostEvent)[-1].reason == "StudySuspended"
+    assert "3 running trial(s) finishing" in plan.assessment.message
+    assert plan.assessment.phase == "Suspended"
+    # Resumed: the same trials get their runs back (the retry, the lost run) and the free slot is asked.
+    resumed = make_spec(parallelism=3, retries=1, maxFailed=5)
+    plan = decide(resumed, observed(trials, [run(0), failed], previous_phase="Suspended"), NOW)
+    assert [(launch.trial, launch.attempt) for launch in plan.of(LaunchRun)] == [(1, 1), (2, 0)]
+    assert plan.assessment.phase == "Running"
+    assert any(e.reason == "StudyResumed" for e in plan.of(PostEvent))
+
+
+def test_a_suspended_study_with_on_suspend_stop_stops_its_runs_to_run_them_again_on_resume() -> None:
+    spec = suspended_spec("Stop", parallelism=2, retries=0)
+    trials = [trial(0), trial(1, attempt=1, launched=1)]
+    runs = [run(0), run(1, attempt=1)]
+    plan = decide(spec, observed(trials, runs), NOW)
+    # The launch record is withdrawn before the run is deleted, so the trial is not taken for lost.
+    assert kinds(plan)[:4] == ["MarkLaunched", "MarkLaunched", "DeleteRun", "DeleteRun"]
+    assert plan.of(MarkLaunched) == [MarkLaunched(0, -1), MarkLaunched(1, 0)]
+    assert {d.name for d in plan.of(DeleteRun)} == {runs[0].name, runs[1].name}
+    assert plan.of(FailTrial) == [] and plan.of(LaunchRun) == [] and plan.of(AskTrials) == []
+    assert "2 running trial(s) stopped, to run again on resume" in plan.assessment.message
+    # While the runs go (deleting) and once gone, nothing is marked, launched or failed.
+    withdrawn = [trial(0, launched=-1), trial(1, attempt=1, launched=0)]
+    going = [replace(r, deleting=True) for r in runs]
+    for now_runs in (going, []):
+        plan = decide(spec, observed(withdrawn, now_runs, previous_phase="Suspended"), NOW)
+        assert plan.of(MarkLaunched) == [] and plan.of(LaunchRun) == [] and plan.of(FailTrial) == []
+        assert plan.assessment.phase == "Suspended"
+    # Resumed: each trial runs again as the same attempt (no retry spent), the same parameters.
+    resumed = make_spec(parallelism=2, retries=0)
+    plan = decide(resumed, observed(withdrawn, [], previous_phase="Suspended"), NOW)
+    assert [(launch.trial, launch.attempt) for launch in plan.of(LaunchRun)] == [(0, 0), (1, 1)]
+    assert plan.of(FailTrial) == [] and plan.of(AskTrials) == []
+
+
+def test_a_suspended_study_that_is_done_succeeds_and_one_that_fails_fails() -> None:
+    spec = suspended_spec(total=2)
+    plan = decide(spec, observed([trial(0, "COMPLETE"), trial(1, "COMPLETE")]), NOW)
+    assert plan.assessment.phase == "Succeeded"
+    failed = [trial(0, "FAIL", fail_reason="x"), trial(1, "FAIL", fail_reason="y"), trial(2)]
+    plan = decide(suspended_spec(maxFailed=1), observed(failed, [run(2)]), NOW)
+    assert plan.assessment.phase == "Failed" and plan.assessment.reason == "TooManyFailedTrials"

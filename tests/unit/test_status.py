@@ -247,3 +247,22 @@ def test_values_json_cannot_carry_are_left_out() -> None:
     json.dumps(s, allow_nan=False)
     assert s["recentTrials"][0]["value"] is None
     assert s["bestValue"] is None and s["bestTrial"]["number"] == 0
+
+
+def test_a_suspended_study_shows_its_phase_and_a_suspended_condition_until_resumed() -> None:
+    raw: dict[str, Any] = {
+        "objective": [{"metric": "score"}],
+        "searchSpace": [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+        "trials": {"total": 10, "parallelism": 2, "maxFailed": 100},
+        "template": {"image": "img", "command": ["python", "o.py"]},
+    }
+    assert "Suspended" not in [c["type"] for c in status_for(make_spec(), [t(0)])["conditions"]]
+    suspended = status_for(parse_spec({**raw, "suspend": True}), [t(0)])
+    assert suspended["phase"] == "Suspended" and suspended["progress"] == "1/10"
+    cond = {c["type"]: c for c in suspended["conditions"]}["Suspended"]
+    assert cond["status"] == "True" and cond["reason"] == "Suspended"
+    assert cond["message"].startswith("suspended (spec.suspend): no trial is asked or started")
+    assert {c["type"]: c for c in suspended["conditions"]}["Complete"]["status"] == "False"
+    resumed = status_for(parse_spec(raw), [t(0)], previous=suspended, previous_phase="Suspended")
+    cond = {c["type"]: c for c in resumed["conditions"]}["Suspended"]
+    assert resumed["phase"] == "Running" and cond["status"] == "False" and cond["reason"] == "Resumed"

@@ -236,7 +236,8 @@ class LocalStudy:
                     plan = done.plan
                     self.previous_phase = plan.assessment.phase
                     self._update_progress(plan.assessment, done.observed)
-                    if plan.assessment.terminal and not self.runs.active() and _settled(plan):
+                    over = plan.assessment.terminal or plan.assessment.phase == "Suspended"
+                    if over and not self.runs.active() and _settled(plan):
                         return plan.assessment
                     self.runs.enforce_deadlines()
                     self.runs.wait_for_exit(POLL_SECONDS)
@@ -396,6 +397,15 @@ class LocalStudy:
         if outcome is None:
             return self._interrupted()
         views = self.store.trials()
+        if outcome.phase == "Suspended":
+            # spec.suspend: nothing was asked or started; running trials finished or were stopped.
+            self.console.print(
+                "Set spec.suspend to false (or remove it) and run again to resume this study.",
+                markup=False,
+                soft_wrap=True,
+                style="bold yellow",
+            )
+            return EXIT_OK
         if self.final_event is not None:
             style = "bold green" if self.final_event.reason == "StudySucceeded" else "bold red"
             self.console.print(self.final_event.message, style=style, markup=False, soft_wrap=True)

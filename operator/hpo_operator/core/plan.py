@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from hpo_operator.core.observe import Announced
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,14 @@ stored study's directions.
 **Finishing.** The study succeeds once ``total`` trials have started, none is RUNNING, no run is active
 and at least one trial completed (none completed: it fails with ``NoTrialCompleted``).
 
+**Suspension** (``spec.suspend``, as a Kubernetes Job's). A suspended study asks nothing and starts no
+run: not a new trial, not a retry, not a RUNNING trial's run back (those wait for the resume). Running
+trials finish (``spec.onSuspend: Finish``, the default), or (``Stop``) their runs are deleted after
+their launch record is withdrawn (``MarkLaunched(attempt - 1)``, as a clean stop of ``hpo run`` does), so
+that on resume the same trial gets its run back as the same attempt, no retry spent. Resuming continues
+the same Optuna study. The phase is ``Suspended`` until the study ends by itself (a study whose trials
+all finished is ``Succeeded`` whatever ``suspend`` says; a failing study fails).
+
 **Announcements.** Every finished trial is announced once, as an Event in the seed's words, in the
 order trials finished; the announced set is recorded in the study (``hpo:announced``) after the
 Events are posted, so an Event may repeat after a crash but is never lost.
@@ -187,6 +195,28 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
             if r.active and not r.deleting:
                 draft.deletes[r.name] = f"the study failed ({stop[0]})"
 
+    # Suspended: nothing is started; with onSuspend Stop, the running trials' runs go (to come back).
+    suspended = spec.suspend and stop is None
+    withdrawn: list[MarkLaunched] = []
+    if suspended:
+        draft.launches.clear()
+        draft.retry_events.clear()
+        if spec.on_suspend == "Stop":
+            for r in owned:
+                t = by_number.get(r.trial)
+                if t is None or t.state != "RUNNING" or t.number in draft.failing:
+                    continue
+                if r.active and not r.deleting and r.name not in draft.deletes:
+                    withdrawn.append(MarkLaunched(r.trial, r.attempt - 1))
+                    draft.deletes[r.name] = (
+                        "the study is suspended (spec.suspend, spec.onSuspend Stop); "
+                        f"trial {r.trial} runs again on resume"
+                    )
+            stopping = {m.trial for m in withdrawn}
+            draft.actions = [
+                a for a in draft.actions if not (isinstance(a, MarkLaunched) and a.trial in stopping)
+            ]
+
     # Runs of finished trials: the lingering ones and the oldest ones go.
     _tidy_finished_runs(trials, by_number, owned, now, draft)
 
@@ -198,12 +228,13 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     running_after = {t.number for t in trials if t.state == "RUNNING" and t.number not in draft.failing}
     busy = running_after | {r.trial for r in owned if r.active}
     asks = 0
-    if stop is None:
+    if stop is None and not suspended:
         slots = spec.trials.parallelism - len(busy)
         asks = max(0, min(slots, spec.trials.total - counts.started))
 
     # The plan, in the order it is carried out.
     draft.actions += [FailTrial(n, reason) for n, reason in sorted(draft.failing.items())]
+    draft.actions += withdrawn  # before the deletes: a run deleted is never mistaken for a lost one
     draft.actions += [DeleteRun(name, reason) for name, reason in sorted(draft.deletes.items())]
     draft.actions += draft.launches
     draft.actions += draft.retry_events
@@ -212,6 +243,8 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
 
     active_after = any(r.active and r.name not in draft.deletes for r in owned) or bool(draft.launches)
     assessment = _assess(spec, observed, trials, owned, counts, best, stop, running_after, asks, active_after)
+    if suspended and not assessment.terminal:
+        assessment = _suspended(spec, counts, best, running_after, active_after)
     draft.actions += _announcements(spec, study.announced if study else Announced(), trials)
     draft.actions += _phase_events(observed, assessment)
     return Plan(assessment, tuple(draft.actions))
@@ -269,7 +302,8 @@ def _follow_running(
         draft.launches.append(LaunchRun(t.number, attempt, dict(t.params), reason))
         return
     if run.active:
-        if t.launched < attempt:
+        # A run being deleted is not marked (a suspended study's Stop withdrew its launch record).
+        if t.launched < attempt and not run.deleting:
             draft.actions.append(MarkLaunched(t.number, attempt))
         return
     if run.phase == "Succeeded":
@@ -464,6 +498,28 @@ def _assess(
     return Assessment("Running", "TrialsRunning", message, counts, best=best)
 
 
+def _suspended(
+    spec: StudySpec,
+    counts: Counts,
+    best: tuple[int, float] | None,
+    running_after: set[int],
+    active_after: bool,
+) -> Assessment:
+    tally = (
+        f"{counts.finished} of {spec.trials.total} trials finished "
+        f"({counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed)"
+    )
+    if spec.on_suspend == "Stop" and running_after:
+        still = f"; {len(running_after)} running trial(s) stopped, to run again on resume"
+    elif running_after or active_after:
+        still = f"; {len(running_after)} running trial(s) finishing"
+    else:
+        still = ""
+    best_text = f" {events.best_sentence(best)}" if best and not spec.multi_objective else ""
+    message = f"suspended (spec.suspend): no trial is asked or started; {tally}{still}.{best_text}"
+    return Assessment("Suspended", "Suspended", message, counts, best=best)
+
+
 def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[TrialView]) -> list[Action]:
     newly = [t for t in trials if t.finished and t.number not in announced]
     if not newly:
@@ -515,6 +571,10 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
 
 
 def _phase_events(observed: Observed, assessment: Assessment) -> list[Action]:
+    if assessment.phase == "Suspended" and observed.previous_phase != "Suspended":
+        return [PostEvent("Normal", "StudySuspended", events.clip(f"Study {assessment.message}"))]
+    if observed.previous_phase == "Suspended" and assessment.phase in ("Pending", "Running"):
+        return [PostEvent("Normal", "StudyResumed", "Study resumed (spec.suspend is false)")]
     if not assessment.terminal or observed.previous_phase == assessment.phase:
         return []
     if assessment.phase == "Succeeded":

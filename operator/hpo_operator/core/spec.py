@@ -240,6 +240,10 @@ class StudySpec(_Model):
     storage: Storage | None = None
     trainer: dict[str, Any] | None = None
     template: Template = Field(default_factory=Template)
+    # Suspended: nothing is asked and no pod is started; what happens to running trials is onSuspend's:
+    # Finish lets them finish, Stop deletes their pods and runs the same trials again on resume.
+    suspend: StrictBool = False
+    on_suspend: Literal["Finish", "Stop"] = "Finish"
 
     @property
     def directions(self) -> tuple[str, ...]:

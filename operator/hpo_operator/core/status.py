@@ -2,7 +2,7 @@
 
 The status answers, at any moment, how far the study is and which trial is best::
 
-    phase: Running                       # Pending | Running | Succeeded | Failed
+    phase: Running                       # Pending | Running | Suspended | Succeeded | Failed
     observedGeneration: 3
     studyName: default.nli-distilbert.6f1c...   # the Optuna study
     progress: 7/20                       # finished / total (the "Trials" printer column)
@@ -12,7 +12,7 @@ The status answers, at any moment, how far the study is and which trial is best:
     paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
     recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
     message: "7 of 20 trials finished (6 complete, 0 pruned, 1 failed), 2 running. Best is ..."
-    conditions: [SpecValid, StorageReady, Complete, Failed]
+    conditions: [SpecValid, StorageReady, Complete, Failed] (+ Suspended once suspended)
 
 Every list is bounded (``RECENT_TRIALS``, ``PARETO_FRONT``), so a 10,000-trial study stays far below
 the API server's object size limit. ``lastTransitionTime`` of a condition only moves when its status
@@ -39,6 +39,7 @@ COND_SPEC_VALID = "SpecValid"
 COND_STORAGE_READY = "StorageReady"
 COND_COMPLETE = "Complete"
 COND_FAILED = "Failed"
+COND_SUSPENDED = "Suspended"  # shown once the study was suspended (spec.suspend)
 COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota held a trial pod back
 
 
@@ -151,6 +152,20 @@ def build_status(
         status["completionTime"] = None
 
     where = f"{assessment.field}: " if assessment.field else ""
+    suspension: list[dict[str, Any]] = []
+    was_suspended = any(c.get("type") == COND_SUSPENDED for c in (previous or {}).get("conditions") or ())
+    if assessment.phase == "Suspended" or was_suspended:
+        suspension.append(
+            condition(
+                COND_SUSPENDED,
+                assessment.phase == "Suspended",
+                "Suspended" if assessment.phase == "Suspended" else "Resumed",
+                assessment.message if assessment.phase == "Suspended" else "spec.suspend is false",
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+        )
     status["conditions"] = _replace_conditions(
         previous,
         [
@@ -192,6 +207,7 @@ def build_status(
                 now=now,
                 previous=previous,
             ),
+            *suspension,
             *extra_conditions,
         ],
     )

@@ -16,7 +16,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed")
+PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 FINISHED = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
 
