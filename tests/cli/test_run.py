@@ -667,3 +667,17 @@ def test_run_honours_spec_suspend(custom_study: CustomStudy, run_hpo: RunHpo) ->
     trials = load_local(path, "held").get_trials()
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_run_says_when_the_sampler_samples_parameters_at_random(
+    custom_study: CustomStudy, run_hpo: RunHpo
+) -> None:
+    space = [
+        {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+        {"name": "y", "type": "categorical", "choices": [0, 1, 2, 3]},
+    ]
+    path = custom_study("cma", searchSpace=space, sampler={"type": "CMAES", "seed": 1}, trials={"total": 2})
+    result = run_hpo("run", str(path), cwd=path.parent)
+    assert result.code == 0, result.text
+    assert "Note: the CMAES sampler cannot sample categorical parameters ('y')" in result.out
+    assert len(load_local(path, "cma").get_trials()) == 2

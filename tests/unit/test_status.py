@@ -266,3 +266,35 @@ def test_a_suspended_study_shows_its_phase_and_a_suspended_condition_until_resum
     resumed = status_for(parse_spec(raw), [t(0)], previous=suspended, previous_phase="Suspended")
     cond = {c["type"]: c for c in resumed["conditions"]}["Suspended"]
     assert resumed["phase"] == "Running" and cond["status"] == "False" and cond["reason"] == "Resumed"
+
+
+def test_a_sampler_that_samples_some_parameters_at_random_says_so_in_a_condition() -> None:
+    raw: dict[str, Any] = {
+        "objective": [{"metric": "score"}],
+        "searchSpace": [
+            {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+            {"name": "y", "type": "float", "low": 0.0, "high": 1.0},
+            {"name": "optim", "type": "categorical", "choices": ["adamw", "sgd"]},
+        ],
+        "trials": {"total": 10, "parallelism": 2, "maxFailed": 100},
+        "sampler": {"type": "CMAES"},
+        "template": {"image": "img", "command": ["python", "o.py"]},
+    }
+    falls = status_for(parse_spec(raw), [t(0)])
+    cond = {c["type"]: c for c in falls["conditions"]}["SamplerFitsSpace"]
+    assert cond["status"] == "False" and cond["reason"] == "SamplerFallsBack"
+    assert "cannot sample categorical parameters ('optim')" in cond["message"]
+    assert "at random (RandomSampler)" in cond["message"]
+    assert falls["phase"] == "Running"  # said, not refused
+    # A space the sampler models entirely: no such condition; after an edit that fixes it, True.
+    raw["searchSpace"] = raw["searchSpace"][:2]
+    assert "SamplerFitsSpace" not in [c["type"] for c in status_for(parse_spec(raw), [t(0)])["conditions"]]
+    fixed = status_for(parse_spec(raw), [t(0)], previous=falls)
+    cond = {c["type"]: c for c in fixed["conditions"]}["SamplerFitsSpace"]
+    assert cond["status"] == "True" and cond["reason"] == "Fits"
+    for kind in ("TPE", "GP", "QMC", "Random"):
+        raw["searchSpace"].append({"name": "c", "type": "categorical", "choices": [1, 2]})
+        raw["sampler"] = {"type": kind}
+        spec = parse_spec(raw)
+        assert "SamplerFitsSpace" not in [c["type"] for c in status_for(spec, [t(0)])["conditions"]], kind
+        raw["searchSpace"].pop()

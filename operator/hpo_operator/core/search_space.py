@@ -392,6 +392,30 @@ def _check_sampler(spec: StudySpec) -> list[FieldIssue]:
     return issues
 
 
+def fallback(spec: StudySpec) -> str | None:
+    """What the sampler cannot model in this space and samples at random instead (``None``: nothing).
+
+    CMA-ES models int and float parameters only: Optuna samples the categorical ones with its
+    independent sampler (RandomSampler), apart from the others; with only categorical parameters
+    CMA-ES does nothing at all. A study may want that, so it is said (a condition), not refused.
+    """
+    if spec.sampler.type != "CMAES":
+        return None
+    categorical = [p.name for p in spec.search_space if p.type == "categorical"]
+    if not categorical:
+        return None
+    names = ", ".join(repr(n) for n in categorical)
+    if len(categorical) == len(spec.search_space):
+        return (
+            f"the CMAES sampler cannot sample categorical parameters, and every parameter is one "
+            f"({names}): Optuna samples them all at random (RandomSampler); pick TPE, GP or Random"
+        )
+    return (
+        f"the CMAES sampler cannot sample categorical parameters ({names}): Optuna samples them at "
+        "random (RandomSampler), independently of the others, which CMA-ES models"
+    )
+
+
 def sampler_options(kind: str) -> dict[str, inspect.Parameter]:
     """The constructor arguments of a sampler that ``spec.sampler.options`` may set."""
     params = inspect.signature(SAMPLER_CLASSES[kind].__init__).parameters

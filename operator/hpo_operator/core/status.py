@@ -12,7 +12,7 @@ The status answers, at any moment, how far the study is and which trial is best:
     paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
     recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
     message: "7 of 20 trials finished (6 complete, 0 pruned, 1 failed), 2 running. Best is ..."
-    conditions: [SpecValid, StorageReady, Complete, Failed] (+ Suspended once suspended)
+    conditions: [SpecValid, StorageReady, Complete, Failed] (+ Suspended, SamplerFitsSpace when shown)
 
 Every list is bounded (``RECENT_TRIALS``, ``PARETO_FRONT``), so a 10,000-trial study stays far below
 the API server's object size limit. ``lastTransitionTime`` of a condition only moves when its status
@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hpo_operator.core import search_space
 from hpo_operator.core.best import pareto_front
 from hpo_operator.core.observe import Observed, TrialView
 from hpo_operator.core.plan import Assessment
@@ -39,6 +40,7 @@ COND_SPEC_VALID = "SpecValid"
 COND_STORAGE_READY = "StorageReady"
 COND_COMPLETE = "Complete"
 COND_FAILED = "Failed"
+COND_SAMPLER_FITS = "SamplerFitsSpace"  # shown once the sampler falls back to random for some parameters
 COND_SUSPENDED = "Suspended"  # shown once the study was suspended (spec.suspend)
 COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota held a trial pod back
 
@@ -166,6 +168,21 @@ def build_status(
                 previous=previous,
             )
         )
+    fits: list[dict[str, Any]] = []
+    falls_back = search_space.fallback(spec)
+    shown = any(c.get("type") == COND_SAMPLER_FITS for c in (previous or {}).get("conditions") or ())
+    if falls_back is not None or shown:
+        fits.append(
+            condition(
+                COND_SAMPLER_FITS,
+                falls_back is None,
+                "SamplerFallsBack" if falls_back is not None else "Fits",
+                falls_back or f"the {spec.sampler.type} sampler models every parameter",
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+        )
     status["conditions"] = _replace_conditions(
         previous,
         [
@@ -208,6 +225,7 @@ def build_status(
                 previous=previous,
             ),
             *suspension,
+            *fits,
             *extra_conditions,
         ],
     )
