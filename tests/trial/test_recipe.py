@@ -139,7 +139,7 @@ def test_training_argument_table_matches_the_library() -> None:
     # trainer_spec cannot import the library (the operator has no torch), so it keeps a table of the
     # fields; a library upgrade that adds, removes or retypes a field fails here with the new table.
     library = library_training_arguments()
-    regenerate = f"regenerate TRAINING_ARGUMENTS in trainer_spec.py:\n{_table_source(library)}"
+    regenerate = f"regenerate TRAINING_ARGUMENTS in trainer_spec/arguments.py:\n{_table_source(library)}"
     assert set(TRAINING_ARGUMENTS) == set(library), (
         f"missing {sorted(set(library) - set(TRAINING_ARGUMENTS))}, "
         f"gone {sorted(set(TRAINING_ARGUMENTS) - set(library))}; {regenerate}"

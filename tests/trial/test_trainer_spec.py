@@ -555,14 +555,37 @@ def test_a_warmup_ratio_of_one_or_more_is_refused() -> None:
 
 
 def test_one_did_you_mean() -> None:
-    """recipe.py and trainer_spec.py share their helpers rather than each defining its own."""
+    """recipe.py and the trainer_spec package share their helpers rather than each defining its own."""
     package = REPO / "trial_image" / "hpo_trial"
 
-    def functions(name: str) -> set[str]:
-        tree = ast.parse((package / name).read_text())
-        return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    def functions(*paths: Path) -> set[str]:
+        trees = [ast.parse(path.read_text()) for path in paths]
+        return {n.name for tree in trees for n in tree.body if isinstance(n, ast.FunctionDef)}
 
-    assert not functions("recipe.py") & functions("trainer_spec.py")
+    assert not functions(package / "recipe.py") & functions(*(package / "trainer_spec").glob("*.py"))
+
+
+def test_the_trainer_spec_modules_stand_alone() -> None:
+    """Each module of the package imports pydantic and the standard library only (no torch), and none
+    defines a function another defines too."""
+    package = REPO / "trial_image" / "hpo_trial" / "trainer_spec"
+    seen: dict[str, str] = {}
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    top = name.split(".")[0]
+                    assert top in {"__future__", "collections", "dataclasses", "difflib", "re", "typing"} | {
+                        "pydantic",
+                        "hpo_trial",
+                    }, f"{path.name} imports {name}"
+                    assert top != "hpo_trial" or name.startswith("hpo_trial.trainer_spec."), (path.name, name)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                assert node.name not in seen, f"{node.name} in {seen.get(node.name)} and {path.name}"
+                seen[node.name] = path.name
 
 
 def issues_of(call: Any, *args: Any) -> tuple[Issue, ...]:
