@@ -308,6 +308,12 @@ class Cluster:
         link.unlink(missing_ok=True)
         link.symlink_to(self.kubectl)
         try:
+            if self.real_node is not None:
+                # The bridge holds the address the API server listens on. Its claim may wait for another
+                # run's real node to stop (one per machine): the start-up clock starts after it.
+                self.real_node.prepare()
+                self._save()
+                started = time.monotonic()
             self._start(binaries, started + timeout)
         except BaseException:
             self.stop()
@@ -322,9 +328,7 @@ class Cluster:
         real = self.real_node
         host = "127.0.0.1"
         if real is not None:
-            real.prepare()  # the bridge holds the address the API server listens on
-            self._save()
-            host = real.network.node_ip
+            host = real.network.node_ip  # start() has set up its bridge
         keys = pki.create_pki(self.pki_dir, self.node_name, host)
         etcd_port, etcd_peer, api_port, kcm_port, sched_port, kubelet_port = (free_port() for _ in range(6))
         self.server = f"https://{host}:{api_port}"
