@@ -1184,7 +1184,9 @@ def test_a_suspended_study_with_on_suspend_stop_stops_its_runs_to_run_them_again
     # While the runs go (deleting) and once gone, nothing is marked, launched or failed.
     withdrawn = [trial(0, launched=-1), trial(1, attempt=1, launched=0)]
     going = [replace(r, deleting=True) for r in runs]
-    for now_runs in (going, []):
+    # A deleted pod may still be seen Failed with SIGTERM's exit code before it is gone (a slow node).
+    killed = [replace(r, deleting=True, phase="Failed", exit_code=143) for r in runs]
+    for now_runs in (going, killed, []):
         plan = decide(spec, observed(withdrawn, now_runs, previous_phase="Suspended"), NOW)
         assert plan.of(MarkLaunched) == [] and plan.of(LaunchRun) == [] and plan.of(FailTrial) == []
         assert plan.assessment.phase == "Suspended"

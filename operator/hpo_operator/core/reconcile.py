@@ -306,6 +306,10 @@ def _follow_running(
         if t.launched < attempt and not run.deleting:
             draft.actions.append(MarkLaunched(t.number, attempt))
         return
+    if run.deleting and t.launched < attempt:
+        # A run withdrawn on purpose (a suspended study's Stop took back its launch record) ends as a
+        # deleted pod does, Failed with SIGTERM's exit code, until it is gone: not the trial's failure.
+        return
     if run.phase == "Succeeded":
         draft.failing[t.number] = (
             f"the trial process exited 0 without reporting a final value ({run.kind} {run.name}); "
