@@ -345,27 +345,14 @@ SPARSE_ENCODER_LOSSES: Mapping[str, LossInfo] = {
             "hardness_strength": Arg("float"),
         }
     ),
-    "SparseCoSENTLoss": LossInfo(
-        {"scale": Arg("float"), "similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY)},
-        texts=(2, 2),
-        label=True,
-    ),
-    "SparseAnglELoss": LossInfo({"scale": Arg("float")}, texts=(2, 2), label=True),
-    "SparseCosineSimilarityLoss": LossInfo(
-        {"loss_fct": Arg("choice", ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss"))},
-        texts=(2, 2),
-        label=True,
-    ),
+    # Subclasses of the bi-encoder's losses that take the same arguments.
+    "SparseCoSENTLoss": LOSSES["CoSENTLoss"],
+    "SparseAnglELoss": LOSSES["AnglELoss"],
+    "SparseCosineSimilarityLoss": LOSSES["CosineSimilarityLoss"],
     "SparseMarginMSELoss": LossInfo(
         {"similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY)}, texts=(3, None), label=True
     ),
-    "SparseTripletLoss": LossInfo(
-        {
-            "distance_metric": Arg("choice", ("COSINE", "EUCLIDEAN", "MANHATTAN")),
-            "triplet_margin": Arg("float"),
-        },
-        texts=(3, 3),
-    ),
+    "SparseTripletLoss": LOSSES["TripletLoss"],
     "SparseDistillKLDivLoss": LossInfo(
         {
             "similarity_fct": Arg("choice", _PAIRWISE_SIMILARITY),
