@@ -498,16 +498,17 @@ class Cluster:
             all_components,
         )
 
-    def _get(self, path: str) -> dict[str, Any]:
+    def _admin_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
         ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
-        with urllib.request.urlopen(f"{self.server}{path}", context=ctx, timeout=5) as resp:
+        return ctx
+
+    def _get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.server}{path}", context=self._admin_context(), timeout=5) as resp:
             result: dict[str, Any] = json.load(resp)
             return result
 
     def _request(self, method: str, path: str, body: dict[str, Any], content_type: str) -> None:
-        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
-        ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
         req = urllib.request.Request(
             f"{self.server}{path}",
             data=json.dumps(body).encode(),
@@ -515,7 +516,7 @@ class Cluster:
             headers={"Content-Type": content_type},
         )
         try:
-            with urllib.request.urlopen(req, context=ctx, timeout=10):
+            with urllib.request.urlopen(req, context=self._admin_context(), timeout=10):
                 pass
         except urllib.error.HTTPError as exc:
             if exc.code != 409:  # already there: a cluster restarted on the same etcd data

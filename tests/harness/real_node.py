@@ -58,6 +58,10 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 CONTAINERD_NAMESPACE = "k8s.io"
 # Debian packages the real node (and the image builds) need; installed with apt-get when missing.
 NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "iproute2")
+# The iptables tables kube-proxy writes to, in IPv4 and IPv6.
+IPTABLES = tuple(
+    (family, table) for family in ("iptables", "ip6tables") for table in ("filter", "nat", "mangle")
+)
 _SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
 
 
@@ -270,9 +274,7 @@ class RealNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.claim_machine(wait_s)
         self.kube_chains_before = {
-            f"{family}/{table}": kube_chains(family, table)
-            for family in ("iptables", "ip6tables")
-            for table in ("filter", "nat", "mangle")
+            f"{family}/{table}": kube_chains(family, table) for family, table in IPTABLES
         }
         self.network.up(self.saved_sysctls)
         self.make_cgroup_root()
@@ -672,12 +674,8 @@ state = "{d / "containerd" / "state"}"
         """Remove the KUBE-* chains kube-proxy made, and the rules that jump to them (what
         ``kube-proxy --cleanup`` does, plus the KUBE-FIREWALL chain it leaves), in IPv4 and IPv6.
         Chains that were there before this run started are left alone."""
-        for family in ("iptables", "ip6tables"):
-            for table in ("filter", "nat", "mangle"):
-                before = set(self.kube_chains_before.get(f"{family}/{table}", []))
-                chains = [c for c in kube_chains(family, table) if c not in before]
-                if not chains:
-                    continue
+        for (family, table), chains in self.new_kube_chains().items():
+            if chains:
                 dump = run([f"{family}-save", "-t", table], check=False)
                 for line in dump.splitlines():
                     words = shlex.split(line) if line.startswith("-A ") else []
@@ -701,12 +699,20 @@ state = "{d / "containerd" / "state"}"
             now = (Path("/proc/sys") / key).read_text().strip()
             if now != value:
                 found.append(f"sysctl {key.replace('/', '.')} is {now}, was {value}")
-        for family in ("iptables", "ip6tables"):
-            for table in ("filter", "nat", "mangle"):
-                before = set(self.kube_chains_before.get(f"{family}/{table}", []))
-                new = [c for c in kube_chains(family, table) if c not in before]
-                found += [f"{family} -t {table} chain {c}" for c in new]
+        for (family, table), chains in self.new_kube_chains().items():
+            found += [f"{family} -t {table} chain {c}" for c in chains]
         return found
+
+    def new_kube_chains(self) -> dict[tuple[str, str], list[str]]:
+        """The KUBE-* chains of each iptables table that were not there when this node was prepared."""
+        return {
+            (family, table): [
+                c
+                for c in kube_chains(family, table)
+                if c not in self.kube_chains_before.get(f"{family}/{table}", [])
+            ]
+            for family, table in IPTABLES
+        }
 
 
 def kube_chains(family: str, table: str) -> list[str]:
