@@ -174,7 +174,17 @@ FULL: dict[str, Any] = {
         "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "500m"}},
         "volumes": [{"name": "v", "emptyDir": {}}],
         "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+        "metadata": {"labels": {"team": "nlp"}, "annotations": {"owner": "a"}},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "schedulerName": "default-scheduler",
+        "runtimeClassName": "nvidia",
+        "resourceClaims": [
+            {"name": "shared", "resourceClaimName": "c"},
+            {"name": "own", "resourceClaimTemplateName": "t"},
+        ],
+        "schedulingGates": [{"name": "example.com/gate"}],
     },
+    "queueName": "team-a",
 }
 # The pruner each pruner field belongs to (the CRD's CEL rules refuse it under another type).
 PRUNER_OF = {

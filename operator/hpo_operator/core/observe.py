@@ -148,6 +148,13 @@ class RunView:
     unknown_since: dt.datetime | None = None  # the node stopped reporting (phase Unknown) since then
     stuck_reason: str | None = None  # set by :meth:`as_stuck`: why the run counts as failed
     kind: str = "pod"  # what a run is, in the words messages use: a pod, a trial process (hpo run)
+    gates: tuple[str, ...] = ()  # the pod's scheduling gates (Kueue's kueue.x-k8s.io/admission, ...)
+
+    @property
+    def gated(self) -> bool:
+        """Held back by scheduling gates: waiting for admission (Kueue's, or whoever set a gate), not
+        failed and not stuck; it starts once every gate is removed."""
+        return self.phase == "Pending" and bool(self.gates)
 
     @property
     def active(self) -> bool:
@@ -302,6 +309,11 @@ def run_view(pod: Mapping[str, Any]) -> RunView | None:
             reason, message = waiting.get("reason"), waiting.get("message")
     if status.get("reason") and phase == "Failed" and not reason:
         reason, message = status.get("reason"), status.get("message")
+    gates = tuple(
+        str(g.get("name")) for g in (pod.get("spec") or {}).get("schedulingGates") or () if g.get("name")
+    )
+    if phase == "Pending" and gates:
+        reason, message = "SchedulingGated", f"waiting for the scheduling gate(s) {', '.join(gates)}"
     if phase == "Pending" and reason is None:
         for c in status.get("conditions") or ():
             if c.get("type") == "PodScheduled" and c.get("status") == "False":
@@ -321,7 +333,14 @@ def run_view(pod: Mapping[str, Any]) -> RunView | None:
         waiting_since=waiting_since,
         deletion_deadline=parse_time(meta.get("deletionTimestamp")),
         unknown_since=unknown_since,
+        gates=gates,
     )
+
+
+def gated_runs(observed: Observed) -> list[RunView]:
+    """The study's own runs that wait for their scheduling gates to be removed, by trial."""
+    runs = [r for r in observed.runs if r.owner_uid in (None, observed.owner_uid) and r.gated]
+    return sorted((r for r in runs if not r.deleting), key=lambda r: (r.trial, r.attempt))
 
 
 def _condition_since(status: Mapping[str, Any], kind: str) -> dt.datetime | None:

@@ -8,6 +8,11 @@ with the study, trial and attempt, owned by the HPOStudy (so deleting the study 
 The trial contract (:mod:`hpo_trial.contract`) travels in the environment; the storage URL comes from
 a Secret through ``secretKeyRef``, so it is in no pod spec, status or Event. The Downward API adds the
 pod's own name and namespace and the node's name.
+
+The template's cluster policy travels as given: pod labels and annotations (the operator's own keys
+are not the template's to set), image pull Secrets, scheduler, runtime class, security context,
+resource claims and scheduling gates. ``spec.queueName`` becomes Kueue's queue label
+(``kueue.x-k8s.io/queue-name``), which its plain-Pod integration admits against the LocalQueue.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 from hpo_trial import contract
 
 from hpo_operator.core import names
-from hpo_operator.core.spec import StudySpec
+from hpo_operator.core.spec import KUEUE_QUEUE_LABEL, StudySpec
 
 DEFAULT_COMMAND = ("python", "-m", "hpo_trial")
 DEFAULT_RESOURCES: dict[str, Any] = {"limits": {"nvidia.com/gpu": "1"}}
@@ -172,19 +177,46 @@ def render_pod(
         pod_spec["automountServiceAccountToken"] = False
     if t.priority_class_name:
         pod_spec["priorityClassName"] = t.priority_class_name
+    _cluster_policy(spec, pod_spec)
 
+    # The template's labels and annotations first: the operator's own keys (refused in the template by
+    # core.spec) always win, so a pod is always found, counted and owned by its study.
+    labels = {**t.metadata.labels, **names.pod_labels(owner.name, trial, attempt)}
+    if spec.queue_name:
+        labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    annotations = {**t.metadata.annotations, names.ANNOTATION_OPTUNA_STUDY: optuna_study}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": names.pod_name(owner.name, trial, attempt),
             "namespace": owner.namespace,
-            "labels": names.pod_labels(owner.name, trial, attempt),
-            "annotations": {names.ANNOTATION_OPTUNA_STUDY: optuna_study},
+            "labels": labels,
+            "annotations": annotations,
             "ownerReferences": [owner.reference()],
         },
         "spec": pod_spec,
     }
+
+
+def _cluster_policy(spec: StudySpec, pod_spec: dict[str, Any]) -> None:
+    """The template's cluster-policy fields, as the pod spec names them: image pull Secrets, the
+    scheduler, the runtime class, the pod's security context, its resource claims, scheduling gates."""
+    t = spec.template
+    if t.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in t.image_pull_secrets]
+    if t.scheduler_name:
+        pod_spec["schedulerName"] = t.scheduler_name
+    if t.runtime_class_name:
+        pod_spec["runtimeClassName"] = t.runtime_class_name
+    if t.security_context:
+        pod_spec["securityContext"] = _copy(t.security_context)
+    if t.resource_claims:
+        pod_spec["resourceClaims"] = [
+            c.model_dump(by_alias=True, exclude_none=True) for c in t.resource_claims
+        ]
+    if t.scheduling_gates:
+        pod_spec["schedulingGates"] = [{"name": g.name} for g in t.scheduling_gates]
 
 
 def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:

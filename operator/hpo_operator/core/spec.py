@@ -60,6 +60,21 @@ MAX_CHOICES = 256
 MAX_RETRIES = 100
 MAX_ENQUEUED = 1000
 MAX_ENV = 256
+# Pod metadata a template may add: at most this many labels and annotations each (the CRD's maxProperties).
+MAX_POD_METADATA = 64
+# A Kubernetes label value (at most 63 characters), the CRD's pattern.
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+MAX_LABEL_VALUE_LENGTH = 63
+# A Kubernetes qualified name (label and annotation keys, scheduling gates): [prefix/]name.
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# spec.queueName: a Kueue LocalQueue's name, carried as a label value (the CRD's pattern).
+QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Kueue's plain-Pod integration: the label naming the LocalQueue, set from spec.queueName only.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Label and annotation keys the operator owns on every trial pod; a template may not set them.
+RESERVED_KEY_PREFIX = "hpo.dev/"
+RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by", KUEUE_QUEUE_LABEL})
 # A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3.
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -209,8 +224,35 @@ class Storage(_Model):
     delete_study_on_delete: StrictBool = False
 
 
+LabelValue = Annotated[StrictStr, Field(max_length=MAX_LABEL_VALUE_LENGTH)]
+
+
+class PodMetadata(_Model):
+    """Labels and annotations added to every trial pod (the operator's own keys cannot be set)."""
+
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    annotations: dict[str, StrictStr] = Field(default_factory=dict)
+
+
+class NameRef(_Model):
+    """A reference by name: an image pull Secret, a scheduling gate."""
+
+    name: StrictStr = Field(min_length=1)
+
+
+class PodResourceClaim(_Model):
+    """A pod-level resource claim (Kubernetes PodResourceClaim): a name the container's
+    ``resources.claims`` refer to, and exactly one of a ResourceClaim or a ResourceClaimTemplate."""
+
+    name: StrictStr = Field(min_length=1)
+    resource_claim_name: Annotated[StrictStr, Field(min_length=1)] | None = None
+    resource_claim_template_name: Annotated[StrictStr, Field(min_length=1)] | None = None
+
+
 class Template(_Model):
     """The trial pod's shape. Kubernetes sub-objects (env, resources, ...) are plain dicts."""
+
+    metadata: PodMetadata = Field(default_factory=PodMetadata)
 
     image: Annotated[StrictStr, Field(min_length=1)] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -226,6 +268,14 @@ class Template(_Model):
     service_account_name: StrictStr | None = None
     priority_class_name: StrictStr | None = None
     output_dir: StrictStr | None = None
+    image_pull_secrets: tuple[NameRef, ...] = ()
+    scheduler_name: Annotated[StrictStr, Field(min_length=1)] | None = None
+    runtime_class_name: Annotated[StrictStr, Field(min_length=1)] | None = None
+    security_context: dict[str, Any] | None = None  # the pod's (Kubernetes PodSecurityContext)
+    resource_claims: tuple[PodResourceClaim, ...] = ()
+    # Gates the pod is created with (Kubernetes PodSchedulingGate); it is not scheduled until each is
+    # removed, by whoever owns it (Kueue adds and removes its own, kueue.x-k8s.io/admission).
+    scheduling_gates: tuple[NameRef, ...] = ()
 
 
 class StudySpec(_Model):
@@ -244,6 +294,8 @@ class StudySpec(_Model):
     # Finish lets them finish, Stop deletes their pods and runs the same trials again on resume.
     suspend: StrictBool = False
     on_suspend: Literal["Finish", "Stop"] = "Finish"
+    # A Kueue LocalQueue: trial pods carry Kueue's queue label, so Kueue admits them (plain-Pod integration).
+    queue_name: Annotated[StrictStr, Field(max_length=MAX_LABEL_VALUE_LENGTH)] | None = None
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -289,6 +341,7 @@ def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
     issues = [*_check_objectives(spec), *_check_search_space(spec), *_check_trials(spec)]
     issues += _check_pruner(spec)
     issues += _check_template(spec)
+    issues += _check_pod_policy(spec)
     issues += _check_trainer(spec)
     if issues:
         raise SpecError(issues)
@@ -514,6 +567,100 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
                     if problem:
                         issues.append(FieldIssue(f"spec.template.resources.{section}.{resource}", problem))
     return issues
+
+
+def _check_pod_policy(spec: StudySpec) -> list[FieldIssue]:
+    """spec.queueName and the template's pod metadata, image pull Secrets, runtime class, security
+    context, resource claims and scheduling gates: what the schema cannot say."""
+    issues: list[FieldIssue] = []
+    t = spec.template
+    at = "spec.template"
+    if spec.queue_name is not None and not QUEUE_NAME.match(spec.queue_name):
+        issues.append(
+            FieldIssue(
+                "spec.queueName",
+                f"{spec.queue_name!r} is not a LocalQueue name (lowercase letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit)",
+            )
+        )
+    for kind, keys in (("labels", t.metadata.labels), ("annotations", t.metadata.annotations)):
+        if len(keys) > MAX_POD_METADATA:
+            issues.append(
+                FieldIssue(f"{at}.metadata.{kind}", f"at most {MAX_POD_METADATA} entries, got {len(keys)}")
+            )
+        for key in keys:
+            where = f"{at}.metadata.{kind}.{key}"
+            problem = _qualified_name_problem(key)
+            if problem:
+                issues.append(FieldIssue(where, f"not a valid {kind[:-1]} key: {problem}"))
+            elif key.startswith(RESERVED_KEY_PREFIX) or (kind == "labels" and key in RESERVED_LABELS):
+                issues.append(FieldIssue(where, _reserved_key_message(kind, key)))
+    for key, value in t.metadata.labels.items():
+        if not LABEL_VALUE.match(value):
+            issues.append(
+                FieldIssue(
+                    f"{at}.metadata.labels.{key}",
+                    f"{value!r} is not a label value (letters, digits, '-', '_' and '.', starting and "
+                    "ending with a letter or digit)",
+                )
+            )
+    for field, value in (("runtimeClassName", t.runtime_class_name), ("schedulerName", t.scheduler_name)):
+        if value is not None and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
+            issues.append(FieldIssue(f"{at}.{field}", f"{value!r} is not an object name (a DNS subdomain)"))
+    seen: set[str] = set()
+    for i, gate in enumerate(t.scheduling_gates):
+        problem = _qualified_name_problem(gate.name)
+        if problem:
+            issues.append(FieldIssue(f"{at}.schedulingGates[{i}].name", f"not a gate name: {problem}"))
+        elif gate.name in seen:
+            issues.append(FieldIssue(f"{at}.schedulingGates[{i}].name", f"{gate.name!r} is listed twice"))
+        seen.add(gate.name)
+    claims: set[str] = set()
+    for i, claim in enumerate(t.resource_claims):
+        where = f"{at}.resourceClaims[{i}]"
+        if claim.name in claims:
+            issues.append(FieldIssue(f"{where}.name", f"{claim.name!r} is listed twice"))
+        claims.add(claim.name)
+        if (claim.resource_claim_name is None) == (claim.resource_claim_template_name is None):
+            issues.append(
+                FieldIssue(where, "give exactly one of resourceClaimName and resourceClaimTemplateName")
+            )
+    used = (t.resources or {}).get("claims")
+    if isinstance(used, list | tuple):
+        for i, ref in enumerate(used):
+            name = ref.get("name") if isinstance(ref, Mapping) else None
+            if not isinstance(name, str) or not name:
+                issues.append(FieldIssue(f"{at}.resources.claims[{i}].name", "required"))
+            elif name not in claims:
+                issues.append(
+                    FieldIssue(
+                        f"{at}.resources.claims[{i}].name",
+                        f"{name!r} names no entry of spec.template.resourceClaims",
+                    )
+                )
+    return issues
+
+
+def _reserved_key_message(kind: str, key: str) -> str:
+    if key == KUEUE_QUEUE_LABEL:
+        return "set from spec.queueName on every trial pod: name the LocalQueue there"
+    return (
+        f"the operator sets this {kind[:-1]} on every trial pod ({RESERVED_KEY_PREFIX}* "
+        f"and app.kubernetes.io/managed-by are its own); choose another key"
+    )
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (``[prefix/]name``), or ``None``."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"{key!r}: the prefix before '/' must be a DNS subdomain (such as example.com)"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return (
+            f"{key!r}: the name must be 1 to 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
 
 
 def _quantity_problem(value: Any) -> str | None:

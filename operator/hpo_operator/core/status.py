@@ -42,7 +42,7 @@ COND_COMPLETE = "Complete"
 COND_FAILED = "Failed"
 COND_SAMPLER_FITS = "SamplerFitsSpace"  # shown once the sampler falls back to random for some parameters
 COND_SUSPENDED = "Suspended"  # shown once the study was suspended (spec.suspend)
-COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota held a trial pod back
+COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota or scheduling gates held a pod back
 
 
 def timestamp(now: dt.datetime) -> str:

@@ -28,7 +28,9 @@ answers again. An API server that does not answer is only logged (the status can
 
 **A ResourceQuota's refusal is waited for.** ``TrialPodsAdmitted=False`` (reason ``QuotaExceeded``)
 while a quota holds a trial pod back, with a Warning ``QuotaExceeded`` Event when that starts; ``True``
-again once pods fit; absent for a study never held back.
+again once pods fit; absent for a study never held back. A trial pod held back by scheduling gates
+(Kueue's ``kueue.x-k8s.io/admission`` while its LocalQueue has no room, or a gate of the template) is
+shown the same way, reason ``SchedulingGated``: waiting, never failed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hpo_operator.core.observe import Observed
+from hpo_operator.core.observe import Observed, gated_runs
 from hpo_operator.core.plan import Plan, PostEvent
 from hpo_operator.core.spec import SpecError, StudySpec, check_runtime
 from hpo_operator.core.status import (
@@ -281,6 +283,27 @@ def reconciled(
         if admitted is None or admitted.get("status") != "False":
             events.append(PostEvent("Warning", "QuotaExceeded", f"a trial pod is {message}"))
             log.append(("warning", f"a trial pod is {message}"))
+    elif gated := gated_runs(observed):
+        # Gated pods (Kueue's admission gate, or a gate of the template) wait, as for a quota: they
+        # are neither failed nor stuck, and start once their gates are removed.
+        first = gated[0]
+        message = (
+            f"{len(gated)} trial pod(s) waiting for admission (scheduling gates): {first.name} is gated "
+            f"by {', '.join(first.gates)}"
+        )
+        extra.append(
+            condition(
+                COND_PODS_ADMITTED,
+                False,
+                "SchedulingGated",
+                message,
+                generation=generation,
+                now=now,
+                previous=previous,
+            )
+        )
+        if admitted is None or admitted.get("reason") != "SchedulingGated":
+            log.append(("info", message))
     elif admitted is not None and admitted.get("status") == "False":
         extra.append(
             condition(
