@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from hpo_trial import contract, trainer_spec
@@ -289,7 +290,9 @@ def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
     issues = [*_check_objectives(spec), *_check_search_space(spec), *_check_trials(spec)]
     issues += _check_pruner(spec)
     issues += _check_template(spec)
-    issues += _check_trainer(spec)
+    # One message per problem: a field refused above is not refused again, in the recipe's words.
+    said = {i.path for i in issues}
+    issues += [i for i in _check_trainer(spec) if i.path not in said]
     if issues:
         raise SpecError(issues)
     return spec
@@ -336,19 +339,7 @@ def _issues_from_pydantic(error: ValidationError) -> list[FieldIssue]:
             len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors
         ):
             continue  # a list whose items failed is "too short" after validation: the items say why
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "required"
-        elif kind == "too_long":
-            ctx = e.get("ctx") or {}
-            message = f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
-        elif kind in ("literal_error", "enum"):
-            message = f"{e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}"
-        else:
-            message = e["msg"].removeprefix("Value error, ")
-            message = message[0].lower() + message[1:] if message else message
-        issues.append(FieldIssue(_path(loc), message))
+        issues.append(FieldIssue(_path(loc), trainer_spec.pydantic_message(e, StudySpec)))
     return issues
 
 
@@ -415,7 +406,20 @@ def _check_search_space(spec: StudySpec) -> list[FieldIssue]:
                 bad("step", "not allowed when log is true")
         if p.step is not None and p.step <= 0:
             bad("step", f"must be greater than 0, got {p.step!r}")
+        elif p.step is not None and p.low < p.high and _decimal(p.step) > _decimal(p.high) - _decimal(p.low):
+            width = _decimal(p.high) - _decimal(p.low)
+            bad(
+                "step",
+                f"{p.step!r} is larger than the range [{p.low!r}, {p.high!r}] ({width} wide): Optuna would "
+                f"narrow it to the single value {p.low!r} and never search it; make step at most {width}",
+            )
     return issues
+
+
+def _decimal(value: float) -> Decimal:
+    """A spec number as written (``0.1`` is 0.1, not the float nearest it): ranges and steps compare
+    exactly, as Optuna compares them."""
+    return Decimal(str(value))
 
 
 def _check_trials(spec: StudySpec) -> list[FieldIssue]:
@@ -519,11 +523,13 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
 def _quantity_problem(value: Any) -> str | None:
     """Why ``value`` is not a Kubernetes quantity (an integer, or a string such as 500m or 16Gi)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return None
+        return None if value >= 0 else f"{value!r} is negative; a resource quantity must be 0 or more"
     if not isinstance(value, str):
         return f"must be a quantity (an integer or a string such as 500m or 16Gi), got {value!r}"
     if not QUANTITY.match(value):
         return f"{value!r} is not a quantity (such as 2, 500m or 16Gi)"
+    if value.startswith("-"):
+        return f"{value!r} is negative; a resource quantity must be 0 or more"
     return None
 
 
