@@ -61,7 +61,9 @@ MAX_CHOICES = 256
 MAX_RETRIES = 100
 MAX_ENQUEUED = 1000
 MAX_ENV = 256
-# A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3.
+MAX_RESOURCES = 16  # resource names in template.resources.limits or .requests (bounds the CRD's rule cost)
+# A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3. The CRD
+# refuses a negative one by a rule of its own (minimum 0 for an integer, no leading minus for a string).
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -513,6 +515,13 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
             elif section != "claims" and not isinstance(quantities, Mapping):
                 issues.append(FieldIssue(f"spec.template.resources.{section}", "must be an object"))
             elif section != "claims":
+                if len(quantities) > MAX_RESOURCES:
+                    issues.append(
+                        FieldIssue(
+                            f"spec.template.resources.{section}",
+                            f"at most {MAX_RESOURCES} resources, got {len(quantities)}",
+                        )
+                    )
                 for resource, quantity in quantities.items():
                     problem = _quantity_problem(quantity)
                     if problem:
@@ -526,10 +535,10 @@ def _quantity_problem(value: Any) -> str | None:
         return None if value >= 0 else f"{value!r} is negative; a resource quantity must be 0 or more"
     if not isinstance(value, str):
         return f"must be a quantity (an integer or a string such as 500m or 16Gi), got {value!r}"
+    if value.startswith("-") and QUANTITY.match(value[1:]):
+        return f"{value!r} is negative; a resource quantity must be 0 or more"
     if not QUANTITY.match(value):
         return f"{value!r} is not a quantity (such as 2, 500m or 16Gi)"
-    if value.startswith("-"):
-        return f"{value!r} is negative; a resource quantity must be 0 or more"
     return None
 
 
