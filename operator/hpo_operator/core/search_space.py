@@ -539,13 +539,16 @@ def notes(spec: StudySpec) -> Notes:
         if cut is None:
             continue
         assert p.low is not None and p.high is not None and p.step is not None
-        above = Decimal(str(cut)) + Decimal(str(p.step))
+        # As the parameter's type: a float's 0 (JSON keeps no 0.0 apart from 0) is said 0.0.
+        as_type = int if p.type == "int" else float
+        low, high, step = as_type(p.low), as_type(p.high), as_type(p.step)
+        above = as_type(Decimal(str(cut)) + Decimal(str(p.step)))
         space.append(
             FieldIssue(
                 f"spec.searchSpace[{i}].step",
-                f"the range [{p.low!r}, {p.high!r}] of {p.name!r} is not a multiple of step {p.step!r}: "
-                f"Optuna searches [{p.low!r}, {cut!r}] and never tries {p.high!r}; make high {cut!r} or "
-                f"{int(above) if p.type == 'int' else float(above)!r}",
+                f"the range [{low!r}, {high!r}] of {p.name!r} is not a multiple of step {step!r}: "
+                f"Optuna searches [{low!r}, {cut!r}] and never tries {high!r}; "
+                f"make high {cut!r} or {above!r}",
             )
         )
     sampler = []

@@ -409,11 +409,13 @@ def _check_search_space(spec: StudySpec) -> list[FieldIssue]:
         if p.step is not None and p.step <= 0:
             bad("step", f"must be greater than 0, got {p.step!r}")
         elif p.step is not None and p.low < p.high and _decimal(p.step) > _decimal(p.high) - _decimal(p.low):
-            width = _decimal(p.high) - _decimal(p.low)
+            as_type = int if p.type == "int" else float  # a float's 0 (JSON's 0.0) is said 0.0
+            low, high, step = as_type(p.low), as_type(p.high), as_type(p.step)
+            width = as_type(_decimal(p.high) - _decimal(p.low))
             bad(
                 "step",
-                f"{p.step!r} is larger than the range [{p.low!r}, {p.high!r}] ({width} wide): Optuna would "
-                f"narrow it to the single value {p.low!r} and never search it; make step at most {width}",
+                f"{step!r} is larger than the range [{low!r}, {high!r}] ({width!r} wide): Optuna would "
+                f"narrow it to the single value {low!r} and never search it; make step at most {width!r}",
             )
     return issues
 
