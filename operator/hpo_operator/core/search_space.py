@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import optuna
+from hpo_trial import trainer_spec
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -286,7 +287,7 @@ def _trial_run(spec: StudySpec) -> None:
     except Exception as e:  # whatever the sampler raises, its options are the cause
         raise SpecError.at(
             "spec.sampler.options",
-            f"the {kind} sampler failed to sample with them: {type(e).__name__}: {e}",
+            f"the {kind} sampler failed to sample with them: {e}",
         ) from None
 
 
@@ -616,10 +617,12 @@ def _option_problem(kind: str, name: str, value: Any) -> str | None:
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
         where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err["loc"])
-        detail = err["msg"][0].lower() + err["msg"][1:]
         annotation = sampler_options(kind)[name].annotation
-        return f"must be {annotation} (the {kind} sampler's {name}), got {value!r}" + (
-            f": item {where} {detail}" if where else f" ({detail})"
+        if not where:
+            return f"{trainer_spec.pydantic_message(err)} (the {kind} sampler's {name} takes {annotation})"
+        return (
+            f"must be {annotation} (the {kind} sampler's {name}), got {value!r}: "
+            f"item {where} {trainer_spec.pydantic_message(err)}"
         )
     return None
 
@@ -639,7 +642,8 @@ def _check_options(spec: StudySpec) -> list[FieldIssue]:
             issues.append(
                 FieldIssue(
                     f"spec.sampler.options.{name}",
-                    f"not an option of the {kind} sampler (those are: {', '.join(sorted(allowed))})",
+                    f"not an option of the {kind} sampler{trainer_spec.suggest(name, allowed)} "
+                    f"(those are: {', '.join(sorted(allowed))})",
                 )
             )
         else:

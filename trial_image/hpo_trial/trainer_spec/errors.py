@@ -78,6 +78,7 @@ _TYPE_WORDS = {
     "bool_parsing": "true or false",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
     "dict_type": "an object",
     "model_type": "an object",
     "model_attributes_type": "an object",
