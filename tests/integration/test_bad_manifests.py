@@ -133,6 +133,13 @@ SCHEMA = [
         says=("must be one of TPE, Random,", "got 'TPEE' (did you mean 'TPE'?)"),
     ),
     Case(
+        "pruner-field-typo",
+        recipe(lambda s: s.update(pruner={"type": "Median", "nWarmupStep": 3})),
+        "spec.pruner.nWarmupStep",
+        api=('unknown field "spec.pruner.nWarmupStep"',),
+        says=("unknown field (did you mean 'nWarmupSteps'?)",),
+    ),
+    Case(
         "zero-trials",
         recipe(lambda s: s["trials"].update(total=0)),
         "spec.trials.total",
@@ -181,6 +188,12 @@ OPERATOR = [
             "unknown evaluator 'EmbeddingSimilarityEvaluater'",
             "(did you mean 'EmbeddingSimilarityEvaluator'?)",
         ),
+    ),
+    Case(
+        "sampler-option-typo",
+        recipe(lambda s: s["sampler"].update(options={"n_startup_trial": 3})),
+        "spec.sampler.options.n_startup_trial",
+        says=("not an option of the TPE sampler (did you mean 'n_startup_trials'?)",),
     ),
     Case(
         "recipe-field-typo",
