@@ -493,3 +493,31 @@ def test_every_warning_optuna_raises_when_the_sampler_is_tried_is_a_note() -> No
     # independently by every sampler) is no cause for a note.
     raw["sampler"] = {"type": "CMAES"}
     assert ss.notes(parse_spec(raw)).sampler == ()
+
+
+def test_the_trial_runs_capture_keeps_to_its_own_thread(caplog: pytest.LogCaptureFixture) -> None:
+    """The operator tries samplers on many threads: what another thread logs or warns while one runs
+    reaches its usual place, and only the running thread's warnings become notes."""
+    import logging
+    import threading
+    import warnings
+
+    logger = logging.getLogger("optuna.samplers._tpe.sampler")
+    sink: list[str] = []
+    other: list[warnings.WarningMessage] = []
+
+    def elsewhere() -> None:
+        logger.warning("from another thread")
+
+    with caplog.at_level("WARNING", logger="optuna"), warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with ss._captured(sink):
+            logger.warning("from the trial run")
+            warnings.warn("a warning of the trial run", UserWarning, stacklevel=1)
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join()
+        other = list(shown)
+    assert sink == ["from the trial run", "a warning of the trial run"]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == ["from another thread"]
+    assert not [w for w in other if "trial run" in str(w.message)]

@@ -339,8 +339,9 @@ def _captured(sink: list[str]) -> Iterator[None]:
                 sink.append(str(message))
 
         warnings.showwarning = show
-        warnings.filterwarnings("always", module=r"(optuna|hpo_operator\.core\.search_space)(\.|$)")
-        always = warnings.filters[0]
+        module = r"(optuna|hpo_operator\.core\.search_space)(\.|$)"
+        warnings.filterwarnings("always", module=module)
+        always = ("always", None, Warning, re.compile(module), 0)  # the entry filterwarnings made
         try:
             yield
         finally:
