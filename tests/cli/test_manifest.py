@@ -59,7 +59,7 @@ def test_hpo_validate_refuses_a_sampler_option_of_the_wrong_type(tmp_path: Path,
     path = _custom_example_with(tmp_path, '{n_startup_trials: "x"}')
     result = run_hpo("validate", str(path), cwd=tmp_path)
     assert result.code != 0
-    assert "spec.sampler.options.n_startup_trials: must be int" in result.text
+    assert "spec.sampler.options.n_startup_trials: must be a whole number, got 'x'" in result.text
     assert "Traceback" not in result.text
 
 

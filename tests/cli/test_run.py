@@ -679,5 +679,6 @@ def test_run_says_when_the_sampler_samples_parameters_at_random(
     path = custom_study("cma", searchSpace=space, sampler={"type": "CMAES", "seed": 1}, trials={"total": 2})
     result = run_hpo("run", str(path), cwd=path.parent)
     assert result.code == 0, result.text
-    assert "Note: the CMAES sampler cannot sample categorical parameters ('y')" in result.out
+    note = "Note: spec.sampler.type: the CMAES sampler cannot sample categorical parameters ('y')"
+    assert note in result.out
     assert len(load_local(path, "cma").get_trials()) == 2

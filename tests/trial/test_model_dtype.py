@@ -138,7 +138,10 @@ def test_every_module_is_cast_not_only_the_backbone(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"modelDtype": "fp16"}, r"^trainer.modelDtype: Input should be 'float32', 'bfloat16', 'float16'"),
+        (
+            {"modelDtype": "fp16"},
+            r"^trainer.modelDtype: must be one of float32, bfloat16, float16.*; got 'fp16'",
+        ),
         (
             {"modelArgs": {"model_kwargs": {"torch_dtype": "float16"}}},
             r"^trainer.modelArgs.model_kwargs.torch_dtype: set trainer.modelDtype instead",

@@ -34,7 +34,7 @@ from sentence_transformers.sparse_encoder import losses as sparse_losses
 from sentence_transformers.sparse_encoder.modules import SpladePooling
 from sentence_transformers.sparse_encoder.training_args import SparseEncoderTrainingArguments
 
-from tests.trial.helpers import REPO, TinyData
+from tests.trial.helpers import REPO, TinyData, make_pairs, write_jsonl
 
 CPU_TWIN = yaml.safe_load((REPO / "examples" / "sparse-study-cpu.yaml").read_text())["spec"]
 GPU_STUDY = yaml.safe_load((REPO / "examples" / "sparse-study.yaml").read_text())["spec"]
@@ -215,6 +215,49 @@ def test_a_splade_model_trains_and_logs_the_metrics_the_table_says(
     metrics = trainer.evaluate()
     assert 0.0 <= metrics[OBJECTIVE] <= 1.0
     check_objective_metrics(spec, [OBJECTIVE, *sorted(k for k in metrics if k.startswith("eval_"))])
+
+
+def test_the_sparse_twins_of_the_bi_encoder_evaluators_log_the_names_the_table_says(
+    splade_backbone: str, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    """SparseEmbeddingSimilarity-, SparseBinaryClassification- and SparseTripletEvaluator log their
+    bi-encoder twin's metrics and the embeddings' sparsity: ``evaluator_metrics`` names exactly what the
+    real evaluators return (so a typo in the objective is refused at apply time for them too)."""
+    labelled = [{**r, "similar": int(r["score"] > 0.5)} for r in make_pairs(20, seed=9)]
+    binary = write_jsonl(tmp_path / "binary.jsonl", labelled)
+    evaluators = [
+        {"name": "SparseEmbeddingSimilarityEvaluator", "args": {"name": "sts"}},
+        {"name": "SparseEmbeddingSimilarityEvaluator", "args": {"similarity_fn_names": ["cosine", "dot"]}},
+        {
+            "name": "SparseBinaryClassificationEvaluator",
+            "dataset": {"files": binary},
+            "columns": {"labels": "similar"},
+            "args": {"name": "para"},
+        },
+        {
+            "name": "SparseTripletEvaluator",
+            "dataset": {"files": tiny_data.triplets_dev},
+            "args": {"name": "nli"},
+        },
+    ]
+    model = SparseEncoder(splade_backbone)
+    for ev in evaluators:
+        trainer = sparse_recipe(splade_backbone, tiny_data, evaluator=ev, eval={"files": tiny_data.pairs_dev})
+        spec = validate_trainer(trainer)
+        assert spec.evaluator is not None
+        built = recipe.build_evaluator(spec.evaluator, recipe.load_data(spec.eval, "trainer.eval"))
+        logged = {f"eval_{k}" for k in built(model)}
+        known = evaluator_metrics(spec)
+        assert known is not None and logged <= known, (ev["name"], sorted(logged - known))
+        named = validate_trainer({**trainer, "modelArgs": {"similarity_fn_name": "dot"}})
+        assert evaluator_metrics(named) == logged, (ev["name"], evaluator_metrics(named) ^ logged)
+    spec = validate_trainer(sparse_recipe(splade_backbone, tiny_data, evaluator=evaluators[-1]))
+    with pytest.raises(
+        TrainerSpecError,
+        match=r"^objective\[0\].metric: 'eval_nli_anchor_active_dim' is not logged by the evaluator "
+        r"SparseTripletEvaluator \(did you mean 'eval_nli_anchor_active_dims'\?\)",
+    ):
+        check_objective_metrics(spec, ["eval_nli_anchor_active_dim"])
 
 
 def test_a_half_precision_sparse_checkpoint_trains_in_float32(

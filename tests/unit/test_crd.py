@@ -348,6 +348,23 @@ def test_resource_quantities_are_checked_as_the_crd_checks_them() -> None:
             parse_spec(spec)
         assert refused.value.field == where == "spec.template.resources.limits.cpu"
         assert "quantity" in str(refused.value)
+    # Negative quantities: the CRD's rule refuses them (tests/integration/test_bad_manifests.py shows the
+    # API server's words), the parser too, echoing the value.
+    rules = node_at("template.resources.limits{}")["x-kubernetes-validations"]
+    assert rules == node_at("template.resources.requests{}")["x-kubernetes-validations"]
+    assert "self >= 0" in rules[0]["rule"] and "startsWith('-')" in rules[0]["rule"]
+    for bad, echoed in (("-1", "'-1'"), (-2, "-2"), ("-500m", "'-500m'")):
+        with pytest.raises(SpecError) as refused:
+            parse_spec(spec_with("template.resources.limits{}", bad)[0])
+        assert str(refused.value) == (
+            f"spec.template.resources.limits.cpu: {echoed} is negative; a resource quantity must be 0 or more"
+        )
+    parse_spec(spec_with("template.resources.limits{}", "0")[0])
+    many = copy.deepcopy(FULL)
+    many["template"]["resources"]["requests"] = {f"example.com/r{i}": "1" for i in range(17)}
+    with pytest.raises(SpecError, match=r"^spec.template.resources.requests: at most 16 resources, got 17$"):
+        parse_spec(many)
+    assert node_at("template.resources.requests")["maxProperties"] == 16
 
 
 # ------------------------------------------------------------------------- on the API server

@@ -193,15 +193,15 @@ def test_sampler_options_are_checked_against_the_sampler() -> None:
     ("kind", "options", "field", "words"),
     [
         # The reviewer's repro: a string where TPE wants an int used to crash every ask in the operator.
-        ("TPE", {"n_startup_trials": "x"}, "n_startup_trials", ["must be int", "'x'"]),
-        ("TPE", {"n_startup_trials": 2.5}, "n_startup_trials", ["must be int", "2.5"]),
-        ("TPE", {"multivariate": "yes"}, "multivariate", ["must be bool | None", "'yes'"]),
-        ("TPE", {"consider_endpoints": 1}, "consider_endpoints", ["must be bool | None"]),
-        ("NSGAII", {"crossover_prob": "0.9"}, "crossover_prob", ["must be float", "'0.9'"]),
-        ("NSGAII", {"mutation_prob": float("nan")}, "mutation_prob", ["must be float | None"]),
-        ("QMC", {"scramble": "true"}, "scramble", ["must be bool"]),
+        ("TPE", {"n_startup_trials": "x"}, "n_startup_trials", ["takes int", "'x'"]),
+        ("TPE", {"n_startup_trials": 2.5}, "n_startup_trials", ["takes int", "2.5"]),
+        ("TPE", {"multivariate": "yes"}, "multivariate", ["takes bool | None", "'yes'"]),
+        ("TPE", {"consider_endpoints": 1}, "consider_endpoints", ["takes bool | None"]),
+        ("NSGAII", {"crossover_prob": "0.9"}, "crossover_prob", ["takes float", "'0.9'"]),
+        ("NSGAII", {"mutation_prob": float("nan")}, "mutation_prob", ["takes float | None"]),
+        ("QMC", {"scramble": "true"}, "scramble", ["takes bool"]),
         ("CMAES", {"x0": {"x": "a", "n": 2}}, "x0", ["must be dict[str, Any] | None"]),
-        ("CMAES", {"x0": [1.0]}, "x0", ["must be dict[str, Any] | None"]),
+        ("CMAES", {"x0": [1.0]}, "x0", ["takes dict[str, Any] | None"]),
     ],
 )
 def test_sampler_option_values_are_checked_against_the_constructor_type_hints(
@@ -365,11 +365,11 @@ def test_enqueued_values_take_their_distribution_type() -> None:
 @pytest.mark.parametrize(
     ("kind", "options", "field", "words"),
     [
-        ("GP", {"n_startup_trials": "2"}, "n_startup_trials", ["must be int", "GP sampler's"]),
-        ("GP", {"deterministic_objective": 1}, "deterministic_objective", ["must be bool"]),
-        ("NSGAIII", {"dividing_parameter": 2.5}, "dividing_parameter", ["must be int", "NSGAIII"]),
-        ("NSGAIII", {"crossover_prob": "high"}, "crossover_prob", ["must be float"]),
-        ("BruteForce", {"avoid_premature_stop": "no"}, "avoid_premature_stop", ["must be bool"]),
+        ("GP", {"n_startup_trials": "2"}, "n_startup_trials", ["takes int", "GP sampler's"]),
+        ("GP", {"deterministic_objective": 1}, "deterministic_objective", ["takes bool"]),
+        ("NSGAIII", {"dividing_parameter": 2.5}, "dividing_parameter", ["takes int", "NSGAIII"]),
+        ("NSGAIII", {"crossover_prob": "high"}, "crossover_prob", ["takes float"]),
+        ("BruteForce", {"avoid_premature_stop": "no"}, "avoid_premature_stop", ["takes bool"]),
     ],
 )
 def test_the_added_samplers_options_are_typed(
@@ -428,3 +428,96 @@ def test_the_gp_sampler_is_refused_where_torch_is_missing(monkeypatch: pytest.Mo
     error = error_of(custom_spec(sampler={"type": "GP"}))
     assert error.field == "spec.sampler.type"
     assert "the GP sampler needs torch" in str(error) and "operator image" in str(error)
+
+
+def test_a_range_not_a_multiple_of_its_step_is_cut_as_optuna_cuts_it_and_said_not_warned(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    spec = parse_spec(
+        custom_spec(searchSpace=[{"name": "x", "type": "float", "low": 0.1, "high": 1.0, "step": 0.2}])
+    )
+    dist = ss.distributions(spec)["x"]
+    assert (dist.low, dist.high, dist.step) == (0.1, 0.9, 0.2)  # type: ignore[attr-defined]
+    assert not [w for w in recwarn.list if "not divisible" in str(w.message)]  # said in the notes instead
+    (note,) = ss.notes(spec).space
+    assert note.path == "spec.searchSpace[0].step"
+    assert "Optuna searches [0.1, 0.9] and never tries 1.0; make high 0.9 or 1.1" in note.message
+    # A range that is a multiple (as written, not as floats add up): nothing to say.
+    exact = parse_spec(
+        custom_spec(searchSpace=[{"name": "x", "type": "float", "low": 0.1, "high": 0.7, "step": 0.3}])
+    )
+    assert ss.notes(exact).space == () and ss.distributions(exact)["x"].high == 0.7  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        (
+            {"name": "x", "type": "float", "low": 0.0, "high": 0.2, "step": 0.5},
+            "spec.searchSpace[0].step: 0.5 is larger than the range [0.0, 0.2] (0.2 wide): Optuna would "
+            "narrow it to the single value 0.0 and never search it; make step at most 0.2",
+        ),
+        (
+            {"name": "n", "type": "int", "low": 1, "high": 3, "step": 5},
+            "spec.searchSpace[0].step: 5 is larger than the range [1, 3] (2 wide)",
+        ),
+    ],
+)
+def test_a_step_larger_than_its_range_is_refused(param: dict[str, Any], message: str) -> None:
+    error = error_of(custom_spec(searchSpace=[param]))
+    assert str(error).startswith(message), str(error)
+    # A step as wide as the range gives two values: accepted.
+    parse_spec(
+        custom_spec(searchSpace=[{"name": "x", "type": "float", "low": 0.1, "high": 0.3, "step": 0.2}])
+    )
+
+
+def test_every_warning_optuna_raises_when_the_sampler_is_tried_is_a_note() -> None:
+    raw = custom_spec(
+        searchSpace=[{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+        sampler={"type": "QMC", "options": {"scramble": True}},  # no seed: each rebuild draws its own
+    )
+    notes = ss.notes(parse_spec(raw))
+    (note,) = notes.sampler
+    assert note.path == "spec.sampler"
+    assert note.message.startswith(
+        "Optuna warned when the QMC sampler was tried: No seed is provided for `QMCSampler`"
+    )
+    raw["sampler"] = {"type": "CMAES", "options": {"sigma0": 0.3}}  # deprecated: a FutureWarning
+    notes = ss.notes(parse_spec(raw))
+    assert [n.message for n in notes.sampler if "sigma0" in n.message] == [
+        "Optuna warned when the CMAES sampler was tried: `sigma0` has been deprecated in v4.9.0. This "
+        "feature will be removed in v6.0.0. See https://github.com/optuna/optuna/releases/tag/v4.9.0."
+    ]
+    # CMA-ES over one parameter samples it as over any space; the run's first trial (sampled
+    # independently by every sampler) is no cause for a note.
+    raw["sampler"] = {"type": "CMAES"}
+    assert ss.notes(parse_spec(raw)).sampler == ()
+
+
+def test_the_trial_runs_capture_keeps_to_its_own_thread(caplog: pytest.LogCaptureFixture) -> None:
+    """The operator tries samplers on many threads: what another thread logs or warns while one runs
+    reaches its usual place, and only the running thread's warnings become notes."""
+    import logging
+    import threading
+    import warnings
+
+    logger = logging.getLogger("optuna.samplers._tpe.sampler")
+    sink: list[str] = []
+    other: list[warnings.WarningMessage] = []
+
+    def elsewhere() -> None:
+        logger.warning("from another thread")
+
+    with caplog.at_level("WARNING", logger="optuna"), warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with ss._captured(sink):
+            logger.warning("from the trial run")
+            warnings.warn("a warning of the trial run", UserWarning, stacklevel=1)
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join()
+        other = list(shown)
+    assert sink == ["from the trial run", "a warning of the trial run"]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == ["from another thread"]
+    assert not [w for w in other if "trial run" in str(w.message)]

@@ -90,7 +90,11 @@ def test_the_model_is_frozen() -> None:
         (lambda s: s["searchSpace"][0].update(step=-1.0), "spec.searchSpace[0].step", "greater than 0"),
         (lambda s: s["searchSpace"][0].pop("high"), "spec.searchSpace[0].high", "required"),
         (lambda s: s["searchSpace"][0].update(low="small"), "spec.searchSpace[0].low", "number"),
-        (lambda s: s["searchSpace"][0].update(type="double"), "spec.searchSpace[0].type", "'int'"),
+        (
+            lambda s: s["searchSpace"][0].update(type="double"),
+            "spec.searchSpace[0].type",
+            "one of int, float, categorical; got 'double'",
+        ),
         (lambda s: s["searchSpace"][0].update(choices=[1, 2]), "spec.searchSpace[0].choices", "categorical"),
         (lambda s: s["searchSpace"][1].update(low=1.5), "spec.searchSpace[1].low", "whole number"),
         (lambda s: s["searchSpace"][2].pop("choices"), "spec.searchSpace[2].choices", "at least one"),
@@ -109,20 +113,28 @@ def test_the_model_is_frozen() -> None:
             "parameter name",
         ),
         (lambda s: s["searchSpace"][1].update(colour="red"), "spec.searchSpace[1].colour", "unknown field"),
-        (lambda s: s.update(searchSpace=[]), "spec.searchSpace", "at least 1"),
-        (lambda s: s.update(objective=[]), "spec.objective", "at least 1"),
-        (lambda s: s["objective"][0].update(direction="up"), "spec.objective[0].direction", "'maximize'"),
+        (lambda s: s.update(searchSpace=[]), "spec.searchSpace", "must not be empty"),
+        (lambda s: s.update(objective=[]), "spec.objective", "must not be empty"),
+        (
+            lambda s: s["objective"][0].update(direction="up"),
+            "spec.objective[0].direction",
+            "one of maximize, minimize; got 'up'",
+        ),
         (lambda s: s["objective"].append({"metric": "score"}), "spec.objective[1].metric", "twice"),
-        (lambda s: s.update(trials={"total": 0}), "spec.trials.total", "greater than or equal to 1"),
+        (lambda s: s.update(trials={"total": 0}), "spec.trials.total", "must be at least 1, got 0"),
         (
             lambda s: s.update(trials={"parallelism": 0}),
             "spec.trials.parallelism",
-            "greater than or equal to 1",
+            "must be at least 1, got 0",
         ),
-        (lambda s: s.update(trials={"maxFailed": -1}), "spec.trials.maxFailed", "greater than or equal to 0"),
-        (lambda s: s.update(trials={"retries": "2"}), "spec.trials.retries", "integer"),
-        (lambda s: s.update(trials={"total": 2.5}), "spec.trials.total", "integer"),
-        (lambda s: s.update(sampler={"type": "Bayes"}), "spec.sampler.type", "'TPE'"),
+        (lambda s: s.update(trials={"maxFailed": -1}), "spec.trials.maxFailed", "must be at least 0, got -1"),
+        (
+            lambda s: s.update(trials={"retries": "2"}),
+            "spec.trials.retries",
+            "must be a whole number, got '2'",
+        ),
+        (lambda s: s.update(trials={"total": 2.5}), "spec.trials.total", "must be a whole number, got 2.5"),
+        (lambda s: s.update(sampler={"type": "Bayes"}), "spec.sampler.type", "got 'Bayes'"),
         (lambda s: s.update(pruner={"type": "Hyperband"}), "spec.pruner.maxResource", "required"),
         (
             lambda s: s.update(pruner={"type": "Hyperband", "maxResource": 9, "nWarmupSteps": 1}),
@@ -154,7 +166,7 @@ def test_the_model_is_frozen() -> None:
         (
             lambda s: s["template"].update(imagePullPolicy="Sometimes"),
             "spec.template.imagePullPolicy",
-            "'Always'",
+            "must be one of Always, IfNotPresent, Never; got 'Sometimes'",
         ),
         (lambda s: s["template"].update(resources={"limit": {}}), "spec.template.resources.limit", "unknown"),
         (lambda s: s["template"].update(labels={"a": "b"}), "spec.template.labels", "unknown field"),
@@ -389,7 +401,7 @@ def test_the_added_pruners_are_typed_and_build_on_the_trial_side() -> None:
     [
         ({"type": "Wilcoxon", "pThreshold": 1.5}, "spec.pruner.pThreshold: must be between 0 and 1, got 1.5"),
         ({"type": "Wilcoxon", "pThreshold": "low"}, "spec.pruner.pThreshold: must be a number, got 'low'"),
-        ({"type": "Wilcoxon", "nStartupSteps": -1}, "spec.pruner.nStartupSteps: input should be greater"),
+        ({"type": "Wilcoxon", "nStartupSteps": -1}, "spec.pruner.nStartupSteps: must be at least 0, got -1"),
         ({"type": "Wilcoxon", "lower": 1}, "spec.pruner.lower: is not a field of the Wilcoxon pruner"),
         ({"type": "Threshold"}, "spec.pruner.lower: the Threshold pruner needs lower, upper or both"),
         (
@@ -417,7 +429,8 @@ def test_the_added_pruners_are_typed_and_build_on_the_trial_side() -> None:
         ),
         (
             {"type": "Patient", "patience": 1, "wrappedPruner": {"type": "Mediane"}},
-            "spec.pruner.wrappedPruner.type: input should be",
+            "spec.pruner.wrappedPruner.type: must be one of None, Median, Percentile, SuccessiveHalving, "
+            "Hyperband, Wilcoxon, Threshold, Patient; got 'Mediane' (did you mean 'Median'?)",
         ),
     ],
 )
@@ -431,4 +444,4 @@ def test_too_many_items_are_refused_in_words() -> None:
     error = error_of(custom_spec(objective=objectives))
     assert str(error) == "spec.objective: at most 16 items, got 17"
     error = error_of(custom_spec(trials={"retries": 101}))
-    assert str(error) == "spec.trials.retries: input should be less than or equal to 100"
+    assert str(error) == "spec.trials.retries: must be at most 100, got 101"

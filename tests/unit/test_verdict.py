@@ -311,3 +311,32 @@ def test_an_unchanged_status_is_not_written_again() -> None:
         spec, obs, plan, quota=None, generation=1, previous=written(first.status), now=LATER
     )
     assert again.status is None and again.kind == "reconciled" and again.phase == first.phase
+
+
+def test_a_spec_accepted_but_not_run_as_written_is_told_once_per_change() -> None:
+    spec = parse_spec(
+        {
+            "objective": [{"metric": "score"}],
+            "searchSpace": [
+                {"name": "x", "type": "float", "low": 0.0, "high": 1.0},
+                {"name": "c", "type": "categorical", "choices": ["a", "b"]},
+                {"name": "n", "type": "int", "low": 0, "high": 10, "step": 4},
+            ],
+            "trials": {"total": 3, "parallelism": 1},
+            "sampler": {"type": "CMAES"},
+            "template": {"image": "img", "command": ["python", "o.py"]},
+        }
+    )
+    obs = observation(spec, [running(0)], {})
+    plan = decide(spec, obs, NOW)
+    first = verdict.reconciled(spec, obs, plan, quota=None, generation=1, previous={}, now=NOW)
+    assert reasons(first) == ["RangeCut", "SamplerFallsBack"]
+    assert first.events[0].type == "Warning"
+    assert first.events[0].message.startswith("spec.searchSpace[2].step: the range [0, 10] of 'n'")
+    assert first.events[1].message.startswith("spec.sampler.type: the CMAES sampler cannot sample")
+    assert [line for _, line in first.log] == [e.message for e in first.events]
+    # The same again, or after an operator restart (the status says it already): nothing new.
+    again = verdict.reconciled(
+        spec, obs, plan, quota=None, generation=1, previous=written(first.status), now=LATER
+    )
+    assert again.events == ()

@@ -38,12 +38,12 @@ from rich.console import Console
 
 from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
-from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest
+from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest, note_lines
 from hpo_operator.cli.processes import RUN_KIND, ProcessRuns
 from hpo_operator.cli.storage import redact
 from hpo_operator.cli.volumes import LocalVolumes, VolumeError, strings
 from hpo_operator.cli.volumes import prepare as prepare_volumes
-from hpo_operator.core import reconcile, search_space
+from hpo_operator.core import reconcile
 from hpo_operator.core.best import pareto_front
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed, RunView
@@ -186,9 +186,8 @@ class LocalStudy:
     def _announce_start(self, orphans: list[tuple[int, int]]) -> None:
         where = redact(self.url)
         t = self.spec.trials
-        falls_back = search_space.fallback(self.spec)
-        if falls_back is not None:  # the operator's SamplerFitsSpace condition, in the terminal
-            self.console.print(f"Note: {falls_back}.", markup=False, soft_wrap=True, style="yellow")
+        for line in note_lines(self.spec):  # the operator's SamplerFitsSpace, ... conditions, here
+            self.console.print(line, markup=False, soft_wrap=True, style="yellow")
         if not self.exists:
             self.console.print(
                 f"Starting study {self.study_name}: {t.total} trials, parallelism {t.parallelism}; "

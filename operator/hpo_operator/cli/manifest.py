@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hpo_operator.core import names
+from hpo_operator.core import names, search_space
 from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 
@@ -260,7 +260,7 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
         runs = "the command " + " ".join([*s.template.command, *(s.template.args or ())])
     else:
         runs = f"the built-in runner, model {(s.trainer or {}).get('model', '?')}"
-    budget = f"{t.total}, {t.parallelism} at a time"
+    budget = f"{t.total}, {min(t.parallelism, t.total)} at a time"
     if s.enqueue:
         budget += f", {len(s.enqueue)} enqueued first"
     retries = "no retry" if t.retries == 0 else f"{_count(t.retries, 'retry', 'retries')} a trial"
@@ -288,4 +288,18 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
         lines += textwrap.wrap(
             v, 80, initial_indent=f"  {k.ljust(width)}  ", subsequent_indent=indent, break_long_words=False
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *note_lines(s)])
+
+
+def note_lines(spec: StudySpec) -> list[str]:
+    """What the study will not do as written, one ``Note: <field>: <message>`` line each: the operator's
+    SearchSpaceAsWritten and SamplerFitsSpace conditions (:func:`hpo_operator.core.search_space.notes`),
+    and a parallelism above the budget (at most ``total`` trials run at once)."""
+    t = spec.trials
+    lines = [f"Note: {n}" for n in search_space.notes(spec)]
+    if t.parallelism > t.total:
+        lines.append(
+            f"Note: spec.trials.parallelism: {t.parallelism} is more than the {t.total} trials of "
+            f"spec.trials.total: at most {t.total} run at once"
+        )
+    return lines

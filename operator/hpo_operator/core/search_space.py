@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import inspect
 import json
 import logging
 import math
+import re
 import sys
 import threading
 import types
@@ -32,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import optuna
+from hpo_trial import trainer_spec
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -76,17 +79,35 @@ _RESERVED_OPTIONS = {"seed": "spec.sampler.seed", "search_space": "spec.searchSp
 
 
 def distribution(param: Param) -> BaseDistribution:
-    """One parameter → its Optuna distribution (the parameter must have passed ``parse_spec``)."""
+    """One parameter → its Optuna distribution (the parameter must have passed ``parse_spec``).
+
+    A range that is not a multiple of its step is cut here as Optuna would cut it (to the last step at
+    or below ``high``: :func:`cut_high`), so Optuna has nothing to warn about on the operator's stderr;
+    :func:`notes` says it to the user instead."""
     if param.type == "categorical":
         return CategoricalDistribution(list(param.choices or ()))
     assert param.low is not None and param.high is not None
+    cut = cut_high(param)
+    high = param.high if cut is None else cut
     if param.type == "int":
         return IntDistribution(
-            int(param.low), int(param.high), log=param.log, step=int(param.step) if param.step else 1
+            int(param.low), int(high), log=param.log, step=int(param.step) if param.step else 1
         )
     return FloatDistribution(
-        float(param.low), float(param.high), log=param.log, step=float(param.step) if param.step else None
+        float(param.low), float(high), log=param.log, step=float(param.step) if param.step else None
     )
+
+
+def cut_high(param: Param) -> float | int | None:
+    """The ``high`` Optuna searches up to when the range is not a multiple of ``step`` (the last step
+    at or below ``high``); ``None`` when the range is a multiple of it, or there is no step."""
+    if param.type == "categorical" or param.step is None or param.low is None or param.high is None:
+        return None
+    low, high, step = Decimal(str(param.low)), Decimal(str(param.high)), Decimal(str(param.step))
+    if step <= 0 or high <= low or (high - low) % step == 0:
+        return None
+    cut = (high - low) // step * step + low
+    return int(cut) if param.type == "int" else float(cut)
 
 
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -191,9 +212,15 @@ def _construct(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseS
 _TRIAL_RUN_TRIALS = 3
 
 
+@dataclasses.dataclass(frozen=True)
+class _TrialRunOutcome:
+    failure: str | None  # why the sampler could not sample (None: it could)
+    warnings: tuple[str, ...]  # what Optuna warned about while it sampled, each said once
+
+
 # Outcomes of trial runs by what they depend on (a spec is parsed at every reconcile: the run is
-# done once per distinct sampler and space, not every few seconds per study). None: it passed.
-_TRIAL_RUNS: dict[str, str | None] = {}
+# done once per distinct sampler and space, not every few seconds per study).
+_TRIAL_RUNS: dict[str, _TrialRunOutcome] = {}
 _TRIAL_RUNS_LOCK = threading.Lock()
 _TRIAL_RUNS_MAX = 512
 
@@ -204,10 +231,16 @@ def trial_run(spec: StudySpec) -> None:
     Optuna checks some options only when it samples (TPE's ``n_ei_candidates`` and ``prior_weight``,
     CMA-ES's ``popsize`` and ``x0``), so without this a bad value fails the operator's first ask, not the
     spec. The run skips the samplers' start-up phase (``n_startup_trials: 0``) so their models run at once;
-    Optuna's log lines from the run are dropped. Raises :class:`SpecError` naming ``spec.sampler.options``;
-    :func:`validate` runs it when the spec gives options. The outcome is remembered per sampler, options,
-    search space and directions.
+    what Optuna warns or logs during the run is kept for :func:`notes`, not shown. Raises
+    :class:`SpecError` naming ``spec.sampler.options``; :func:`validate` runs it when the spec gives
+    options. The outcome is remembered per sampler, options, search space and directions.
     """
+    failure = _tried(spec).failure
+    if failure is not None:
+        raise SpecError.at("spec.sampler.options", failure)
+
+
+def _tried(spec: StudySpec) -> _TrialRunOutcome:
     key = json.dumps(
         [
             spec.sampler.type,
@@ -220,20 +253,20 @@ def trial_run(spec: StudySpec) -> None:
         default=repr,
     )
     with _TRIAL_RUNS_LOCK:
-        known = key in _TRIAL_RUNS
-        failure = _TRIAL_RUNS.get(key)
-    if not known:
+        outcome = _TRIAL_RUNS.get(key)
+    if outcome is None:
+        warned: list[str] = []
         try:
-            _trial_run(spec)
-            failure = None
+            with _captured(warned):
+                _trial_run(spec)
+            outcome = _TrialRunOutcome(None, _distinct(warned))
         except SpecError as e:
-            failure = e.issues[0].message
+            outcome = _TrialRunOutcome(e.issues[0].message, ())
         with _TRIAL_RUNS_LOCK:
             if len(_TRIAL_RUNS) >= _TRIAL_RUNS_MAX:
                 _TRIAL_RUNS.clear()
-            _TRIAL_RUNS[key] = failure
-    if failure is not None:
-        raise SpecError.at("spec.sampler.options", failure)
+            _TRIAL_RUNS[key] = outcome
+    return outcome
 
 
 def _trial_run(spec: StudySpec) -> None:
@@ -242,36 +275,106 @@ def _trial_run(spec: StudySpec) -> None:
     if "n_startup_trials" in sampler_options(kind):
         kwargs["n_startup_trials"] = 0
     dists = distributions(spec)
-    quiet = ("optuna.storages._in_memory", SAMPLER_CLASSES[kind].__module__, "optuna.samplers._base")
-    with _silenced(quiet):
-        sampler = _construct(spec, kwargs)
-        try:
-            study = optuna.create_study(directions=list(spec.directions), sampler=sampler)
-            for i in range(_TRIAL_RUN_TRIALS):
-                trial = study.ask(dists)
-                values = [float(i)] * len(spec.objective)
-                study.add_trial(
-                    optuna.trial.create_trial(params=trial.params, distributions=dists, values=values)
-                )
-        except Exception as e:  # whatever the sampler raises, its options are the cause
-            raise SpecError.at(
-                "spec.sampler.options",
-                f"the {kind} sampler failed to sample with them: {type(e).__name__}: {e}",
-            ) from None
+    sampler = _construct(spec, kwargs)
+    try:
+        study = optuna.create_study(directions=list(spec.directions), sampler=sampler)
+        for i in range(_TRIAL_RUN_TRIALS):
+            trial = study.ask(dists)
+            values = [float(i)] * len(spec.objective)
+            study.add_trial(
+                optuna.trial.create_trial(params=trial.params, distributions=dists, values=values)
+            )
+    except Exception as e:  # whatever the sampler raises, its options are the cause
+        raise SpecError.at(
+            "spec.sampler.options",
+            f"the {kind} sampler failed to sample with them: {e}",
+        ) from None
+
+
+# Optuna's warning that a sampler samples a parameter with its independent sampler: one per parameter
+# and trial of the run; said once, naming the parameters, without the run's trial numbers.
+_INDEPENDENT = re.compile(
+    r"The parameter [`'](?P<name>[^`']*)[`'] in [Tt]rial#(?P<number>\d+) is sampled independently"
+)
+_TRIAL_NUMBER = re.compile(r"\s*(in )?[Tt]rial#\d+")
+# Serializes the runs' capture of Python warnings (the hook and the filter are the process's).
+_CAPTURE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _silenced(names: Sequence[str]) -> Iterator[None]:
-    """Drop the records of these loggers (only those created while inside)."""
-    loggers = [logging.getLogger(n) for n in names]
-    drop = logging.Filter("\0")  # matches no logger name: every record is dropped
+def _captured(sink: list[str]) -> Iterator[None]:
+    """Collect what Optuna warns (``warnings.warn``) and logs at WARNING or above on this thread while
+    inside, instead of showing it; its other log records on this thread are dropped (the run's "A new
+    study created in memory" is not the user's business). Other threads' warnings and records pass as
+    before. Experimental-feature warnings are not collected (the study's own sampler raises them too)."""
+    me = threading.get_ident()
+
+    class _Collect(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.thread != me or not (record.name == "optuna" or record.name.startswith("optuna.")):
+                return True
+            if record.levelno >= logging.WARNING:
+                sink.append(record.getMessage())
+            return False
+
+    collect = _Collect()
+    # Optuna's loggers (a filter on a logger sees the records made there), and the handlers its records
+    # reach (for a module that makes its logger during the run); a record seen twice is collected once.
+    optuna_logger = logging.getLogger("optuna")
+    loggers: list[logging.Filterer] = [
+        logging.getLogger(n)
+        for n in list(logging.root.manager.loggerDict)
+        if n == "optuna" or n.startswith("optuna.")
+    ]
+    loggers += [*optuna_logger.handlers, *logging.root.handlers]
     for logger in loggers:
-        logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(drop)
+        logger.addFilter(collect)
+    with _CAPTURE_LOCK:
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if threading.get_ident() != me:
+                shown(message, category, *args, **kwargs)
+            elif not issubclass(category, optuna.exceptions.ExperimentalWarning):
+                sink.append(str(message))
+
+        warnings.showwarning = show
+        module = r"(optuna|hpo_operator\.core\.search_space)(\.|$)"
+        warnings.filterwarnings("always", module=module)
+        always = ("always", None, Warning, re.compile(module), 0)  # the entry filterwarnings made
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                warnings.filters.remove(always)
+            warnings.showwarning = shown
+            for logger in loggers:
+                logger.removeFilter(collect)
+
+
+def _distinct(messages: Sequence[str]) -> tuple[str, ...]:
+    """Each warning once: the independent-sampling warnings merged into one naming the parameters."""
+    out: list[str] = []
+    independent: list[str] = []
+    template = ""
+    for m in messages:
+        found = _INDEPENDENT.search(m)
+        if found is not None:
+            # The run's first trial has no finished trial to infer the space from: every sampler
+            # samples it independently, by design, in the run (n_startup_trials 0) and not in the study.
+            if found["number"] != "0" and found["name"] not in independent:
+                independent.append(found["name"])
+            template = template or m
+            continue
+        m = _TRIAL_NUMBER.sub("", m).strip()
+        if m not in out:
+            out.append(m)
+    if independent:
+        names = ", ".join(repr(n) for n in independent)
+        rest = template.split(" is sampled independently", 1)[1]
+        which = f"the parameters {names} are" if len(independent) > 1 else f"the parameter {names} is"
+        out.insert(0, f"{which} sampled independently{_TRIAL_NUMBER.sub('', rest)}")
+    return tuple(out)
 
 
 def validate(spec: StudySpec) -> None:
@@ -416,6 +519,54 @@ def fallback(spec: StudySpec) -> str | None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Notes:
+    """What the study will not do as written, accepted but said (a condition and an Event on the
+    HPOStudy, a line of ``hpo validate`` and ``hpo run``): each a field and a message."""
+
+    space: tuple[FieldIssue, ...] = ()  # ranges Optuna cuts to a multiple of their step
+    sampler: tuple[FieldIssue, ...] = ()  # what the sampler samples at random, what Optuna warned
+
+    def __iter__(self) -> Iterator[FieldIssue]:
+        return iter((*self.space, *self.sampler))
+
+
+def notes(spec: StudySpec) -> Notes:
+    """The :class:`Notes` of a valid spec: each range that is not a multiple of its step, what the
+    sampler cannot model (:func:`fallback`) and every warning Optuna raised or logged when the sampler
+    was tried (:func:`trial_run`, remembered per sampler and space)."""
+    space = []
+    for i, p in enumerate(spec.search_space):
+        cut = cut_high(p)
+        if cut is None:
+            continue
+        assert p.low is not None and p.high is not None and p.step is not None
+        # As the parameter's type: a float's 0 (JSON keeps no 0.0 apart from 0) is said 0.0.
+        as_type = int if p.type == "int" else float
+        low, high, step = as_type(p.low), as_type(p.high), as_type(p.step)
+        above = as_type(Decimal(str(cut)) + Decimal(str(p.step)))
+        space.append(
+            FieldIssue(
+                f"spec.searchSpace[{i}].step",
+                f"the range [{low!r}, {high!r}] of {p.name!r} is not a multiple of step {step!r}: "
+                f"Optuna searches [{low!r}, {cut!r}] and never tries {high!r}; "
+                f"make high {cut!r} or {above!r}",
+            )
+        )
+    sampler = []
+    falls_back = fallback(spec)
+    if falls_back is not None:
+        sampler.append(FieldIssue("spec.sampler.type", falls_back))
+    kind = spec.sampler.type
+    for warned in _tried(spec).warnings:
+        if falls_back is not None and "sampled independently" in warned:
+            continue  # the fallback says it, in the spec's words
+        sampler.append(
+            FieldIssue("spec.sampler", f"Optuna warned when the {kind} sampler was tried: {warned}")
+        )
+    return Notes(tuple(space), tuple(sampler))
+
+
 def sampler_options(kind: str) -> dict[str, inspect.Parameter]:
     """The constructor arguments of a sampler that ``spec.sampler.options`` may set."""
     params = inspect.signature(SAMPLER_CLASSES[kind].__init__).parameters
@@ -467,10 +618,12 @@ def _option_problem(kind: str, name: str, value: Any) -> str | None:
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
         where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err["loc"])
-        detail = err["msg"][0].lower() + err["msg"][1:]
         annotation = sampler_options(kind)[name].annotation
-        return f"must be {annotation} (the {kind} sampler's {name}), got {value!r}" + (
-            f": item {where} {detail}" if where else f" ({detail})"
+        if not where:
+            return f"{trainer_spec.pydantic_message(err)} (the {kind} sampler's {name} takes {annotation})"
+        return (
+            f"must be {annotation} (the {kind} sampler's {name}), got {value!r}: "
+            f"item {where} {trainer_spec.pydantic_message(err)}"
         )
     return None
 
@@ -490,7 +643,8 @@ def _check_options(spec: StudySpec) -> list[FieldIssue]:
             issues.append(
                 FieldIssue(
                     f"spec.sampler.options.{name}",
-                    f"not an option of the {kind} sampler (those are: {', '.join(sorted(allowed))})",
+                    f"not an option of the {kind} sampler{trainer_spec.suggest(name, allowed)} "
+                    f"(those are: {', '.join(sorted(allowed))})",
                 )
             )
         else:

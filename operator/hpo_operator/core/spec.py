@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from hpo_trial import contract, trainer_spec
@@ -75,7 +76,9 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Label and annotation keys the operator owns on every trial pod; a template may not set them.
 RESERVED_KEY_PREFIX = "hpo.dev/"
 RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by", KUEUE_QUEUE_LABEL})
-# A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3.
+MAX_RESOURCES = 16  # resource names in template.resources.limits or .requests (bounds the CRD's rule cost)
+# A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3. The CRD
+# refuses a negative one by a rule of its own (minimum 0 for an integer, no leading minus for a string).
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -342,7 +345,9 @@ def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
     issues += _check_pruner(spec)
     issues += _check_template(spec)
     issues += _check_pod_policy(spec)
-    issues += _check_trainer(spec)
+    # One message per problem: a field refused above is not refused again, in the recipe's words.
+    said = {i.path for i in issues}
+    issues += [i for i in _check_trainer(spec) if i.path not in said]
     if issues:
         raise SpecError(issues)
     return spec
@@ -389,19 +394,7 @@ def _issues_from_pydantic(error: ValidationError) -> list[FieldIssue]:
             len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors
         ):
             continue  # a list whose items failed is "too short" after validation: the items say why
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "required"
-        elif kind == "too_long":
-            ctx = e.get("ctx") or {}
-            message = f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
-        elif kind in ("literal_error", "enum"):
-            message = f"{e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}"
-        else:
-            message = e["msg"].removeprefix("Value error, ")
-            message = message[0].lower() + message[1:] if message else message
-        issues.append(FieldIssue(_path(loc), message))
+        issues.append(FieldIssue(_path(loc), trainer_spec.pydantic_message(e, StudySpec)))
     return issues
 
 
@@ -468,7 +461,22 @@ def _check_search_space(spec: StudySpec) -> list[FieldIssue]:
                 bad("step", "not allowed when log is true")
         if p.step is not None and p.step <= 0:
             bad("step", f"must be greater than 0, got {p.step!r}")
+        elif p.step is not None and p.low < p.high and _decimal(p.step) > _decimal(p.high) - _decimal(p.low):
+            as_type = int if p.type == "int" else float  # a float's 0 (JSON's 0.0) is said 0.0
+            low, high, step = as_type(p.low), as_type(p.high), as_type(p.step)
+            width = as_type(_decimal(p.high) - _decimal(p.low))
+            bad(
+                "step",
+                f"{step!r} is larger than the range [{low!r}, {high!r}] ({width!r} wide): Optuna would "
+                f"narrow it to the single value {low!r} and never search it; make step at most {width!r}",
+            )
     return issues
+
+
+def _decimal(value: float) -> Decimal:
+    """A spec number as written (``0.1`` is 0.1, not the float nearest it): ranges and steps compare
+    exactly, as Optuna compares them."""
+    return Decimal(str(value))
 
 
 def _check_trials(spec: StudySpec) -> list[FieldIssue]:
@@ -562,6 +570,13 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
             elif section != "claims" and not isinstance(quantities, Mapping):
                 issues.append(FieldIssue(f"spec.template.resources.{section}", "must be an object"))
             elif section != "claims":
+                if len(quantities) > MAX_RESOURCES:
+                    issues.append(
+                        FieldIssue(
+                            f"spec.template.resources.{section}",
+                            f"at most {MAX_RESOURCES} resources, got {len(quantities)}",
+                        )
+                    )
                 for resource, quantity in quantities.items():
                     problem = _quantity_problem(quantity)
                     if problem:
@@ -666,9 +681,11 @@ def _qualified_name_problem(key: str) -> str | None:
 def _quantity_problem(value: Any) -> str | None:
     """Why ``value`` is not a Kubernetes quantity (an integer, or a string such as 500m or 16Gi)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return None
+        return None if value >= 0 else f"{value!r} is negative; a resource quantity must be 0 or more"
     if not isinstance(value, str):
         return f"must be a quantity (an integer or a string such as 500m or 16Gi), got {value!r}"
+    if value.startswith("-") and QUANTITY.match(value[1:]):
+        return f"{value!r} is negative; a resource quantity must be 0 or more"
     if not QUANTITY.match(value):
         return f"{value!r} is not a quantity (such as 2, 500m or 16Gi)"
     return None

@@ -12,7 +12,8 @@ The status answers, at any moment, how far the study is and which trial is best:
     paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
     recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
     message: "7 of 20 trials finished (6 complete, 0 pruned, 1 failed), 2 running. Best is ..."
-    conditions: [SpecValid, StorageReady, Complete, Failed] (+ Suspended, SamplerFitsSpace when shown)
+    conditions: [SpecValid, StorageReady, Complete, Failed]  # + Suspended, SamplerFitsSpace and
+                                         # SearchSpaceAsWritten once shown
 
 Every list is bounded (``RECENT_TRIALS``, ``PARETO_FRONT``), so a 10,000-trial study stays far below
 the API server's object size limit. ``lastTransitionTime`` of a condition only moves when its status
@@ -40,7 +41,8 @@ COND_SPEC_VALID = "SpecValid"
 COND_STORAGE_READY = "StorageReady"
 COND_COMPLETE = "Complete"
 COND_FAILED = "Failed"
-COND_SAMPLER_FITS = "SamplerFitsSpace"  # shown once the sampler falls back to random for some parameters
+COND_SAMPLER_FITS = "SamplerFitsSpace"  # shown once the sampler falls back to random, or Optuna warned
+COND_SPACE_AS_WRITTEN = "SearchSpaceAsWritten"  # shown once a range is not a multiple of its step
 COND_SUSPENDED = "Suspended"  # shown once the study was suspended (spec.suspend)
 COND_PODS_ADMITTED = "TrialPodsAdmitted"  # shown once a ResourceQuota or scheduling gates held a pod back
 
@@ -74,6 +76,45 @@ def condition(
     }
     if generation is not None:
         out["observedGeneration"] = generation
+    return out
+
+
+def note_conditions(
+    spec: StudySpec, *, generation: int | None, now: dt.datetime, previous: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """What the study will not do as written (:func:`hpo_operator.core.search_space.notes`), as
+    conditions shown once there is something to say: ``SearchSpaceAsWritten=False`` (reason
+    ``RangeCut``) for ranges Optuna cuts to a multiple of their step, ``SamplerFitsSpace=False`` for
+    what the sampler samples at random (reason ``SamplerFallsBack``) or any other warning Optuna raised
+    when the sampler was tried (reason ``SamplerWarned``); each message names the field, the notes joined
+    by ``; ``. True again (and kept) once the spec no longer gives cause."""
+    notes = search_space.notes(spec)
+    shown = {c.get("type") for c in (previous or {}).get("conditions") or ()}
+    out = []
+    for kind, found, reason, fine in (
+        (COND_SPACE_AS_WRITTEN, notes.space, "RangeCut", "every range is a multiple of its step"),
+        (
+            COND_SAMPLER_FITS,
+            notes.sampler,
+            "SamplerFallsBack"
+            if any(n.path == "spec.sampler.type" for n in notes.sampler)
+            else "SamplerWarned",
+            f"the {spec.sampler.type} sampler models every parameter",
+        ),
+    ):
+        if found or kind in shown:
+            message = "; ".join(str(n) for n in found) if found else fine
+            out.append(
+                condition(
+                    kind,
+                    not found,
+                    reason if found else "Fits" if kind == COND_SAMPLER_FITS else "AsWritten",
+                    message,
+                    generation=generation,
+                    now=now,
+                    previous=previous,
+                )
+            )
     return out
 
 
@@ -168,21 +209,7 @@ def build_status(
                 previous=previous,
             )
         )
-    fits: list[dict[str, Any]] = []
-    falls_back = search_space.fallback(spec)
-    shown = any(c.get("type") == COND_SAMPLER_FITS for c in (previous or {}).get("conditions") or ())
-    if falls_back is not None or shown:
-        fits.append(
-            condition(
-                COND_SAMPLER_FITS,
-                falls_back is None,
-                "SamplerFallsBack" if falls_back is not None else "Fits",
-                falls_back or f"the {spec.sampler.type} sampler models every parameter",
-                generation=generation,
-                now=now,
-                previous=previous,
-            )
-        )
+    fits = note_conditions(spec, generation=generation, now=now, previous=previous)
     status["conditions"] = _replace_conditions(
         previous,
         [

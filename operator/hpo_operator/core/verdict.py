@@ -26,6 +26,11 @@ not). The ``StorageReady=False`` condition says what failed and when the next tr
 ``StorageUnavailable`` Event when the storage stops answering and a Normal ``StorageReady`` one when it
 answers again. An API server that does not answer is only logged (the status cannot be written).
 
+**A spec accepted but not run as written is said once.** A range Optuna cuts to a multiple of its
+step (``SearchSpaceAsWritten=False``, reason ``RangeCut``), a sampler that samples some parameters at
+random or that Optuna warned about when it was tried (``SamplerFitsSpace=False``): a Warning Event with
+the condition's reason and message when the condition turns False or its message changes.
+
 **A ResourceQuota's refusal is waited for.** ``TrialPodsAdmitted=False`` (reason ``QuotaExceeded``)
 while a quota holds a trial pod back, with a Warning ``QuotaExceeded`` Event when that starts; ``True``
 again once pods fit; absent for a study never held back. A trial pod held back by scheduling gates
@@ -45,6 +50,8 @@ from hpo_operator.core.plan import Plan, PostEvent
 from hpo_operator.core.spec import SpecError, StudySpec, check_runtime
 from hpo_operator.core.status import (
     COND_PODS_ADMITTED,
+    COND_SAMPLER_FITS,
+    COND_SPACE_AS_WRITTEN,
     COND_SPEC_VALID,
     COND_STORAGE_READY,
     build_status,
@@ -322,6 +329,14 @@ def reconciled(
     status = build_status(
         spec, observed, a, generation=generation, now=now, previous=previous, extra_conditions=extra
     )
+    for kind in (COND_SPACE_AS_WRITTEN, COND_SAMPLER_FITS):  # accepted, but not as written: said once
+        now_c = next((c for c in status.get("conditions") or () if c.get("type") == kind), None)
+        was = _condition(previous, kind)
+        if now_c is None or now_c["status"] != "False":
+            continue
+        if was is None or was.get("status") != "False" or was.get("message") != now_c["message"]:
+            events.append(PostEvent("Warning", now_c["reason"], now_c["message"]))
+            log.append(("warning", now_c["message"]))
     changed = status != {k: previous.get(k) for k in status}
     terminal = a.terminal and not plan.actions and quota is None
     return Report(

@@ -7,9 +7,10 @@ One reconcile:
 
 1. parse the spec (:func:`hpo_operator.core.parse.parse_spec`) and check what it needs from the
    operator (:func:`hpo_operator.core.verdict.check_spec`);
-2. find the storage URL (the study's Secret, or the operator's default, copied into a Secret
-   ``<name>-storage`` the trial pods can read) and the study's long-lived :class:`StudyStore`; once per
-   spec generation, have the API server dry-run a trial pod;
+2. once per spec generation, have the API server dry-run a trial pod (nothing is made for a study
+   whose spec or pod is refused); then find the storage URL (the study's Secret, or the operator's
+   default, copied into a Secret ``<name>-storage`` the trial pods can read) and the study's
+   long-lived :class:`StudyStore`;
 3. observe, decide, apply (:func:`hpo_operator.shell.apply.step`); again while the plan has actions;
 4. ask :mod:`~hpo_operator.core.verdict` what to tell (a :class:`~hpo_operator.core.verdict.Report`
    from the status as last written and what went wrong) and carry it out: the status (redacted), the
@@ -271,9 +272,24 @@ class Driver:
     def _run(self, body: Mapping[str, Any], state: StudyState, spec: StudySpec) -> Report:
         ns, name, uid = _ids(body)
         generation = body["metadata"].get("generation")
+        study_name = names.optuna_study_name(ns, name, uid)
+        target = Target(
+            spec=spec,
+            generation=generation,
+            owner=pods.Owner(name, ns, uid),
+            optuna_study=study_name,
+            secret=pods.storage_secret(spec, name),
+            default_image=self.config.trial_image,
+        )
+        # The whole spec is checked before anything is made for the study: its trial pod by a dry run
+        # (once per generation), then its storage Secret and Optuna study.
+        if state.checked_generation != generation:
+            refused = self._dry_run_pod(target)
+            if refused is not None:
+                return self._refused(body, state, refused)
+            state.checked_generation = generation
         url = self._storage_url(spec, ns)
         self._ensure_default_secret(body, spec, url, state)
-        study_name = names.optuna_study_name(ns, name, uid)
         if state.store is None or state.store_url != url:
             self._release_store(state)
             try:
@@ -284,20 +300,7 @@ class Driver:
         if spec.delete_study_on_delete:
             with self._lock:
                 self._urls[uid] = url
-        target = Target(
-            spec=spec,
-            generation=generation,
-            owner=pods.Owner(name, ns, uid),
-            optuna_study=study_name,
-            secret=pods.storage_secret(spec, name),
-            default_image=self.config.trial_image,
-        )
         state.target = target
-        if state.checked_generation != generation:
-            refused = self._dry_run_pod(target)
-            if refused is not None:
-                return self._refused(body, state, refused)
-            state.checked_generation = generation
 
         previous = self._previous(body, state)
         phase = verdict.previous_phase(previous)

@@ -44,7 +44,7 @@ from hpo_trial.trainer_spec.arguments import (
     warmup_ratio_problem,
 )
 from hpo_trial.trainer_spec.checks import validate_trainer
-from hpo_trial.trainer_spec.errors import Issue, TrainerSpecError, suggest
+from hpo_trial.trainer_spec.errors import Issue, TrainerSpecError, pydantic_message, suggest
 from hpo_trial.trainer_spec.metrics import check_objective_metrics, evaluator_metrics
 from hpo_trial.trainer_spec.models import (
     FILE_FORMATS,
@@ -118,6 +118,7 @@ __all__ = [
     "check_pruning",
     "evaluator_metrics",
     "param_location",
+    "pydantic_message",
     "split_params",
     "suggest",
     "training_argument_problem",

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import (
-    BaseModel,
     ValidationError,
 )
 
@@ -20,7 +19,7 @@ from hpo_trial.trainer_spec.arguments import (
     training_argument_problem,
     warmup_ratio_problem,
 )
-from hpo_trial.trainer_spec.errors import Issue, TrainerSpecError, suggest
+from hpo_trial.trainer_spec.errors import Issue, TrainerSpecError, pydantic_message, suggest
 from hpo_trial.trainer_spec.models import (
     FILE_FORMATS,
     MODEL_DTYPES,
@@ -82,43 +81,7 @@ def effective_arguments(spec: TrainerSpec, known: KnownArguments | None) -> Know
 
 
 def _pydantic_issues(e: ValidationError, path: str) -> list[Issue]:
-    issues = []
-    for err in e.errors():
-        loc = _loc(path, err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = _fields_at(err["loc"][:-1])
-            message = f"unknown field; the fields are: {', '.join(known)}" if known else "unknown field"
-            issues.append(Issue(loc, message))
-        elif err["type"] == "missing":
-            issues.append(Issue(loc, "required field is missing"))
-        else:
-            issues.append(Issue(loc, err["msg"]))
-    return issues
-
-
-def _fields_at(loc: Sequence[int | str]) -> list[str]:
-    """The field names (as written in the spec) of the model at ``loc`` inside a TrainerSpec."""
-    model: Any = TrainerSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = {f.alias or name: f for name, f in model.model_fields.items()}
-        if part not in fields:
-            return []
-        model = _model_in(fields[part].annotation)
-        if model is None:
-            return []
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+    return [Issue(_loc(path, err["loc"]), pydantic_message(err, TrainerSpec)) for err in e.errors()]
 
 
 def _loc(path: str, loc: Sequence[int | str]) -> str:

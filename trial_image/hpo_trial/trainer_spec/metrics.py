@@ -45,6 +45,12 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
         return _sparse_retrieval_metrics(ev, spec)
     if ev.name in ("InformationRetrievalEvaluator", "MultiVectorInformationRetrievalEvaluator"):
         return _retrieval_metrics(ev, spec)
+    if ev.name in _SPARSE_TWINS:  # the bi-encoder evaluator's names, plus the embeddings' sparsity
+        twin = ev.model_copy(update={"name": _SPARSE_TWINS[ev.name]})
+        base = _metrics_of(twin, spec) or frozenset()
+        parts = ("anchor_", "positive_", "negative_") if ev.name == "SparseTripletEvaluator" else ("",)
+        stats = {f"{prefix}{part}{stat}" for part in parts for stat in ("active_dims", "sparsity_ratio")}
+        return base | stats
     if ev.name in ("EmbeddingSimilarityEvaluator", "TripletEvaluator", "BinaryClassificationEvaluator"):
         main = "main_similarity" if ev.name == "EmbeddingSimilarityEvaluator" else "main_similarity_function"
         fns = ev.args.get("similarity_fn_names") or ([ev.args[main]] if ev.args.get(main) else None)
@@ -71,6 +77,12 @@ def _metrics_of(ev: EvaluatorSpec, spec: TrainerSpec) -> frozenset[str] | None:
     return None
 
 
+# The sparse evaluators that subclass a bi-encoder evaluator (and log its metrics and sparsity statistics).
+_SPARSE_TWINS = {
+    "SparseEmbeddingSimilarityEvaluator": "EmbeddingSimilarityEvaluator",
+    "SparseBinaryClassificationEvaluator": "BinaryClassificationEvaluator",
+    "SparseTripletEvaluator": "TripletEvaluator",
+}
 _BINARY_METRICS = ("accuracy", "accuracy_threshold", "f1", "precision", "recall", "f1_threshold", "ap", "mcc")
 
 
