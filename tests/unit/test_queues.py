@@ -179,7 +179,7 @@ def test_an_annotation_the_operator_owns_is_refused_other_annotations_are_free()
     [
         ({"queueName": "Team A"}, "spec.queueName", "is not a LocalQueue name"),
         ({"queueName": "q" * 64}, "spec.queueName", "at most 63 characters"),
-        ({"queueName": 5}, "spec.queueName", "valid string"),
+        ({"queueName": 5}, "spec.queueName", "must be a string"),
         (
             {"template": {"metadata": {"labels": {"bad key!": "v"}}}},
             "spec.template.metadata.labels.bad key!",
@@ -203,7 +203,7 @@ def test_an_annotation_the_operator_owns_is_refused_other_annotations_are_free()
         (
             {"template": {"metadata": {"labels": {"team": 3}}}},
             "spec.template.metadata.labels.team",
-            "valid string",
+            "must be a string",
         ),
         (
             {"template": {"metadata": {"labels": {f"k{i}": "v" for i in range(65)}}}},
@@ -215,15 +215,15 @@ def test_an_annotation_the_operator_owns_is_refused_other_annotations_are_free()
         (
             {"template": {"imagePullSecrets": ["regcred"]}},
             "spec.template.imagePullSecrets[0]",
-            "valid dictionary",
+            "must be an object",
         ),
         (
             {"template": {"schedulerName": "My Scheduler"}},
             "spec.template.schedulerName",
             "is not an object name",
         ),
-        ({"template": {"runtimeClassName": ""}}, "spec.template.runtimeClassName", "at least 1 character"),
-        ({"template": {"securityContext": "root"}}, "spec.template.securityContext", "valid dictionary"),
+        ({"template": {"runtimeClassName": ""}}, "spec.template.runtimeClassName", "must not be empty"),
+        ({"template": {"securityContext": "root"}}, "spec.template.securityContext", "must be an object"),
         (
             {"template": {"resourceClaims": [{"name": "gpu"}]}},
             "spec.template.resourceClaims[0]",
