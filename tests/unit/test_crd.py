@@ -167,6 +167,7 @@ FULL: dict[str, Any] = {
     "sampler": {"type": "TPE"},
     "enqueue": [{}],
     "storage": {"secretRef": {"name": "db", "key": "url"}},
+    "gpu": {"deviceClassName": "gpu.nvidia.com", "driverConfig": {"driver": "gpu.nvidia.com"}},
     "template": {
         "image": "img",
         "command": ["python", "o.py"],

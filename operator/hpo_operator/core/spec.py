@@ -60,6 +60,8 @@ MAX_CHOICES = 256
 MAX_RETRIES = 100
 MAX_ENQUEUED = 1000
 MAX_ENV = 256
+MAX_PER_GPU = 64
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 # A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3.
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -161,6 +163,9 @@ class Trials(_Model):
     parallelism: StrictInt = Field(default=1, ge=1)
     max_failed: StrictInt = Field(default=3, ge=0)
     retries: StrictInt = Field(default=0, ge=0, le=MAX_RETRIES)
+    # How many trials may share one GPU (on a cluster through shared DRA ResourceClaims, see
+    # hpo_operator.core.claims; locally as processes pinned with CUDA_VISIBLE_DEVICES).
+    per_gpu: StrictInt = Field(default=1, ge=1, le=MAX_PER_GPU, alias="perGPU")
 
 
 class Sampler(_Model):
@@ -209,6 +214,20 @@ class Storage(_Model):
     delete_study_on_delete: StrictBool = False
 
 
+class DriverConfig(_Model):
+    """Opaque configuration for the DRA driver (time-slicing, MPS, ...), passed through into each claim."""
+
+    driver: StrictStr = Field(min_length=1, max_length=253)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Gpu(_Model):
+    """How trials get their GPU through Dynamic Resource Allocation (``resource.k8s.io/v1``)."""
+
+    device_class_name: Annotated[StrictStr, Field(min_length=1, max_length=253)] | None = None
+    driver_config: DriverConfig | None = None
+
+
 class Template(_Model):
     """The trial pod's shape. Kubernetes sub-objects (env, resources, ...) are plain dicts."""
 
@@ -240,6 +259,7 @@ class StudySpec(_Model):
     storage: Storage | None = None
     trainer: dict[str, Any] | None = None
     template: Template = Field(default_factory=Template)
+    gpu: Gpu | None = None
     # Suspended: nothing is asked and no pod is started; what happens to running trials is onSuspend's:
     # Finish lets them finish, Stop deletes their pods and runs the same trials again on resume.
     suspend: StrictBool = False
@@ -268,6 +288,12 @@ class StudySpec(_Model):
     def param_index(self, name: str) -> int:
         return self.param_names.index(name)
 
+    @property
+    def gpu_claims(self) -> bool:
+        """Whether trial pods get their GPU from shared DRA ResourceClaims (``perGPU`` > 1 or
+        ``spec.gpu`` given) rather than the device plugin's ``nvidia.com/gpu`` limit."""
+        return self.trials.per_gpu > 1 or self.gpu is not None
+
 
 # ------------------------------------------------------------------------------------------- parsing
 
@@ -289,6 +315,7 @@ def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
     issues = [*_check_objectives(spec), *_check_search_space(spec), *_check_trials(spec)]
     issues += _check_pruner(spec)
     issues += _check_template(spec)
+    issues += _check_gpu(spec)
     issues += _check_trainer(spec)
     if issues:
         raise SpecError(issues)
@@ -513,6 +540,26 @@ def _check_template(spec: StudySpec) -> list[FieldIssue]:
                     problem = _quantity_problem(quantity)
                     if problem:
                         issues.append(FieldIssue(f"spec.template.resources.{section}.{resource}", problem))
+    return issues
+
+
+def _check_gpu(spec: StudySpec) -> list[FieldIssue]:
+    """A study whose trials share GPUs through ResourceClaims takes no device-plugin GPU limit too."""
+    resources = spec.template.resources
+    if not spec.gpu_claims or not isinstance(resources, Mapping):
+        return []
+    why = "the trial pods get their GPU from a shared DRA ResourceClaim ({cause}); remove this {what}"
+    cause = f"spec.trials.perGPU is {spec.trials.per_gpu}" if spec.trials.per_gpu > 1 else "spec.gpu is set"
+    issues = []
+    for section in ("limits", "requests"):
+        quantities = resources.get(section)
+        if isinstance(quantities, Mapping) and GPU_RESOURCE in quantities:
+            issues.append(
+                FieldIssue(
+                    f"spec.template.resources.{section}.{GPU_RESOURCE}",
+                    why.format(cause=cause, what="device-plugin " + section.rstrip("s")),
+                )
+            )
     return issues
 
 
