@@ -374,7 +374,7 @@ def test_the_seed_example_is_accepted_and_its_defaults_parse_the_same(
         "template": {"command": ["python", "o.py"]},
     }
     defaulted = server_check(api, minimal)["spec"]
-    assert defaulted["trials"] == {"total": 10, "parallelism": 1, "maxFailed": 3, "retries": 0}
+    assert defaulted["trials"] == {"total": 10, "parallelism": 1, "maxFailed": 3, "retries": 0, "perGPU": 1}
     assert defaulted["sampler"] == {"type": "TPE"} and defaulted["pruner"] == {"type": "None"}
     assert parse_spec(defaulted) == parse_spec(minimal)
 
