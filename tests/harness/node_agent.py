@@ -24,6 +24,11 @@ probes, resource limits (nothing is enforced), ``resourceFieldRef``, the File te
 networking (``podIP`` is 127.0.0.1), ``kubectl exec``/``attach``/``port-forward``. ``kubectl logs`` works:
 the agent serves the kubelet's ``/containerLogs`` endpoint to the API server (``--kubelet-port``).
 
+DRA: the node's GPUs are published as a ResourceSlice of the driver ``gpu.harness.hpo.dev`` (devices
+``gpu-0`` ...); for a pod with ResourceClaims the agent reads each claim's allocation and passes the
+devices as a DRA driver would through CDI: ``CUDA_VISIBLE_DEVICES``/``NVIDIA_VISIBLE_DEVICES`` (indexes),
+``HARNESS_DRA_DEVICES`` (names) and a ``devices`` file in the pod directory.
+
 It talks to the API server with the node's own client certificate (``system:node:<name>``), so the Node
 authorizer and the NodeRestriction admission plugin apply to it as they do to a kubelet.
 

@@ -321,6 +321,13 @@ def test_a_claim_that_stays_unallocated_is_told_with_the_schedulers_word() -> No
     assert "s-gpu-1" in state.message and "gpu.nvidia.com" in state.message and waiting in state.message
 
 
+def test_the_summary_names_at_most_ten_claims() -> None:
+    s = spec(perGPU=2)
+    state = claims.gpu_state(s, [claim(i, f"d/n/gpu-{i}") for i in range(13)], [], NOW, default_class=None)
+    assert state.ok and "s-gpu-9 on gpu-9" in state.message and "s-gpu-10" not in state.message
+    assert state.message.endswith("and 3 more")
+
+
 def test_the_condition_and_its_event_are_told_once_per_cause() -> None:
     bad = GpuState(False, "DeviceClassNotFound", "DeviceClass 'x' does not exist", "spec.gpu.deviceClassName")
     extra: list[dict[str, Any]] = []

@@ -46,6 +46,7 @@ REQUEST = "gpu"  # the device request's name in the claim, and the pod's name fo
 ALLOCATION_GRACE = dt.timedelta(seconds=30)
 
 COND_GPU_CLAIMS = "GPUClaimsReady"
+MAX_LISTED = 10  # claims named in the condition's message
 _CLAIM_NAME = re.compile(r"^(?P<study>.+)-gpu-(?P<index>\d+)$")
 
 
@@ -329,9 +330,11 @@ def gpu_state(
     if not live:
         return GpuState(True, "NoClaims", f"no ResourceClaim is needed now (DeviceClass {cls})")
     parts = []
-    for c in sorted(live, key=_by_index):
+    for c in sorted(live, key=_by_index)[:MAX_LISTED]:
         device = c.device.rsplit("/", 1)[-1] if c.device else "no device yet"
         parts.append(f"{c.name} on {device} ({used.get(c.name, 0)} trial(s))")
+    if len(live) > MAX_LISTED:
+        parts.append(f"and {len(live) - MAX_LISTED} more")
     return GpuState(
         True,
         "ClaimsAllocated",
