@@ -7,6 +7,9 @@
 ``HPO_METRICS_PORT``           Prometheus metrics port (default 8000; 0 disables)
 ``HPO_RECONCILE_INTERVAL``     seconds between reconciles of a running study (default 5)
 ``HPO_LIVENESS_ENDPOINT``      kopf liveness endpoint (default ``http://0.0.0.0:8080/healthz``; empty: off)
+``HPO_GPU_DEVICE_CLASS``       the DeviceClass of the ResourceClaims of studies whose trials share GPUs
+                               (``spec.trials.perGPU`` > 1) without ``spec.gpu.deviceClassName``
+                               (default ``gpu.nvidia.com``, the NVIDIA DRA driver's)
 ``HPO_WORKER_THREADS``         threads for blocking work (API and database calls; default 32): the
                                most studies reconciled at once, whatever the pod's CPU count
 =============================  ====================================================================
@@ -22,7 +25,9 @@ from typing import Any
 
 DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
 DEFAULT_WORKER_THREADS = 32
+DEFAULT_GPU_DEVICE_CLASS = "gpu.nvidia.com"
 MAX_WORKER_THREADS = 512
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -39,6 +44,7 @@ class OperatorConfig:
     reconcile_interval: float = 5.0
     liveness_endpoint: str | None = DEFAULT_LIVENESS_ENDPOINT
     worker_threads: int = DEFAULT_WORKER_THREADS
+    gpu_device_class: str = DEFAULT_GPU_DEVICE_CLASS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -69,6 +75,9 @@ class OperatorConfig:
         url = text("HPO_DEFAULT_STORAGE_URL")
         if url is not None and "://" not in url:
             raise ConfigError("HPO_DEFAULT_STORAGE_URL must be a SQLAlchemy URL (dialect://...)")
+        device_class = text("HPO_GPU_DEVICE_CLASS") or DEFAULT_GPU_DEVICE_CLASS
+        if not _DNS_SUBDOMAIN.match(device_class) or len(device_class) > 253:
+            raise ConfigError(f"HPO_GPU_DEVICE_CLASS must be a DeviceClass name, got {device_class!r}")
         return cls(
             default_storage_url=url,
             trial_image=text("HPO_TRIAL_IMAGE"),
@@ -77,6 +86,7 @@ class OperatorConfig:
             reconcile_interval=interval,
             liveness_endpoint=liveness,
             worker_threads=workers,
+            gpu_device_class=device_class,
         )
 
 

@@ -106,6 +106,9 @@ OPERATOR_NEEDS = {
     ("", "secrets", "create"),
     ("", "secrets", "patch"),
     ("", "events", "create"),
+    ("resource.k8s.io", "resourceclaims", "list"),
+    ("resource.k8s.io", "resourceclaims", "create"),
+    ("resource.k8s.io", "resourceclaims", "delete"),
 }
 # What kopf itself reads to find its resources (templates/rbac-framework.yaml): CRDs in both modes,
 # Namespaces only when it watches a list of namespaces. Cluster-scoped objects, so ClusterRoles.
@@ -114,6 +117,8 @@ KOPF_NEEDS = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
 KOPF_NAMESPACED_NEEDS = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+# DeviceClasses are cluster-scoped: read (the one a study's GPU claims name) whatever watchNamespaces says.
+DEVICE_CLASS_NEEDS = {("resource.k8s.io", "deviceclasses", "get")}
 
 
 @pytest.mark.parametrize("variant", sorted(SETS))
@@ -250,7 +255,7 @@ def test_every_schema_object_refuses_unknown_keys(chart: Path) -> None:
 
 def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses(helm: Helm, chart: Path) -> None:
     docs = render(helm, chart)
-    assert rules_of(docs, "ClusterRole") == OPERATOR_NEEDS | KOPF_NEEDS
+    assert rules_of(docs, "ClusterRole") == OPERATOR_NEEDS | KOPF_NEEDS | DEVICE_CLASS_NEEDS
     assert not by_kind(docs, "Role")
     bindings = by_kind(docs, "ClusterRoleBinding")
     roles = {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")}
@@ -267,6 +272,8 @@ def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses(helm: Helm, cha
             "storage",
             "events",
             "crds",
+            "claims",
+            "classes",
         }
 
 
@@ -274,8 +281,8 @@ def test_watch_namespaces_mode_uses_roles_in_those_namespaces_only(helm: Helm, c
     docs = render(helm, chart, "operator.watchNamespaces={team-a,team-b}")
     # Cluster-wide, only kopf's reading of CRDs and namespace names; studies, pods, Secrets and Events
     # are reachable in the listed namespaces only.
-    assert rules_of(docs, "ClusterRole") == KOPF_NEEDS | KOPF_NAMESPACED_NEEDS
-    assert len(by_kind(docs, "ClusterRoleBinding")) == 2
+    assert rules_of(docs, "ClusterRole") == KOPF_NEEDS | KOPF_NAMESPACED_NEEDS | DEVICE_CLASS_NEEDS
+    assert len(by_kind(docs, "ClusterRoleBinding")) == 3
     roles = by_kind(docs, "Role")
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
     for ns in ("team-a", "team-b"):
@@ -407,3 +414,10 @@ def test_chart_crds_are_byte_identical_copies_of_crds(chart: Path) -> None:
         assert copies[name] == text, (
             f"charts/hpo-operator/crds/{name} differs from crds/{name}: run scripts/sync-crd"
         )
+
+
+def test_the_default_device_class_of_gpu_claims_is_a_chart_value(helm: Helm, chart: Path) -> None:
+    assert operator_env(render(helm, chart))["HPO_GPU_DEVICE_CLASS"] == {"value": "gpu.nvidia.com"}
+    docs = render(helm, chart, "gpu.deviceClassName=mig-1g.10gb.nvidia.com")
+    assert operator_env(docs)["HPO_GPU_DEVICE_CLASS"] == {"value": "mig-1g.10gb.nvidia.com"}
+    assert "at '/gpu/deviceClassName'" in schema_error(helm, chart, "gpu.deviceClassName=Not A Name")

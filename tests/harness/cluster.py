@@ -40,6 +40,16 @@ from .processes import pid_alive
 from .real_node import NodePorts, RealNode
 
 NODE_AGENT = Path(__file__).resolve().parent / "node_agent.py"
+# The agent publishes its GPUs as devices of this DRA driver (node_agent.DRA_DRIVER); the cluster's admin
+# creates the DeviceClass that selects them, as a DRA driver's installation does.
+DRA_DRIVER = "gpu.harness.hpo.dev"
+DEVICE_CLASS_NAME = "gpu.harness.hpo.dev"
+DEVICE_CLASS: dict[str, Any] = {
+    "apiVersion": "resource.k8s.io/v1",
+    "kind": "DeviceClass",
+    "metadata": {"name": DEVICE_CLASS_NAME},
+    "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRA_DRIVER}"'}}]},
+}
 STATE_FILE = "harness.json"
 DEFAULT_NODE_NAME = "hpo-test-node"
 # The two kinds of node: the node agent (pods' commands as host processes, the fast tier) and a real
@@ -474,6 +484,10 @@ class Cluster:
         )
         all_components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
         self._wait_for_node(all_components, left)
+        if self.gpus:
+            # The cluster admin's part of a DRA driver's installation: its DeviceClass.
+            self._request("POST", "/apis/resource.k8s.io/v1/deviceclasses", DEVICE_CLASS, "application/json")
+            self._wait("the node's ResourceSlice of GPUs", self._devices_published, left(), all_components)
 
     def _wait_for_node(self, all_components: tuple[str, ...], left: Callable[[], float]) -> None:
         kcm_port, sched_port = (
@@ -537,6 +551,15 @@ class Cluster:
     def _gpus_advertised(self) -> bool:
         node = self._get(f"/api/v1/nodes/{self.node_name}")
         return str(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0")) == str(self.gpus)
+
+    def _devices_published(self) -> bool:
+        slices = self._get(
+            f"/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.nodeName={self.node_name}"
+        )
+        return any(
+            s["spec"].get("driver") == DRA_DRIVER and len(s["spec"].get("devices") or ()) == self.gpus
+            for s in slices.get("items") or ()
+        )
 
     def _node_ready(self) -> bool:
         node = self._get(f"/api/v1/nodes/{self.node_name}")

@@ -24,6 +24,11 @@ probes, resource limits (nothing is enforced), ``resourceFieldRef``, the File te
 networking (``podIP`` is 127.0.0.1), ``kubectl exec``/``attach``/``port-forward``. ``kubectl logs`` works:
 the agent serves the kubelet's ``/containerLogs`` endpoint to the API server (``--kubelet-port``).
 
+DRA: the node's GPUs are published as a ResourceSlice of the driver ``gpu.harness.hpo.dev`` (devices
+``gpu-0`` ...); for a pod with ResourceClaims the agent reads each claim's allocation and passes the
+devices as a DRA driver would through CDI: ``CUDA_VISIBLE_DEVICES``/``NVIDIA_VISIBLE_DEVICES`` (indexes),
+``HARNESS_DRA_DEVICES`` (names) and a ``devices`` file in the pod directory.
+
 It talks to the API server with the node's own client certificate (``system:node:<name>``), so the Node
 authorizer and the NodeRestriction admission plugin apply to it as they do to a kubelet.
 
@@ -68,6 +73,9 @@ STATUS_REFRESH_S = 30.0
 WATCH_TIMEOUT_S = 240
 TERMINATION_LOG_LINES = 80  # kubelet: MaxContainerTerminationMessageLogLines
 TERMINATION_LOG_BYTES = 2048  # kubelet: MaxContainerTerminationMessageLogLength
+DRA_DRIVER = "gpu.harness.hpo.dev"  # the driver name of the devices this agent publishes
+DEVICE_PREFIX = "gpu-"  # device names: gpu-0, gpu-1, ... (the index is CUDA_VISIBLE_DEVICES')
+DEVICES_ENV = "HARNESS_DRA_DEVICES"  # the device names a pod's claims got, comma-separated
 FORCE_DELETE_GRACE_S = 2.0  # kubelet's minimum grace for a pod that is already gone from the API
 HOST_IP = "127.0.0.1"
 SMP = "application/strategic-merge-patch+json"
@@ -241,6 +249,35 @@ class PodEnv:
                     data[k] = base64.b64decode(v).decode("utf-8", errors="replace")
             self._cache[key] = data
         return self._cache[key]
+
+    def devices(self, driver: str) -> list[str]:
+        """The devices of ``driver`` allocated to the pod's ResourceClaims (``gpu-0``, ...), read from
+        each claim's ``status.allocation`` as a DRA driver's kubelet plugin reads it; a claim not
+        allocated (or not readable) yet is retried."""
+        if not driver:
+            return []
+        statuses = {
+            s.get("name"): s.get("resourceClaimName")
+            for s in (self.pod.get("status") or {}).get("resourceClaimStatuses") or ()
+        }
+        found: list[str] = []
+        for ref in self.pod["spec"].get("resourceClaims") or ():
+            name = ref.get("resourceClaimName") or statuses.get(ref.get("name"))
+            if not name:
+                raise EnvError(f"the ResourceClaim of pod claim {ref.get('name')!r} is not known yet")
+            try:
+                claim = self.api.get(
+                    f"/apis/resource.k8s.io/v1/namespaces/{self.namespace}/resourceclaims/{name}"
+                )
+            except ApiException as exc:
+                raise EnvError(f"cannot read ResourceClaim {name!r}: HTTP {_status_code(exc)}") from exc
+            allocation = (claim.get("status") or {}).get("allocation")
+            if not allocation:
+                raise EnvError(f"ResourceClaim {name!r} is not allocated")
+            for result in (allocation.get("devices") or {}).get("results") or ():
+                if result.get("driver") == driver and result.get("device") not in found:
+                    found.append(str(result.get("device")))
+        return found
 
     def _key_ref(self, kind: str, ref: dict[str, Any], var: str) -> str | None:
         label = "secret" if kind == "secrets" else "configmap"
@@ -538,6 +575,7 @@ class PodWorker(threading.Thread):
                 env_builder = PodEnv(self.api, self.pod)
                 pod_env = env_builder.build(self.container)
                 mounts = env_builder.volumes(self.dir, self.container)
+                devices = env_builder.devices(self.agent.dra_driver)
                 break
             except Unsupported as exc:
                 (self.dir / "log").write_text(f"{exc}\n")
@@ -550,6 +588,12 @@ class PodWorker(threading.Thread):
         env = dict(self.agent.base_env)
         env["HOSTNAME"] = self.pod_name
         env.update({k: rewrite_paths(v, mounts) for k, v in pod_env.items()})
+        if devices:
+            # What a GPU's DRA driver passes through CDI: the devices the claims got, by index.
+            indexes = ",".join(d.removeprefix(DEVICE_PREFIX) for d in devices)
+            env.update({DEVICES_ENV: ",".join(devices), "CUDA_VISIBLE_DEVICES": indexes})
+            env["NVIDIA_VISIBLE_DEVICES"] = indexes
+            (self.dir / "devices").write_text(json.dumps(devices))
         argv = [
             rewrite_paths(expand(word, pod_env), mounts)
             for word in [*command, *(self.container.get("args") or [])]
@@ -749,6 +793,8 @@ class Agent:
             "ephemeral-storage": "100Gi",
             "nvidia.com/gpu": str(args.gpus),
         }
+        self.gpus: int = args.gpus
+        self.dra_driver: str = args.dra_driver
         self.base_env = dict(os.environ)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
@@ -873,6 +919,52 @@ class Agent:
             self.api.request(
                 "POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", body=lease
             )
+
+    def resource_slice(self) -> dict[str, Any]:
+        """The node's GPUs as DRA devices of the agent's driver: one pool, one slice."""
+        return {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceSlice",
+            "metadata": {"name": f"{self.node_name}-{self.dra_driver}"},
+            "spec": {
+                "driver": self.dra_driver,
+                "nodeName": self.node_name,
+                "pool": {"name": self.node_name, "generation": 1, "resourceSliceCount": 1},
+                "devices": [
+                    {
+                        "name": f"{DEVICE_PREFIX}{i}",
+                        "attributes": {
+                            "index": {"int": i},
+                            "uuid": {"string": f"GPU-harness-{self.node_name}-{i}"},
+                            "productName": {"string": "harness stand-in GPU"},
+                        },
+                    }
+                    for i in range(self.gpus)
+                ],
+            },
+        }
+
+    def publish_devices(self) -> None:
+        """Create (or bring up to date) the node's ResourceSlice, as a DRA driver's kubelet plugin does
+        with the node's own credentials; a cluster without ``resource.k8s.io/v1`` gets none."""
+        if not self.dra_driver or self.gpus == 0:
+            return
+        body = self.resource_slice()
+        path = "/apis/resource.k8s.io/v1/resourceslices"
+        try:
+            self.api.request("POST", path, body=body)
+        except ApiException as exc:
+            code = _status_code(exc)
+            if code == 404:
+                log.warning("the API server does not serve resource.k8s.io/v1: no ResourceSlice published")
+                return
+            if code != 409:
+                raise
+            name = body["metadata"]["name"]
+            self.api.request("PATCH", f"{path}/{name}", body={"spec": body["spec"]}, content_type=MERGE)
+        log.info(
+            "published ResourceSlice %s-%s with %d device(s)", self.node_name, self.dra_driver, self.gpus
+        )
 
     def heartbeat_loop(self) -> None:
         last_status = time.monotonic()
@@ -1028,6 +1120,10 @@ class Agent:
             threading.Thread(target=self.log_server.serve_forever, name="log-endpoint", daemon=True).start()
         self.register()
         self.renew_lease()
+        try:
+            self.publish_devices()
+        except Exception as exc:  # the node still runs pods without DRA devices
+            log.warning("publishing the ResourceSlice failed: %s", exc)
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self.watch_loop, name="pod-watch", daemon=True).start()
         while not self.stopping.wait(1.0):
@@ -1055,6 +1151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--gpus", type=int, default=2, help="allocatable nvidia.com/gpu (default 2)")
+    parser.add_argument(
+        "--dra-driver",
+        default=DRA_DRIVER,
+        help=f"DRA driver name of the GPUs published in a ResourceSlice (default {DRA_DRIVER}; empty: none)",
+    )
     parser.add_argument("--cpu", default="16", help="allocatable cpu (default 16)")
     parser.add_argument("--memory", default="64Gi", help="allocatable memory (default 64Gi)")
     parser.add_argument("--max-pods", type=int, default=110)

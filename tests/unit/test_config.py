@@ -78,3 +78,11 @@ def test_registered_urls_and_passwords_are_redacted_everywhere(caplog: pytest.Lo
     text = caplog.text
     assert "Sup3r-Secret" not in text and url not in text
     assert f"opening {redact.URL_MASK}" in text and "connection to <storage-url> refused" in text
+
+
+def test_the_default_device_class_of_gpu_claims() -> None:
+    assert OperatorConfig.from_env({}).gpu_device_class == "gpu.nvidia.com"
+    config = OperatorConfig.from_env({"HPO_GPU_DEVICE_CLASS": "mig-1g.10gb.nvidia.com"})
+    assert config.gpu_device_class == "mig-1g.10gb.nvidia.com"
+    with pytest.raises(ConfigError, match="HPO_GPU_DEVICE_CLASS"):
+        OperatorConfig.from_env({"HPO_GPU_DEVICE_CLASS": "Not A Class"})

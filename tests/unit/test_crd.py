@@ -167,6 +167,7 @@ FULL: dict[str, Any] = {
     "sampler": {"type": "TPE"},
     "enqueue": [{}],
     "storage": {"secretRef": {"name": "db", "key": "url"}},
+    "gpu": {"deviceClassName": "gpu.nvidia.com", "driverConfig": {"driver": "gpu.nvidia.com"}},
     "template": {
         "image": "img",
         "command": ["python", "o.py"],
@@ -400,7 +401,7 @@ def test_the_seed_example_is_accepted_and_its_defaults_parse_the_same(
         "template": {"command": ["python", "o.py"]},
     }
     defaulted = server_check(api, minimal)["spec"]
-    assert defaulted["trials"] == {"total": 10, "parallelism": 1, "maxFailed": 3, "retries": 0}
+    assert defaulted["trials"] == {"total": 10, "parallelism": 1, "maxFailed": 3, "retries": 0, "perGPU": 1}
     assert defaulted["sampler"] == {"type": "TPE"} and defaulted["pruner"] == {"type": "None"}
     assert parse_spec(defaulted) == parse_spec(minimal)
 

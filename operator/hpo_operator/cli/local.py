@@ -38,12 +38,13 @@ from rich.console import Console
 
 from hpo_operator.cli.display import RunProgress, trial_view_table
 from hpo_operator.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, CLIError
+from hpo_operator.cli.gpus import visible_gpus
 from hpo_operator.cli.manifest import Manifest, ManifestError, load_manifest, note_lines
 from hpo_operator.cli.processes import RUN_KIND, ProcessRuns
 from hpo_operator.cli.storage import redact
 from hpo_operator.cli.volumes import LocalVolumes, VolumeError, strings
 from hpo_operator.cli.volumes import prepare as prepare_volumes
-from hpo_operator.core import reconcile
+from hpo_operator.core import claims, reconcile
 from hpo_operator.core.best import pareto_front
 from hpo_operator.core.events import fmt_params, fmt_value
 from hpo_operator.core.observe import Observed, RunView
@@ -122,6 +123,10 @@ class LocalStudy:
         self._warned_env: set[int] = set()
         self.final_event: PostEvent | None = None  # StudySucceeded/StudyFailed, shown last
         self.volumes = LocalVolumes((), {})  # the pod's volumes as local directories (see run())
+        # The GPUs trial processes are pinned to, up to spec.trials.perGPU on each (none: not pinned).
+        self.gpus = visible_gpus()
+        self.device_of: dict[str, str] = {}  # run name → its CUDA_VISIBLE_DEVICES entry
+        self.gpu_note = self._fit_to_gpus()
 
     # ------------------------------------------------------------------------------------ session
 
@@ -183,9 +188,36 @@ class LocalStudy:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    def _fit_to_gpus(self) -> str | None:
+        """Up to ``perGPU`` trial processes per visible GPU: the parallelism is capped to what the GPUs
+        hold; what is said about it (a note shown at the start), if anything."""
+        t = self.spec.trials
+        where = (
+            "spec.gpu applies to a cluster only (DRA ResourceClaims); " if self.spec.gpu is not None else ""
+        )
+        if not self.gpus:
+            if t.per_gpu > 1 or self.spec.gpu is not None:
+                return (
+                    f"{where}spec.trials.perGPU ({t.per_gpu}) has no effect: no GPU is visible "
+                    f"(CUDA_VISIBLE_DEVICES, nvidia-smi), so trials run as {t.parallelism} "
+                    "process(es) at once without one"
+                )
+            return None
+        at_once = claims.local_parallelism(t.parallelism, len(self.gpus), t.per_gpu)
+        pinned = (
+            f"trial processes pinned to {len(self.gpus)} GPU(s) ({','.join(self.gpus)}), "
+            f"up to {t.per_gpu} on each (spec.trials.perGPU)"
+        )
+        if at_once < t.parallelism:
+            self.spec = self.spec.model_copy(update={"trials": t.model_copy(update={"parallelism": at_once})})
+            return f"{where}{pinned}: {at_once} at once, not spec.trials.parallelism ({t.parallelism})"
+        return f"{where}{pinned}" if t.per_gpu > 1 or where else None
+
     def _announce_start(self, orphans: list[tuple[int, int]]) -> None:
         where = redact(self.url)
         t = self.spec.trials
+        if self.gpu_note is not None:
+            self.console.print(f"Note: {self.gpu_note}.", markup=False, soft_wrap=True, style="yellow")
         for line in note_lines(self.spec):  # the operator's SamplerFitsSpace, ... conditions, here
             self.console.print(line, markup=False, soft_wrap=True, style="yellow")
         if not self.exists:
@@ -253,14 +285,28 @@ class LocalStudy:
     def _start(self, name: str, number: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         """Start the process of an attempt (one still alive under that name is kept)."""
         argv = self._command()
+        env = self._env(number, attempt, params)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self._device_for(name)
         try:
-            run = self.runs.launch(
-                name, number, attempt, argv, self._env(number, attempt, params), cwd=self.m.dir
-            )
+            run = self.runs.launch(name, number, attempt, argv, env, cwd=self.m.dir)
         except OSError as e:
             field = "spec.template.command" if self.spec.template.command is not None else "python"
             raise CLIError(f"{field}: cannot start {argv[0]!r}: {e.strerror}") from None
         return "created" if run.started_now else "exists"
+
+    def _device_for(self, name: str) -> str:
+        """The GPU a new run is pinned to: the least used one with a free slot (see
+        :func:`~hpo_operator.core.claims.assign_device`); a run still alive under that name keeps its own."""
+        alive = {r.name for r in self.runs.active()}
+        if name in alive and name in self.device_of:
+            return self.device_of[name]
+        in_use = [self.device_of[n] for n in alive if n in self.device_of]
+        device = claims.assign_device(self.gpus, in_use, self.spec.trials.per_gpu)
+        if device is None:  # decide keeps active runs within the capped parallelism: not expected
+            device = min(self.gpus, key=in_use.count)
+        self.device_of[name] = device
+        return device
 
     def _prepare_volumes(self) -> None:
         """The pod's volumes as local directories (:mod:`hpo_operator.cli.volumes`); a command, argument

@@ -79,6 +79,8 @@ RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by", KUEUE_QUEUE_LABEL})
 MAX_RESOURCES = 16  # resource names in template.resources.limits or .requests (bounds the CRD's rule cost)
 # A Kubernetes resource quantity (the CRD's pattern, Kubernetes' own): 2, 500m, 16Gi, 1e3. The CRD
 # refuses a negative one by a rule of its own (minimum 0 for an integer, no leading minus for a string).
+MAX_PER_GPU = 64
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -179,6 +181,9 @@ class Trials(_Model):
     parallelism: StrictInt = Field(default=1, ge=1)
     max_failed: StrictInt = Field(default=3, ge=0)
     retries: StrictInt = Field(default=0, ge=0, le=MAX_RETRIES)
+    # How many trials may share one GPU (on a cluster through shared DRA ResourceClaims, see
+    # hpo_operator.core.claims; locally as processes pinned with CUDA_VISIBLE_DEVICES).
+    per_gpu: StrictInt = Field(default=1, ge=1, le=MAX_PER_GPU, alias="perGPU")
 
 
 class Sampler(_Model):
@@ -252,6 +257,20 @@ class PodResourceClaim(_Model):
     resource_claim_template_name: Annotated[StrictStr, Field(min_length=1)] | None = None
 
 
+class DriverConfig(_Model):
+    """Opaque configuration for the DRA driver (time-slicing, MPS, ...), passed through into each claim."""
+
+    driver: StrictStr = Field(min_length=1, max_length=253)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Gpu(_Model):
+    """How trials get their GPU through Dynamic Resource Allocation (``resource.k8s.io/v1``)."""
+
+    device_class_name: Annotated[StrictStr, Field(min_length=1, max_length=253)] | None = None
+    driver_config: DriverConfig | None = None
+
+
 class Template(_Model):
     """The trial pod's shape. Kubernetes sub-objects (env, resources, ...) are plain dicts."""
 
@@ -293,6 +312,7 @@ class StudySpec(_Model):
     storage: Storage | None = None
     trainer: dict[str, Any] | None = None
     template: Template = Field(default_factory=Template)
+    gpu: Gpu | None = None
     # Suspended: nothing is asked and no pod is started; what happens to running trials is onSuspend's:
     # Finish lets them finish, Stop deletes their pods and runs the same trials again on resume.
     suspend: StrictBool = False
@@ -323,6 +343,12 @@ class StudySpec(_Model):
     def param_index(self, name: str) -> int:
         return self.param_names.index(name)
 
+    @property
+    def gpu_claims(self) -> bool:
+        """Whether trial pods get their GPU from shared DRA ResourceClaims (``perGPU`` > 1 or
+        ``spec.gpu`` given) rather than the device plugin's ``nvidia.com/gpu`` limit."""
+        return self.trials.per_gpu > 1 or self.gpu is not None
+
 
 # ------------------------------------------------------------------------------------------- parsing
 
@@ -345,6 +371,7 @@ def parse_fields(raw: Mapping[str, Any] | None) -> StudySpec:
     issues += _check_pruner(spec)
     issues += _check_template(spec)
     issues += _check_pod_policy(spec)
+    issues += _check_gpu(spec)
     # One message per problem: a field refused above is not refused again, in the recipe's words.
     said = {i.path for i in issues}
     issues += [i for i in _check_trainer(spec) if i.path not in said]
@@ -676,6 +703,26 @@ def _qualified_name_problem(key: str) -> str | None:
             "starting and ending with a letter or digit"
         )
     return None
+
+
+def _check_gpu(spec: StudySpec) -> list[FieldIssue]:
+    """A study whose trials share GPUs through ResourceClaims takes no device-plugin GPU limit too."""
+    resources = spec.template.resources
+    if not spec.gpu_claims or not isinstance(resources, Mapping):
+        return []
+    why = "the trial pods get their GPU from a shared DRA ResourceClaim ({cause}); remove this {what}"
+    cause = f"spec.trials.perGPU is {spec.trials.per_gpu}" if spec.trials.per_gpu > 1 else "spec.gpu is set"
+    issues = []
+    for section in ("limits", "requests"):
+        quantities = resources.get(section)
+        if isinstance(quantities, Mapping) and GPU_RESOURCE in quantities:
+            issues.append(
+                FieldIssue(
+                    f"spec.template.resources.{section}.{GPU_RESOURCE}",
+                    why.format(cause=cause, what="device-plugin " + section.rstrip("s")),
+                )
+            )
+    return issues
 
 
 def _quantity_problem(value: Any) -> str | None:

@@ -31,6 +31,13 @@ step (``SearchSpaceAsWritten=False``, reason ``RangeCut``), a sampler that sampl
 random or that Optuna warned about when it was tried (``SamplerFitsSpace=False``): a Warning Event with
 the condition's reason and message when the condition turns False or its message changes.
 
+**GPU claims are told as they stand.** A study whose trials share GPUs through DRA ResourceClaims
+(``spec.trials.perGPU`` > 1, ``spec.gpu``) shows ``GPUClaimsReady``: True with its claims and their
+devices, or False naming the field and the cause (no ``resource.k8s.io/v1`` API, a DeviceClass that does
+not exist, a claim refused, or one that stays unallocated), with a Warning Event of that reason when it
+turns False (or its reason changes) and a Normal ``GPUClaimsReady`` one when it is True again. The trial
+that could not get its pod waits, RUNNING, like one a quota holds back.
+
 **A ResourceQuota's refusal is waited for.** ``TrialPodsAdmitted=False`` (reason ``QuotaExceeded``)
 while a quota holds a trial pod back, with a Warning ``QuotaExceeded`` Event when that starts; ``True``
 again once pods fit; absent for a study never held back. A trial pod held back by scheduling gates
@@ -45,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hpo_operator.core.claims import COND_GPU_CLAIMS, GpuState
 from hpo_operator.core.observe import Observed, gated_runs
 from hpo_operator.core.plan import Plan, PostEvent
 from hpo_operator.core.spec import SpecError, StudySpec, check_runtime
@@ -266,9 +274,11 @@ def reconciled(
     generation: int | None,
     previous: Mapping[str, Any],
     now: dt.datetime,
+    gpu: GpuState | None = None,
 ) -> Report:
     """The status after a reconcile that carried out ``plan`` (cut short by a ResourceQuota's refusal,
-    ``quota``, if it says why), and what else to tell: the quota, the storage answering again."""
+    ``quota``, if it says why), and what else to tell: the quota, the storage answering again, the GPU
+    claims (``gpu``, for a study whose trials share GPUs)."""
     a = plan.assessment
     extra: list[dict[str, Any]] = []
     events: list[PostEvent] = []
@@ -323,6 +333,8 @@ def reconciled(
                 previous=previous,
             )
         )
+    if gpu is not None:
+        _gpu_condition(gpu, extra, events, log, generation=generation, previous=previous, now=now)
     ready = _condition(previous, COND_STORAGE_READY)
     if ready is not None and ready.get("status") == "False":
         events.append(PostEvent("Normal", "StorageReady", "the storage answers again"))
@@ -347,3 +359,30 @@ def reconciled(
         log=tuple(log),
         terminal=terminal,
     )
+
+
+def _gpu_condition(
+    gpu: GpuState,
+    extra: list[dict[str, Any]],
+    events: list[PostEvent],
+    log: list[tuple[Literal["info", "warning"], str]],
+    *,
+    generation: int | None,
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+) -> None:
+    """``GPUClaimsReady`` and its Events (see the module docstring)."""
+    where = f"{gpu.field}: " if gpu.field and not gpu.ok else ""
+    message = f"{where}{gpu.message}"
+    extra.append(
+        condition(
+            COND_GPU_CLAIMS, gpu.ok, gpu.reason, message, generation=generation, now=now, previous=previous
+        )
+    )
+    before = _condition(previous, COND_GPU_CLAIMS)
+    was_false = before is not None and before.get("status") == "False"
+    if not gpu.ok and (not was_false or before.get("reason") != gpu.reason):
+        events.append(PostEvent("Warning", gpu.reason, message))
+        log.append(("warning", message))
+    elif gpu.ok and was_false:
+        events.append(PostEvent("Normal", COND_GPU_CLAIMS, message))

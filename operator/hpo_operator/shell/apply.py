@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hpo_operator.core import names, pods
+from hpo_operator.core import claims, names, pods
 from hpo_operator.core.observe import Observed, RunView, run_view
 from hpo_operator.core.plan import (
     Action,
@@ -35,6 +35,7 @@ from hpo_operator.core.plan import (
 from hpo_operator.core.pods import Owner, SecretKey
 from hpo_operator.core.reconcile import decide
 from hpo_operator.core.spec import StudySpec
+from hpo_operator.shell.gpu import GpuClaims, GpuUnavailable
 from hpo_operator.shell.kube import CreateResult, Kube, PodQuotaExceeded
 from hpo_operator.shell.metrics import Metrics
 from hpo_operator.shell.storage import StudyStore
@@ -78,6 +79,7 @@ class Target:
     optuna_study: str
     secret: SecretKey
     default_image: str | None
+    device_class: str | None = None  # the operator's default DeviceClass for shared GPU claims
 
     @property
     def owner_ref(self) -> dict[str, str]:
@@ -105,7 +107,13 @@ class PodRuns:
             default_image=t.default_image,
         )
         assert pod["metadata"]["name"] == name, (pod["metadata"]["name"], name)
+        if t.spec.gpu_claims:  # its GPU from a ResourceClaim shared with up to perGPU trials
+            claims.attach(pod, self.gpu_claims().slot_for_new_pod())
         return self.kube.create_pod(pod, t.owner.uid)
+
+    def gpu_claims(self) -> GpuClaims:
+        t = self.target
+        return GpuClaims(self.kube, t.spec, t.owner, t.device_class)
 
     def views(self) -> tuple[RunView, ...]:
         pods_ = self.kube.list_pods(self.target.owner.namespace, self.target.owner.name)
@@ -134,12 +142,14 @@ class Study:
 
 @dataclass(frozen=True)
 class Step:
-    """What one step saw and decided; ``quota``: why a ResourceQuota held a trial pod back (the plan
-    was cut short there; the trial waits, RUNNING, and the next step launches it)."""
+    """What one step saw and decided; ``quota``: why a ResourceQuota held a trial pod back, ``gpu``:
+    why it could not get a GPU claim (the plan was cut short there; the trial waits, RUNNING, and the
+    next step launches it)."""
 
     observed: Observed
     plan: Plan
     quota: str | None = None
+    gpu: claims.GpuState | None = None  # why a trial pod could not get a GPU claim (the plan was cut short)
 
 
 def observe(
@@ -172,6 +182,8 @@ def step(
         apply_plan(plan, study, runs)
     except PodQuotaExceeded as e:
         return Step(observed, plan, str(e))
+    except GpuUnavailable as e:
+        return Step(observed, plan, gpu=e.state)
     return Step(observed, plan)
 
 

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo_operator.config import OperatorConfig
-from hpo_operator.core import names, pods, verdict
+from hpo_operator.core import claims, names, pods, verdict
 from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.reconcile import abandoned, being_deleted
 from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 from hpo_operator.core.verdict import Report
 from hpo_operator.shell import redact
 from hpo_operator.shell.apply import PodRuns, Step, Study, Target, apply_action, step
+from hpo_operator.shell.gpu import GpuUnavailable
 from hpo_operator.shell.kube import (
     Kube,
     KubeUnavailable,
@@ -280,6 +281,7 @@ class Driver:
             optuna_study=study_name,
             secret=pods.storage_secret(spec, name),
             default_image=self.config.trial_image,
+            device_class=self.config.gpu_device_class,
         )
         # The whole spec is checked before anything is made for the study: its trial pod by a dry run
         # (once per generation), then its storage Secret and Optuna study.
@@ -310,15 +312,26 @@ class Driver:
         last: Step | None = None
         for _ in range(MAX_PASSES):
             last = step(study, runs, previous_phase=phase, previous_refusal=refusal)
-            if not last.plan.actions or last.quota is not None:
+            if not last.plan.actions or last.quota is not None or last.gpu is not None:
                 break
             phase = last.plan.assessment.phase
         assert last is not None
+        gpu = last.gpu
+        if gpu is None and spec.gpu_claims:
+            # Claims no trial needs go; the rest are told as they stand (from what is observed now).
+            a = last.plan.assessment
+            try:
+                gpu = runs.gpu_claims().tidy(
+                    phase=a.phase, running=a.counts.running, started=a.counts.started
+                )
+            except GpuUnavailable as e:
+                gpu = e.state
         return verdict.reconciled(
             spec,
             last.observed,
             last.plan,
             quota=last.quota,
+            gpu=gpu,
             generation=generation,
             previous=previous,
             now=_now(),
@@ -390,6 +403,8 @@ class Driver:
             secret=target.secret,
             default_image=target.default_image,
         )
+        if spec.gpu_claims:  # the claim need not exist for the API server to check the pod
+            claims.attach(pod, claims.claim_name(target.owner.name, 0))
         meta = pod["metadata"]
         meta["generateName"] = f"{meta.pop('name')}-check-"  # the real pod may exist already
         try:
