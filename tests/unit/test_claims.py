@@ -75,7 +75,7 @@ def test_per_gpu_below_one_is_refused_naming_the_field(value: int) -> None:
     with pytest.raises(SpecError) as e:
         spec(perGPU=value)
     assert e.value.field == "spec.trials.perGPU"
-    assert "greater than or equal to 1" in str(e.value)
+    assert f"must be at least 1, got {value}" in str(e.value)
 
 
 def test_per_gpu_must_be_an_integer() -> None:
@@ -95,6 +95,26 @@ def test_a_device_plugin_limit_next_to_shared_claims_is_refused_naming_it() -> N
         parse_spec(raw)
     assert e.value.field == "spec.template.resources.limits.nvidia.com/gpu"
     assert "spec.trials.perGPU is 2" in str(e.value)
+
+
+def test_a_template_claim_named_like_the_shared_gpu_claim_is_refused_not_replaced() -> None:
+    template = {
+        "command": ["python", "t.py"],
+        "resourceClaims": [{"name": "gpu", "resourceClaimName": "team-gpu"}],
+        "resources": {"claims": [{"name": "gpu"}]},
+    }
+    raw: dict[str, Any] = {
+        "objective": [{"metric": "score"}],
+        "searchSpace": [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+        "trials": {"perGPU": 2},
+        "template": template,
+    }
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    assert e.value.field == "spec.template.resourceClaims[0].name"
+    assert "choose another name" in str(e.value)
+    raw["trials"] = {"perGPU": 1}  # no shared claim: the template's own claim is the user's to name
+    assert parse_spec(raw).template.resource_claims[0].name == "gpu"
 
 
 def test_the_gpu_section_alone_asks_for_claims_and_is_checked() -> None:

@@ -34,14 +34,14 @@ from typing import Any
 from hpo_operator.core import names
 from hpo_operator.core.observe import parse_time
 from hpo_operator.core.pods import Owner
-from hpo_operator.core.spec import GPU_RESOURCE, StudySpec
+from hpo_operator.core.spec import GPU_CLAIM, GPU_RESOURCE, StudySpec
 
 DRA_GROUP = "resource.k8s.io"
 DRA_VERSION = "v1"
 DRA_API_VERSION = f"{DRA_GROUP}/{DRA_VERSION}"
 DEFAULT_DEVICE_CLASS = "gpu.nvidia.com"  # the NVIDIA DRA driver's DeviceClass
 DEVICE_CLASS_SETTING = "HPO_GPU_DEVICE_CLASS (the chart's gpu.deviceClassName)"
-REQUEST = "gpu"  # the device request's name in the claim, and the pod's name for the claim
+REQUEST = GPU_CLAIM  # the device request's name in the claim, and the pod's name for the claim
 # A claim that a pod waits for stays unallocated this long before the study says so.
 ALLOCATION_GRACE = dt.timedelta(seconds=30)
 

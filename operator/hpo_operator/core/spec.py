@@ -81,6 +81,7 @@ MAX_RESOURCES = 16  # resource names in template.resources.limits or .requests (
 # refuses a negative one by a rule of its own (minimum 0 for an integer, no leading minus for a string).
 MAX_PER_GPU = 64
 GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
+GPU_CLAIM = "gpu"  # the pod's name for its shared GPU claim (perGPU, spec.gpu); a template may not use it
 QUANTITY = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -706,20 +707,30 @@ def _qualified_name_problem(key: str) -> str | None:
 
 
 def _check_gpu(spec: StudySpec) -> list[FieldIssue]:
-    """A study whose trials share GPUs through ResourceClaims takes no device-plugin GPU limit too."""
+    """A study whose trials share GPUs through ResourceClaims takes no device-plugin GPU limit too, and
+    no claim of its own under the shared claim's name."""
     resources = spec.template.resources
-    if not spec.gpu_claims or not isinstance(resources, Mapping):
+    if not spec.gpu_claims:
         return []
     why = "the trial pods get their GPU from a shared DRA ResourceClaim ({cause}); remove this {what}"
     cause = f"spec.trials.perGPU is {spec.trials.per_gpu}" if spec.trials.per_gpu > 1 else "spec.gpu is set"
     issues = []
     for section in ("limits", "requests"):
-        quantities = resources.get(section)
+        quantities = resources.get(section) if isinstance(resources, Mapping) else None
         if isinstance(quantities, Mapping) and GPU_RESOURCE in quantities:
             issues.append(
                 FieldIssue(
                     f"spec.template.resources.{section}.{GPU_RESOURCE}",
                     why.format(cause=cause, what="device-plugin " + section.rstrip("s")),
+                )
+            )
+    for i, claim in enumerate(spec.template.resource_claims):
+        if claim.name == GPU_CLAIM:
+            issues.append(
+                FieldIssue(
+                    f"spec.template.resourceClaims[{i}].name",
+                    f"{GPU_CLAIM!r} is the name of the shared GPU claim the operator adds ({cause}); "
+                    "choose another name",
                 )
             )
     return issues
