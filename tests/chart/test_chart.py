@@ -30,6 +30,7 @@ SETS: dict[str, list[str]] = {
         "operator.watchNamespaces={team-a,team-b}",
         "dashboard.enabled=true",
         "metrics.serviceMonitor.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
         "postgresql.persistence.enabled=false",
     ],
     "external-storage": [

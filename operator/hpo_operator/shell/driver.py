@@ -32,6 +32,7 @@ from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names, pods, verdict
 from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.reconcile import abandoned, being_deleted
+from hpo_operator.core.series import study_series
 from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 from hpo_operator.core.verdict import Report
 from hpo_operator.shell import redact
@@ -311,6 +312,7 @@ class Driver:
                 break
             phase = last.plan.assessment.phase
         assert last is not None
+        self.metrics.set_series(f"{ns}/{name}", study_series(spec, last.observed, last.plan.assessment))
         return verdict.reconciled(
             spec,
             last.observed,
