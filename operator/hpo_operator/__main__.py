@@ -21,12 +21,16 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 import kopf
 
 from hpo_operator import __version__
 from hpo_operator.config import ConfigError, OperatorConfig
+
+if TYPE_CHECKING:
+    from hpo_operator.shell.leader import LeaderElector
+    from hpo_operator.shell.metrics import Metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lead(config: OperatorConfig, metrics: Any) -> Any:
+def _lead(config: OperatorConfig, metrics: Metrics) -> LeaderElector | None:
     """Wait on standby until this process holds the Lease; then keep it renewed, exiting the moment it
     is lost. ``None`` if stopped (SIGTERM, Ctrl-C) while waiting."""
     from hpo_operator.shell.leader import LeaderElector, StandbyHealth, candidate_identity

@@ -1,7 +1,8 @@
 """Two operator processes with what the chart gives its pods when it elects a leader, on the real control
 plane: the chart's ServiceAccount token (so its Lease Role is what they may do), the Deployment's
 environment (``HPO_IDENTITY`` from the pod name, as the kubelet would resolve it). One leads, the other
-waits on standby; stopping the leader hands the Lease over, and no request is refused by RBAC.
+waits on standby; stopping the leader hands the Lease over, a standby stops cleanly, and no request is
+refused by RBAC.
 
 As in test_operator_with_chart.py, the chart is installed with ``operator.replicas=0`` (the node agent
 runs commands, not images), with ``operator.leaderElection.enabled`` so the Deployment still elects.
@@ -123,6 +124,14 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
             for symptom in ("Forbidden", "forbidden", " 403"):
                 assert symptom not in text, f"the chart's RBAC refused the operator something:\n{text}"
         assert "released the Lease" in logs[0].read_text()
+
+        # A standby stops at once when told to (SIGTERM), without ever having acted.
+        start(2)
+        wait_until("replica 2 on standby", lambda: leader_gauge(ports[2][1]) == 0, 60, logs[2])
+        procs[2].terminate()
+        assert procs[2].wait(timeout=10) == 0
+        assert holder().startswith(f"{release.name}-1_")
+        assert "kopf" not in logs[2].read_text()
     finally:
         for proc in procs:
             proc.terminate()
