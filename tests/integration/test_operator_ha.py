@@ -3,7 +3,7 @@ the other waits on standby running no handler; SIGKILL the active one mid-study 
 Lease once it expires and finishes the study, with exactly the budget's trials, no trial asked twice and
 the two replicas never acting at the same time. A clean stop (SIGTERM) hands over without the wait.
 
-Uses the fixtures (``conftest.py``) and helpers of ``test_operator.py``.
+Uses the fixtures and helpers of ``test_operator.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any
 
 import optuna
 from kubernetes import client
-from test_operator import (
+
+from tests.integration import test_operator as harness_study
+from tests.integration.test_operator import (
     TRIALS,
     Operator,
     Pods,
@@ -29,7 +31,12 @@ from test_operator import (
     wait_for,
     wait_phase,
 )
-from test_operator_metrics import of_study, scrape
+from tests.integration.test_operator_metrics import of_study, scrape
+
+# test_operator.py's fixtures, used here by name.
+crd = harness_study.crd
+pods = harness_study.pods
+storage_url = harness_study.storage_url
 
 LEASE = "hpo-operator-leader"
 DURATION, RENEW, RETRY = 6, 4.0, 1.0
@@ -150,6 +157,7 @@ def test_killing_the_active_replica_hands_the_study_to_the_standby_without_a_dup
         )
         # Within the lease duration (counted from replica-1's last sight of a renewal), plus its retry.
         assert took <= DURATION + 2 * RETRY + 1.5, f"took {took:.1f}s to take over"
+        print(f"replica-1 took the Lease {took:.1f}s after replica-0 was killed (lease {DURATION}s)")
         wait_for("replica-1 to report leading", lambda: leader_gauge(second) == 1, timeout=30)
 
         body = wait_phase(cluster, namespace, "ha", ("Succeeded", "Failed"), timeout=180)
@@ -188,6 +196,7 @@ def test_killing_the_active_replica_hands_the_study_to_the_standby_without_a_dup
         assert second.proc is not None and second.proc.returncode == 0
         assert "released the Lease" in second.log
         assert took < DURATION, f"took {took:.1f}s after a clean stop"
+        print(f"replica-0 took the released Lease {took:.1f}s after replica-1 was stopped")
         wait_for("replica-0 to report leading", lambda: leader_gauge(first) == 1, timeout=30)
     finally:
         lease.stop()

@@ -2,7 +2,7 @@
 ``/metrics`` of the running operator process while it runs, hold its final numbers once it is done, and
 are gone once the HPOStudy is deleted; the chart's Grafana dashboard queries only series found there.
 
-Uses the fixtures (``conftest.py``) and helpers of ``test_operator.py``.
+Uses the fixtures and helpers of ``test_operator.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,24 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_operator import TRIALS, Operator, Pods, apply, load_study, study_manifest, wait_for, wait_phase
+
+from tests.integration import test_operator as harness_study
+from tests.integration.test_operator import (
+    TRIALS,
+    Operator,
+    Pods,
+    apply,
+    load_study,
+    study_manifest,
+    wait_for,
+    wait_phase,
+)
+
+# test_operator.py's fixtures, used here by name.
+crd = harness_study.crd
+operator = harness_study.operator
+pods = harness_study.pods
+storage_url = harness_study.storage_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "hpo-operator" / "dashboards" / "hpo-operator.json"
