@@ -114,7 +114,7 @@ class LeaderElector:
         spec = lease.spec or client.V1LeaseSpec()
         if lease.metadata.resource_version != self._observed:
             self._observed = lease.metadata.resource_version
-            self._observed_at = sent
+            self._observed_at = self.clock()  # once read: a slow request never shortens the wait
         self.holder = spec.holder_identity or None
         if self.holder is not None and self.holder != self.identity:
             ttl = spec.lease_duration_seconds or self.election.duration
