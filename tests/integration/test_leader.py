@@ -4,13 +4,17 @@ released Lease is taken at once."""
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
 import threading
 import time
 from typing import Any
 
+import pytest
 from hpo_operator.config import LeaderElection
 from hpo_operator.shell.leader import LeaderElector
 from kubernetes import client
+from kubernetes.config import kube_config
 
 ELECTION = LeaderElection("", "lead", duration=3, renew_deadline=2.0, retry_period=0.5)
 
@@ -58,10 +62,11 @@ def test_one_holder_at_a_time_and_a_takeover_only_after_the_lease_expires(
     assert result == "leading" and holder(cluster, namespace) == "b"
     assert ELECTION.duration <= took < ELECTION.duration + 1.5, took
 
-    # a wakes up and tries to renew: the Lease is b's, so a has lost.
+    # a wakes up: its last renewal is older than the renew deadline, so it gives up without a write.
     a.keep()
     until(lambda: lost_a, timeout=ELECTION.retry_period * 4)
-    assert lost_a == [f"the Lease {namespace}/lead is held by b now"]
+    assert lost_a[0].startswith(f"could not renew the Lease {namespace}/lead for ")
+    assert holder(cluster, namespace) == "b"
 
     # b renews: a third candidate never gets it, however long it tries past the lease duration.
     b.keep()
@@ -78,6 +83,17 @@ def test_one_holder_at_a_time_and_a_takeover_only_after_the_lease_expires(
     lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease("lead", namespace)
     assert lease.spec.lease_transitions == 2  # a -> b -> c
     assert not lost_b
+
+    # c renews; someone else writes the Lease: at its next renewal c finds another holder and has lost.
+    lost_c: list[str] = []
+    c.on_lost = lost_c.append
+    c.keep()
+    lease.spec.holder_identity = "intruder"
+    lease.spec.renew_time = dt.datetime.now(dt.UTC)
+    client.CoordinationV1Api(cluster.api_client()).replace_namespaced_lease("lead", namespace, lease)
+    until(lambda: lost_c, timeout=ELECTION.retry_period * 4)
+    assert lost_c == [f"the Lease {namespace}/lead is held by intruder now"]
+    assert holder(cluster, namespace) == "intruder"  # c did not write over it
 
 
 def test_two_candidates_racing_for_a_free_lease_never_both_lead(cluster: Any, namespace: str) -> None:
@@ -104,20 +120,30 @@ def test_two_candidates_racing_for_a_free_lease_never_both_lead(cluster: Any, na
         assert holder(cluster, namespace) == winner
 
 
-def test_a_leader_cut_off_from_the_api_server_gives_up_before_the_lease_expires(
-    cluster: Any, namespace: str
+@pytest.mark.parametrize("cut_off", ["refused", "hung"])
+def test_a_leader_cut_off_from_the_api_server_gives_up_at_the_renew_deadline(
+    cluster: Any, namespace: str, cut_off: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lost: list[str] = []
-    a = elector(cluster, namespace, "a", lost)
-    assert a.attempt() == "leading"
+    # The operator's own client (shell.kube.connect, for the cluster KUBECONFIG names: the kubernetes
+    # package reads that variable once, at import).
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster.kubeconfig))
+    election = LeaderElection(
+        namespace, "lead", ELECTION.duration, ELECTION.renew_deadline, ELECTION.retry_period
+    )
+    a = LeaderElector.connect(election, "a", on_lost=lost.append)
     renewed = time.monotonic()
-    # From now on a reaches no API server (connections refused on a closed port).
-    unreachable = client.Configuration()
-    unreachable.host = "https://127.0.0.1:9"
-    a.api = client.CoordinationV1Api(client.ApiClient(unreachable))
-    a.keep()
-    until(lambda: lost, timeout=ELECTION.duration + 2)
+    assert a.attempt() == "leading"
+    # From now on a reaches no API server: connections refused on a closed port, or accepted by a
+    # listener that never answers (a hung connection: only the request timeouts end each try).
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        if cut_off == "hung":
+            hole.listen(16)
+        a.api.api_client.configuration.host = f"https://127.0.0.1:{hole.getsockname()[1]}"
+        a.keep()
+        until(lambda: lost, timeout=ELECTION.duration + 2)
     gave_up = time.monotonic() - renewed
     assert lost[0].startswith(f"could not renew the Lease {namespace}/lead for ")
-    # It stops acting after the renew deadline, before any other replica may take over.
-    assert ELECTION.renew_deadline <= gave_up < ELECTION.duration, gave_up
+    # It stops acting at the renew deadline, well before any other replica may take over.
+    assert ELECTION.renew_deadline <= gave_up < ELECTION.renew_deadline + 0.5 < ELECTION.duration, gave_up

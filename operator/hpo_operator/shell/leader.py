@@ -74,8 +74,10 @@ class LeaderElector:
         cls, election: LeaderElection, identity: str, *, on_lost: Callable[[str], None]
     ) -> LeaderElector:
         """An elector with an API client of its own (two connections): a renewal never waits for a
-        connection behind the reconciles."""
-        return cls(client.CoordinationV1Api(connect(pool_size=2)), election, identity, on_lost=on_lost)
+        connection behind the reconciles; and without urllib3's retries, so a request's timeout is
+        the most it takes."""
+        api = connect(pool_size=2, retries=False)
+        return cls(client.CoordinationV1Api(api), election, identity, on_lost=on_lost)
 
     @property
     def where(self) -> str:
@@ -96,18 +98,26 @@ class LeaderElector:
             stop.wait(self.election.retry_period)
         return False
 
-    def attempt(self) -> Attempt:
+    def attempt(self, budget: float | None = None) -> Attempt:
         """One try to take or renew the Lease: ``leading`` (this process holds it now), ``held``
-        (another holder's Lease has not expired) or ``error`` (the API server did not answer)."""
+        (another holder's Lease has not expired) or ``error`` (the API server did not answer, or not
+        within ``budget`` seconds: its requests time out by then)."""
         sent = self.clock()
         name, namespace = self.election.name, self.election.namespace
+
+        def timeout() -> float:
+            left = self.timeout if budget is None else budget - (self.clock() - sent)
+            return min(self.timeout, left)
+
+        if timeout() <= 0:
+            return "error"
         try:
-            lease = self.api.read_namespaced_lease(name, namespace, _request_timeout=self.timeout)
+            lease = self.api.read_namespaced_lease(name, namespace, _request_timeout=timeout())
         except ApiException as e:
             if e.status != 404:
                 log.warning("cannot read the %s: %s %s", self.where, e.status, e.reason)
                 return "error"
-            return self._create(sent)
+            return self._create(sent, timeout())
         except (HTTPError, OSError) as e:
             log.warning("cannot read the %s: %s", self.where, e)
             return "error"
@@ -118,8 +128,10 @@ class LeaderElector:
         self.holder = spec.holder_identity or None
         if self.holder is not None and self.holder != self.identity:
             ttl = spec.lease_duration_seconds or self.election.duration
-            if sent < self._observed_at + ttl:
+            if self.clock() < self._observed_at + ttl:
                 return "held"
+        if timeout() <= 0:
+            return "error"
         now = dt.datetime.now(dt.UTC)
         if self.holder != self.identity:
             spec.acquire_time = now
@@ -129,7 +141,7 @@ class LeaderElector:
         spec.renew_time = now
         lease.spec = spec
         try:  # the resourceVersion read above makes this conditional: a concurrent writer gets 409
-            written = self.api.replace_namespaced_lease(name, namespace, lease, _request_timeout=self.timeout)
+            written = self.api.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout())
         except ApiException as e:
             if e.status != 409:
                 log.warning("cannot update the %s: %s %s", self.where, e.status, e.reason)
@@ -139,7 +151,9 @@ class LeaderElector:
             return "error"
         return self._held(written, sent)
 
-    def _create(self, sent: float) -> Attempt:
+    def _create(self, sent: float, timeout: float) -> Attempt:
+        if timeout <= 0:
+            return "error"
         now = dt.datetime.now(dt.UTC)
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(name=self.election.name, namespace=self.election.namespace),
@@ -153,7 +167,7 @@ class LeaderElector:
         )
         try:
             written = self.api.create_namespaced_lease(
-                self.election.namespace, body, _request_timeout=self.timeout
+                self.election.namespace, body, _request_timeout=timeout
             )
         except ApiException as e:
             if e.status != 409:  # 409: another candidate created it first
@@ -179,19 +193,24 @@ class LeaderElector:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.election.retry_period):
-            result = self.attempt()
+        """Every retry period, renew; give up the moment the renew deadline (from the last renewal that
+        succeeded) has passed, never later: each try's requests time out by then."""
+
+        def left() -> float:
+            return self.election.renew_deadline - (self.clock() - self._renewed_at)
+
+        while not self._stop.wait(max(0.0, min(self.election.retry_period, left()))):
+            if left() <= 0:
+                self.on_lost(
+                    f"could not renew the {self.where} for {self.clock() - self._renewed_at:.1f}s "
+                    f"(HPO_LEASE_RENEW_DEADLINE {self.election.renew_deadline:g}s)"
+                )
+                return
+            result = self.attempt(budget=left())
             if self._stop.is_set():
                 return
             if result == "held":
                 self.on_lost(f"the {self.where} is held by {self.holder} now")
-                return
-            waited = self.clock() - self._renewed_at
-            if result == "error" and waited > self.election.renew_deadline:
-                self.on_lost(
-                    f"could not renew the {self.where} for {waited:.1f}s "
-                    f"(HPO_LEASE_RENEW_DEADLINE {self.election.renew_deadline:g}s)"
-                )
                 return
 
     def release(self) -> None:
