@@ -3,19 +3,34 @@
 The configuration comes from the environment (see :mod:`hpo_operator.config`), parsed once here;
 ``--namespace`` (repeatable) overrides ``HPO_WATCH_NAMESPACES``. Without namespaces the operator
 watches the whole cluster.
+
+With ``HPO_LEADER_ELECTION=true`` (several replicas), the process first waits to hold the Lease
+(:mod:`hpo_operator.shell.leader`), serving ``/metrics`` (``hpo_operator_leader 0``) and ``/healthz``
+meanwhile, and only then starts kopf: a standby runs no handler at all. A leader that loses the Lease
+exits at once (its pod restarts as a standby); one that stops cleanly waits for its in-flight work and
+releases the Lease, so a standby takes over at its next try.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import socket
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import kopf
 
 from hpo_operator import __version__
 from hpo_operator.config import ConfigError, OperatorConfig
+
+if TYPE_CHECKING:
+    from hpo_operator.shell.leader import LeaderElector
+    from hpo_operator.shell.metrics import Metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,19 +67,76 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     import hpo_operator.handlers  # noqa: F401  (registers the handlers)
+    from hpo_operator.shell.metrics import Metrics
 
+    metrics = Metrics()
+    metrics.serve(config.metrics_port)
+    memo = kopf.Memo(config=config, metrics=metrics)
+    elector = None
+    if config.leader_election is not None:
+        elector = _lead(config, metrics)
+        if elector is None:
+            return 0  # stopped while on standby
     namespaces = tuple(args.namespace) or config.watch_namespaces
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        # kopf would ask getpass for a user name, which fails for a uid without a passwd entry (the
-        # image's 65532, or any runAsUser): the pod's host name identifies this operator instead.
-        identity=f"hpo-operator@{socket.gethostname()}",
-        liveness_endpoint=config.liveness_endpoint,
-        memo=kopf.Memo(config=config),
-    )
+    try:
+        kopf.run(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            # kopf would ask getpass for a user name, which fails for a uid without a passwd entry (the
+            # image's 65532, or any runAsUser): the pod's host name identifies this operator instead.
+            identity=f"hpo-operator@{socket.gethostname()}",
+            liveness_endpoint=config.liveness_endpoint,
+            memo=memo,
+        )
+    finally:
+        if elector is not None and _idle(memo.get("executor"), timeout=10.0):
+            elector.release()  # nothing of ours runs any more: a standby may take over now
     return 0
+
+
+def _lead(config: OperatorConfig, metrics: Metrics) -> LeaderElector | None:
+    """Wait on standby until this process holds the Lease; then keep it renewed, exiting the moment it
+    is lost. ``None`` if stopped (SIGTERM, Ctrl-C) while waiting."""
+    from hpo_operator.shell.leader import LeaderElector, StandbyHealth, candidate_identity
+
+    log = logging.getLogger("hpo_operator.leader")
+    assert config.leader_election is not None
+
+    def lost(why: str) -> None:
+        # Another replica may take the Lease soon: stop acting now, mid-reconcile or not (what is stored
+        # is consistent after any crash). The pod restarts as a standby.
+        log.critical("lost the leader Lease (%s); exiting", why)
+        logging.shutdown()
+        os._exit(1)
+
+    identity = candidate_identity(config.identity)
+    elector = LeaderElector.connect(config.leader_election, identity, on_lost=lost)
+    metrics.leader.set(0)
+    health = StandbyHealth(config.liveness_endpoint)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not elector.acquire(stop):
+            return None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        health.close()
+    elector.keep()
+    metrics.leader.set(1)
+    return elector
+
+
+def _idle(executor: ThreadPoolExecutor | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the operator's blocking work (a reconcile in a thread outlives
+    kopf's stop) to finish; whether it did."""
+    if executor is None:
+        return True
+    waiter = threading.Thread(target=executor.shutdown, kwargs={"wait": True}, daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    return not waiter.is_alive()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@
                                (default ``gpu.nvidia.com``, the NVIDIA DRA driver's)
 ``HPO_WORKER_THREADS``         threads for blocking work (API and database calls; default 32): the
                                most studies reconciled at once, whatever the pod's CPU count
+``HPO_LEADER_ELECTION``        ``true``: of several replicas only the holder of a Lease acts (default
+                               ``false``: this process acts alone, no Lease)
+``HPO_LEADER_ELECTION_LEASE``  ``namespace/name`` of that coordination.k8s.io Lease (required with it)
+``HPO_LEASE_DURATION``         seconds a Lease not renewed stays its holder's (integer, default 15)
+``HPO_LEASE_RENEW_DEADLINE``   seconds the leader keeps trying to renew before it stops (default 10)
+``HPO_LEASE_RETRY_PERIOD``     seconds between two tries to acquire or renew (default 2)
+``HPO_IDENTITY``               this replica's name in the Lease (default the host name; the pod name
+                               in the chart); a random suffix makes each process a candidate of its own
 =============================  ====================================================================
 """
 
@@ -29,6 +37,7 @@ DEFAULT_GPU_DEVICE_CLASS = "gpu.nvidia.com"
 MAX_WORKER_THREADS = 512
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -45,6 +54,8 @@ class OperatorConfig:
     liveness_endpoint: str | None = DEFAULT_LIVENESS_ENDPOINT
     worker_threads: int = DEFAULT_WORKER_THREADS
     gpu_device_class: str = DEFAULT_GPU_DEVICE_CLASS
+    leader_election: LeaderElection | None = None  # None: act alone (one replica)
+    identity: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -72,6 +83,8 @@ class OperatorConfig:
         workers = _number(env, "HPO_WORKER_THREADS", str(DEFAULT_WORKER_THREADS), int)
         if not 1 <= workers <= MAX_WORKER_THREADS:
             raise ConfigError(f"HPO_WORKER_THREADS must be between 1 and {MAX_WORKER_THREADS}, got {workers}")
+        identity = text("HPO_IDENTITY")
+        election = _leader_election(env)
         url = text("HPO_DEFAULT_STORAGE_URL")
         if url is not None and "://" not in url:
             raise ConfigError("HPO_DEFAULT_STORAGE_URL must be a SQLAlchemy URL (dialect://...)")
@@ -87,7 +100,51 @@ class OperatorConfig:
             liveness_endpoint=liveness,
             worker_threads=workers,
             gpu_device_class=device_class,
+            leader_election=election,
+            identity=identity,
         )
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """The Lease the replicas compete for, and its timings (as client-go's leader election has them)."""
+
+    namespace: str
+    name: str
+    duration: int = 15  # seconds a Lease not renewed stays its holder's
+    renew_deadline: float = 10.0  # the leader stops acting when it could not renew for this long
+    retry_period: float = 2.0  # between two tries to acquire or renew
+
+
+def _leader_election(env: Mapping[str, str]) -> LeaderElection | None:
+    flag = env.get("HPO_LEADER_ELECTION", "").strip().lower() or "false"
+    if flag not in ("true", "false"):
+        raise ConfigError(f"HPO_LEADER_ELECTION must be true or false, got {flag!r}")
+    if flag == "false":
+        return None
+    lease = env.get("HPO_LEADER_ELECTION_LEASE", "").strip()
+    namespace, _, name = lease.partition("/")
+    if not lease:
+        raise ConfigError(
+            "HPO_LEADER_ELECTION_LEASE is required with HPO_LEADER_ELECTION=true (namespace/name)"
+        )
+    if not _NAMESPACE.match(namespace) or not _LEASE_NAME.match(name):
+        raise ConfigError(f"HPO_LEADER_ELECTION_LEASE must be namespace/name of a Lease, got {lease!r}")
+    duration = _number(env, "HPO_LEASE_DURATION", "15", int)
+    renew = _number(env, "HPO_LEASE_RENEW_DEADLINE", "10", float)
+    retry = _number(env, "HPO_LEASE_RETRY_PERIOD", "2", float)
+    if not retry > 0:
+        raise ConfigError(f"HPO_LEASE_RETRY_PERIOD must be a positive number of seconds, got {retry:g}")
+    if not renew > retry:
+        raise ConfigError(
+            f"HPO_LEASE_RENEW_DEADLINE ({renew:g}) must be longer than HPO_LEASE_RETRY_PERIOD ({retry:g})"
+        )
+    if not duration > renew:
+        raise ConfigError(
+            f"HPO_LEASE_DURATION ({duration}) must be longer than HPO_LEASE_RENEW_DEADLINE ({renew:g}): "
+            "a leader that cannot renew must stop before another replica may take over"
+        )
+    return LeaderElection(namespace, name, duration, renew, retry)
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> Any:

@@ -60,8 +60,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.execution.max_workers = memo.config.worker_threads
     settings.background.instant_exit_timeout = 5.0  # a stopped daemon exits within a second or two
-    metrics = Metrics()
-    metrics.serve(memo.config.metrics_port)
+    metrics: Metrics | None = memo.get("metrics")  # served by __main__ from the start (standby included)
+    if metrics is None:
+        metrics = Metrics()
+        metrics.serve(memo.config.metrics_port)
     memo.executor = ThreadPoolExecutor(max_workers=memo.config.worker_threads, thread_name_prefix="hpo-work")
     memo.driver = Driver(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
     memo.wakers = {}

@@ -30,6 +30,7 @@ SETS: dict[str, list[str]] = {
         "operator.watchNamespaces={team-a,team-b}",
         "dashboard.enabled=true",
         "metrics.serviceMonitor.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
         "postgresql.persistence.enabled=false",
     ],
     "external-storage": [
@@ -38,6 +39,11 @@ SETS: dict[str, list[str]] = {
         "storage.external.key=dsn",
         "dashboard.enabled=true",
         "image.digest=sha256:" + "a" * 64,
+    ],
+    "ha-two-replicas": [
+        "operator.replicas=2",
+        "operator.watchNamespaces={team-a}",
+        "operator.leaderElection.leaseDuration=20",
     ],
     "no-default-storage-no-metrics": [
         "storage.mode=none",
@@ -157,8 +163,9 @@ def test_schema_rejects_an_unknown_value(helm: Helm, chart: Path) -> None:
     assert "at '/operator': additional properties 'replica' not allowed" in message
 
 
-def test_schema_refuses_more_than_one_operator_replica(helm: Helm, chart: Path) -> None:
-    message = schema_error(helm, chart, "operator.replicas=2")
+def test_schema_refuses_a_negative_replica_count(helm: Helm, chart: Path) -> None:
+    # More than one is allowed: the replicas then elect a leader (tests/chart/test_ha.py).
+    message = schema_error(helm, chart, "operator.replicas=-1")
     assert "/operator/replicas" in message
 
 
@@ -341,7 +348,8 @@ def test_operator_environment_is_the_documented_configuration(helm: Helm, chart:
     for variant in SETS.values():
         names = set(operator_env(render(helm, chart, *variant)))
         assert names <= documented, f"the chart sets undocumented variables {names - documented}"
-    assert set(operator_env(render(helm, chart))) == documented
+    every = set().union(*(operator_env(render(helm, chart, *variant)) for variant in SETS.values()))
+    assert every == documented  # each documented variable is set by some variant (the Lease's: with HA)
 
 
 def test_bundled_storage_url_is_shared_by_operator_and_dashboard(helm: Helm, chart: Path) -> None:

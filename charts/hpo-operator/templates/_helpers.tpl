@@ -193,3 +193,27 @@ subjects:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+hpo-operator.leaderElection: "true" when the replicas elect a leader through a Lease (operator.leaderElection
+.enabled, or more than one replica), else empty. Checks the timings the way the operator does at start-up.
+*/}}
+{{- define "hpo-operator.leaderElection" -}}
+{{- $le := .Values.operator.leaderElection }}
+{{- if or $le.enabled (gt (int .Values.operator.replicas) 1) }}
+{{- if not (gt (float64 $le.renewDeadline) (float64 $le.retryPeriod)) }}
+{{- fail "operator.leaderElection.renewDeadline must be longer than operator.leaderElection.retryPeriod" }}
+{{- end }}
+{{- if not (gt (float64 $le.leaseDuration) (float64 $le.renewDeadline)) }}
+{{- fail "operator.leaderElection.leaseDuration must be longer than operator.leaderElection.renewDeadline: a leader that cannot renew must stop before a standby may take over" }}
+{{- end }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+hpo-operator.leaseName: the Lease the replicas compete for, in the release namespace.
+*/}}
+{{- define "hpo-operator.leaseName" -}}
+{{- printf "%s-leader" (include "hpo-operator.fullname" .) }}
+{{- end }}

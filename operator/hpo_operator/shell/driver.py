@@ -33,6 +33,7 @@ from hpo_operator.config import OperatorConfig
 from hpo_operator.core import claims, names, pods, verdict
 from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.reconcile import abandoned, being_deleted
+from hpo_operator.core.series import study_series
 from hpo_operator.core.spec import SpecError, StudySpec, validate_name
 from hpo_operator.core.verdict import Report
 from hpo_operator.shell import redact
@@ -326,6 +327,7 @@ class Driver:
                 )
             except GpuUnavailable as e:
                 gpu = e.state
+        self.metrics.set_series(f"{ns}/{name}", study_series(spec, last.observed, last.plan.assessment))
         return verdict.reconciled(
             spec,
             last.observed,

@@ -57,9 +57,10 @@ class PodQuotaExceeded(RuntimeError):
     """A ResourceQuota has no room for a trial pod now; it may have later. The message says which."""
 
 
-def connect(pool_size: int = 32) -> client.ApiClient:
+def connect(pool_size: int = 32, *, retries: bool = True) -> client.ApiClient:
     """A client for the cluster the operator runs in, or the one ``KUBECONFIG`` names; its connection
-    pool holds ``pool_size`` connections (one per worker thread)."""
+    pool holds ``pool_size`` connections (one per worker thread). ``retries=False``: a failed request is
+    not tried again by urllib3 (whose retries would multiply a request's timeout)."""
     try:
         config.load_incluster_config()
         configuration = client.Configuration.get_default_copy()
@@ -67,6 +68,8 @@ def connect(pool_size: int = 32) -> client.ApiClient:
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size  # handlers and daemons share it from many threads
+    if not retries:
+        configuration.retries = False
     return client.ApiClient(configuration)
 
 

@@ -1,0 +1,142 @@
+"""Two operator processes with what the chart gives its pods when it elects a leader, on the real control
+plane: the chart's ServiceAccount token (so its Lease Role is what they may do), the Deployment's
+environment (``HPO_IDENTITY`` from the pod name, as the kubelet would resolve it). One leads, the other
+waits on standby; stopping the leader hands the Lease over, a standby stops cleanly, and no request is
+refused by RBAC.
+
+As in test_operator_with_chart.py, the chart is installed with ``operator.replicas=0`` (the node agent
+runs commands, not images), with ``operator.leaderElection.enabled`` so the Deployment still elects.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.harness.handle import ClusterHandle
+
+from .release import Release
+from .test_operator_with_chart import free_port, http_ok, token_kubeconfig, wait_until
+
+
+def pod_environment(release: Release, pod_name: str) -> dict[str, str]:
+    """The operator container's environment as the kubelet would build it for pod ``pod_name``."""
+    (deployment,) = [d for d in release.manifests() if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "fieldRef" in var["valueFrom"]:
+            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            env[var["name"]] = pod_name
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            secret = release.cluster.core().read_namespaced_secret(ref["name"], release.namespace)
+            env[var["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+    return env
+
+
+def leader_gauge(port: int) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^hpo_operator_leader (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+@pytest.mark.timeout(300)
+def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
+    install, cluster: ClusterHandle, namespace: str, postgres_url: str, tmp_path: Path
+) -> None:
+    cluster.core().create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": postgres_url}),
+    )
+    release = install(
+        namespace,
+        "storage.mode=external",
+        "storage.external.existingSecret=hpo-storage",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "operator.leaderElection.enabled=true",
+        "operator.leaderElection.leaseDuration=6",
+        "operator.leaderElection.renewDeadline=4",
+        "operator.leaderElection.retryPeriod=1",
+    )
+    kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
+    lease_name = f"{release.name}-leader"
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[tuple[int, int]] = []
+    logs: list[Path] = []
+
+    def start(n: int) -> None:
+        health, metrics = free_port(), free_port()
+        env = pod_environment(release, f"{release.name}-{n}")
+        assert env["HPO_LEADER_ELECTION_LEASE"] == f"{namespace}/{lease_name}"
+        env |= {
+            "HPO_METRICS_PORT": str(metrics),
+            "HPO_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz",
+            "KUBECONFIG": str(kubeconfig),
+        }
+        logs.append(tmp_path / f"operator-{n}.log")
+        with logs[-1].open("w") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "hpo_operator"],
+                    env={**process_env, **env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                )
+            )
+        ports.append((health, metrics))
+
+    def holder() -> str:
+        lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(lease_name, namespace)
+        return str(lease.spec.holder_identity or "")
+
+    try:
+        start(0)
+        wait_until("replica 0 to lead", lambda: leader_gauge(ports[0][1]) == 1, 60, logs[0])
+        assert holder().startswith(f"{release.name}-0_")
+        start(1)
+        wait_until("replica 1 on standby", lambda: leader_gauge(ports[1][1]) == 0, 60, logs[1])
+        assert http_ok(f"http://127.0.0.1:{ports[1][0]}/healthz")  # the standby is alive and ready
+        assert http_ok(f"http://127.0.0.1:{ports[0][0]}/healthz")  # kopf's endpoint on the leader
+
+        procs[0].terminate()  # a clean stop (a rollout): the Lease is released, replica 1 takes it
+        assert procs[0].wait(timeout=30) == 0
+        wait_until("replica 1 to lead", lambda: leader_gauge(ports[1][1]) == 1, 15, logs[1])
+        assert holder().startswith(f"{release.name}-1_")
+        for log in logs:
+            text = log.read_text(errors="replace")
+            for symptom in ("Forbidden", "forbidden", " 403"):
+                assert symptom not in text, f"the chart's RBAC refused the operator something:\n{text}"
+        assert "released the Lease" in logs[0].read_text()
+
+        # A standby stops at once when told to (SIGTERM), without ever having acted.
+        start(2)
+        wait_until("replica 2 on standby", lambda: leader_gauge(ports[2][1]) == 0, 60, logs[2])
+        procs[2].terminate()
+        assert procs[2].wait(timeout=10) == 0
+        assert holder().startswith(f"{release.name}-1_")
+        assert "kopf" not in logs[2].read_text()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
