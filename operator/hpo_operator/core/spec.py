@@ -79,6 +79,7 @@ RESERVED_ENV = frozenset(
         contract.TRAINER,
         contract.TRIAL_ATTEMPT,
         contract.OUTPUT_DIR,
+        contract.RUN_NAME,
     }
 )
 
