@@ -55,7 +55,11 @@ def export_command(args: argparse.Namespace, console: Console) -> int:
     shutil.copytree(src, dest, dirs_exist_ok=True)
     files = [p for p in dest.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
-    console.print(f"Exported trial {number}'s model to {dest} ({len(files)} files, {size / 1e6:.1f} MB)")
+    console.print(
+        f"Exported trial {number}'s model to {dest} ({len(files)} files, {size / 1e6:.1f} MB)",
+        soft_wrap=True,
+        markup=False,
+    )
     return EXIT_OK
 
 
