@@ -79,6 +79,15 @@ def test_a_model_saved_on_a_mounted_volume_is_accepted(save_model: Any, template
             "'/out/rel' is not on a volume",
         ),
         ({"path": "/modelsx"}, MOUNTED, "spec.trainer.saveModel.path", "'/modelsx' is not on a volume"),
+        (
+            {"path": "/scratch/m"},
+            {
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            },
+            "spec.trainer.saveModel.path",
+            "'/scratch/m' is on the emptyDir volume 'scratch', which is deleted with the trial's pod",
+        ),
     ],
 )
 def test_a_model_the_pod_would_take_with_it_is_refused_on_a_cluster(

@@ -341,13 +341,31 @@ def check_model_volume(spec: StudySpec) -> None:
             )
         path = f"{spec.template.output_dir.rstrip('/')}/{path}"
     mounts = [str(m.get("mountPath", "")).rstrip("/") for m in spec.template.volume_mounts]
-    if not any(m and (path == m or path.startswith(m + "/")) for m in mounts):
+    under = [
+        (len(m), mount)
+        for m, mount in zip(mounts, spec.template.volume_mounts, strict=True)
+        if m and (path == m or path.startswith(m + "/"))
+    ]
+    if not under:
         shown = ", ".join(m for m in mounts if m) or "none"
         raise SpecError.at(
             field,
             f"{path!r} is not on a volume the template mounts (spec.template.volumeMounts: {shown}); "
             "the model would be lost with the trial's pod",
         )
+    mount = max(under, key=lambda x: x[0])[1]
+    volume = next((v for v in spec.template.volumes if v.get("name") == mount.get("name")), {})
+    kind = next((k for k in _POD_LIFETIME_VOLUMES if k in volume), None)
+    if kind is not None:
+        raise SpecError.at(
+            field,
+            f"{path!r} is on the {kind} volume {mount.get('name')!r}, which is deleted with the trial's pod; "
+            "use a volume that outlives it (a persistentVolumeClaim, for example)",
+        )
+
+
+# Volumes that live and die with their pod (or are read-only): no place for a model kept after the trial.
+_POD_LIFETIME_VOLUMES = ("emptyDir", "ephemeral", "configMap", "secret", "downwardAPI", "projected")
 
 
 def _path(loc: Sequence[int | str]) -> str:
