@@ -22,8 +22,9 @@ Modes:
   ``examples/reranker-study-cpu.yaml``, a 2-layer CrossEncoder from the same model on the generated
   reranking set), a few minutes on 2 cores.
 
-Each study runs in a copy of ``examples/`` in a temporary directory (``--keep DIR`` keeps it), so the
-repository's example studies are not touched.
+Each study runs in a copy of ``examples/`` in a temporary directory (``--keep DIR`` keeps it, and a
+later run with the same ``--keep`` reuses the studies that finished there), so the repository's example
+studies are not touched. Wall times are the storage's: first trial start to last trial end.
 
 Usage: ``.venv/bin/python benchmarks/study_quality.py --mode cpu --json results.json``
 """
@@ -40,7 +41,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,8 @@ def defaults_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """The same recipe with every tuned parameter at its default: one trial."""
     out = copy.deepcopy(manifest)
     spec = out["spec"]
-    seed = (spec.get("trainer") or {}).get("arguments", {}).get("seed", 42)
+    arguments = (spec.get("trainer") or {}).get("arguments") or {}
+    seed = arguments.pop("seed", 42)  # a parameter now: the one "searched"
     spec["searchSpace"] = [{"name": "seed", "type": "categorical", "choices": [seed]}]
     spec["trials"] = {"total": 1, "parallelism": 1, "maxFailed": 0}
     spec.pop("enqueue", None)
@@ -95,17 +96,22 @@ def defaults_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def hpo_run(manifest: Path, trials: int | None, log: Path) -> float:
+def hpo_run(manifest: Path, trials: int | None, log: Path) -> None:
+    """``hpo run`` (a study already finished in a kept directory is only resumed: nothing runs)."""
     argv = [sys.executable, "-m", "hpo_operator.cli.main", "run", str(manifest)]
     if trials is not None:
         argv += ["--trials", str(trials)]
-    started = time.monotonic()
-    with log.open("w") as out:
+    with log.open("a") as out:
         done = subprocess.run(argv, cwd=manifest.parent, stdout=out, stderr=subprocess.STDOUT, check=False)
-    seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"hpo run {manifest.name} exited {done.returncode}; its output is in {log}")
-    return seconds
+
+
+def wall_seconds(study: optuna.Study) -> float:
+    """From the first trial's start to the last trial's end, as the storage recorded them."""
+    starts = [t.datetime_start for t in study.get_trials() if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in study.get_trials() if t.datetime_complete is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
 
 
 def local_study(manifest: Path, name: str) -> optuna.Study:
@@ -120,7 +126,7 @@ def run_one(label: str, source: Path, work: Path, trials: int | None) -> Result:
     path = work / source.name
     shutil.copy(source, path)
     print(f"[{label}] hpo run {source.name} ...", flush=True)
-    study_seconds = hpo_run(path, trials, work / f"{name}.log")
+    hpo_run(path, trials, work / f"{name}.log")
     study = local_study(path, name)
     states = [t.state.name for t in study.get_trials()]
 
@@ -128,7 +134,7 @@ def run_one(label: str, source: Path, work: Path, trials: int | None) -> Result:
     dpath = work / f"{path.stem}-defaults.yaml"
     dpath.write_text(yaml.safe_dump(defaults, sort_keys=False))
     print(f"[{label}] hpo run {dpath.name} (the tuned parameters at their defaults) ...", flush=True)
-    default_seconds = hpo_run(dpath, None, work / f"{name}-defaults.log")
+    hpo_run(dpath, None, work / f"{name}-defaults.log")
     dstudy = local_study(dpath, defaults["metadata"]["name"])
     complete = [t for t in dstudy.get_trials() if t.state.name == "COMPLETE"]
     default = complete[0].value if complete else None
@@ -155,8 +161,8 @@ def run_one(label: str, source: Path, work: Path, trials: int | None) -> Result:
         best_params=params,
         default=default,
         gain=gain,
-        study_seconds=round(study_seconds, 1),
-        default_seconds=round(default_seconds, 1),
+        study_seconds=round(wall_seconds(study), 1),
+        default_seconds=round(wall_seconds(dstudy), 1),
     )
 
 
@@ -224,10 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, name in STUDIES[opts.mode].items():
             if opts.only and label != opts.only:
                 continue
-            work = base / label
-            if work.exists():
-                shutil.rmtree(work)
-            shutil.copytree(EXAMPLES, work, ignore=shutil.ignore_patterns(".hpo", "*.hpo.db", "__pycache__"))
+            work = base / label  # kept from an earlier --keep run: its finished studies are reused
+            ignore = shutil.ignore_patterns(".hpo", "*.hpo.db", "__pycache__")
+            shutil.copytree(EXAMPLES, work, ignore=ignore, dirs_exist_ok=True)
             results.append(run_one(label, EXAMPLES / name, work, opts.trials))
     print(table(results))
     if opts.json:
