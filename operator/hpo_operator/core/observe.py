@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, ATTR_MISSING_METRIC
+from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, ATTR_MISSING_METRIC, ATTR_MODEL_PATH
 from optuna.distributions import BaseDistribution
 
 from hpo_operator.core import names
@@ -118,6 +118,7 @@ class TrialView:
     # The distribution each stored parameter was sampled from (Optuna keeps it with the value): a
     # parameter's kind, log scale and categorical choices cannot change within a study.
     distributions: Mapping[str, BaseDistribution] = field(default_factory=dict)
+    model_path: str | None = None  # where the trial saved its model (user attribute hpo:model_path)
 
     @property
     def finished(self) -> bool:
@@ -232,6 +233,7 @@ def trial_view(trial: Any) -> TrialView:
     last_step = trial.last_step
     reason = trial.user_attrs.get(ATTR_FAIL_REASON)
     missing = trial.user_attrs.get(ATTR_MISSING_METRIC)
+    model_path = trial.user_attrs.get(ATTR_MODEL_PATH)
     return TrialView(
         number=trial.number,
         state=cast(TrialState, trial.state.name),
@@ -246,6 +248,7 @@ def trial_view(trial: Any) -> TrialView:
         started=_aware(trial.datetime_start),
         completed=_aware(trial.datetime_complete),
         distributions=dict(trial.distributions),
+        model_path=str(model_path) if model_path else None,
     )
 
 

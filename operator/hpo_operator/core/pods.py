@@ -107,6 +107,7 @@ def trial_env(
         trainer=dict(spec.trainer or {}),
         attempt=attempt,
         output_dir=output_dir,
+        run_name=names.pod_name(study, trial),
     ).to_env()
     env.pop(contract.STORAGE_URL)
     return env

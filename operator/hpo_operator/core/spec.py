@@ -100,6 +100,7 @@ RESERVED_ENV = frozenset(
         contract.TRAINER,
         contract.TRIAL_ATTEMPT,
         contract.OUTPUT_DIR,
+        contract.RUN_NAME,
     }
 )
 
@@ -403,6 +404,54 @@ def check_runtime(spec: StudySpec, *, default_image: str | None, default_storage
             "spec.storage.secretRef",
             "required: the operator has no default storage (HPO_DEFAULT_STORAGE_URL is not set)",
         )
+    check_model_volume(spec)
+
+
+def check_model_volume(spec: StudySpec) -> None:
+    """On a cluster, ``trainer.saveModel`` must be on a volume the template mounts: a trial pod's own
+    filesystem goes with the pod, and with it the model (``hpo run`` saves to a local directory)."""
+    if spec.template.command is not None or not spec.trainer:
+        return
+    raw = spec.trainer.get("saveModel")
+    save = {"path": raw} if isinstance(raw, str) else raw
+    if not isinstance(save, Mapping) or save.get("mode", "all") == "none" or not save.get("path"):
+        return
+    path = str(save["path"])
+    field = "spec.trainer.saveModel" if isinstance(raw, str) else "spec.trainer.saveModel.path"
+    if not path.startswith("/"):
+        if not spec.template.output_dir:
+            raise SpecError.at(
+                field,
+                f"{path!r} is relative to the trial's output directory, and spec.template.outputDir is not "
+                "set: give an absolute path on a volume the template mounts, or set outputDir to one",
+            )
+        path = f"{spec.template.output_dir.rstrip('/')}/{path}"
+    mounts = [str(m.get("mountPath", "")).rstrip("/") for m in spec.template.volume_mounts]
+    under = [
+        (len(m), mount)
+        for m, mount in zip(mounts, spec.template.volume_mounts, strict=True)
+        if m and (path == m or path.startswith(m + "/"))
+    ]
+    if not under:
+        shown = ", ".join(m for m in mounts if m) or "none"
+        raise SpecError.at(
+            field,
+            f"{path!r} is not on a volume the template mounts (spec.template.volumeMounts: {shown}); "
+            "the model would be lost with the trial's pod",
+        )
+    mount = max(under, key=lambda x: x[0])[1]
+    volume = next((v for v in spec.template.volumes if v.get("name") == mount.get("name")), {})
+    kind = next((k for k in _POD_LIFETIME_VOLUMES if k in volume), None)
+    if kind is not None:
+        raise SpecError.at(
+            field,
+            f"{path!r} is on the {kind} volume {mount.get('name')!r}, which is deleted with the trial's pod; "
+            "use a volume that outlives it (a persistentVolumeClaim, for example)",
+        )
+
+
+# Volumes that live and die with their pod (or are read-only): no place for a model kept after the trial.
+_POD_LIFETIME_VOLUMES = ("emptyDir", "ephemeral", "configMap", "secret", "downwardAPI", "projected")
 
 
 def _path(loc: Sequence[int | str]) -> str:

@@ -8,7 +8,7 @@ The status answers, at any moment, how far the study is and which trial is best:
     progress: 7/20                       # finished / total (the "Trials" printer column)
     trials: {total: 20, started: 9, running: 2, complete: 6, pruned: 0, failed: 1, waiting: 0}
     bestValue: 0.802026                  # the "Best" printer column: 6 significant digits
-    bestTrial: {number: 5, value: 0.8020, values: [0.8020], params: {...}}
+    bestTrial: {number: 5, value: 0.8020, values: [0.8020], params: {...}, modelPath: /models/trial-5}
     paretoFront: [...]                   # multi-objective: the non-dominated trials (bounded)
     recentTrials: [...]                  # the last RECENT_TRIALS trials with their values (bounded)
     message: "7 of 20 trials finished (6 complete, 0 pruned, 1 failed), 2 running. Best is ..."
@@ -175,13 +175,20 @@ def build_status(
             "values": list(best.values),
             "params": dict(best.params),
         }
+        if best.model_path:  # saved by the trial (trainer.saveModel), read from the storage
+            status["bestTrial"]["modelPath"] = best.model_path
     else:
         status["bestValue"] = None
         status["bestTrial"] = None
     if len(directions) > 1:
         front = pareto_front(directions, trials)
         status["paretoFront"] = [
-            {"number": t.number, "values": list(t.values or ()), "params": dict(t.params)}
+            {
+                "number": t.number,
+                "values": list(t.values or ()),
+                "params": dict(t.params),
+                **({"modelPath": t.model_path} if t.model_path else {}),
+            }
             for t in front[:PARETO_FRONT]
         ]
         status["paretoFrontSize"] = len(front)

@@ -166,6 +166,28 @@ class EvaluatorSpec(_Model):
         return f"eval_{name}_" if name else "eval_"
 
 
+SAVE_MODEL_MODES = ("all", "best", "none")
+
+
+class SaveModelSpec(_Model):
+    """``trainer.saveModel``: where a trial saves its final model, and which trials' models are kept.
+
+    ``mode``: ``all`` keeps every completed trial's model; ``best`` keeps only the best trial's (the
+    Pareto front's with several objectives): a trial saves its model only when it is at least as good as
+    the best so far, and a trial that finishes as the new best deletes the models of the trials it beats;
+    ``none`` saves nothing. A plain string is ``{path: <string>, mode: all}``.
+    """
+
+    path: str = Field(min_length=1)
+    mode: Literal["all", "best", "none"] = "all"
+
+    def resolve(self, output_dir: str | None, cwd: str) -> str:
+        """The directory the models go under: ``path``, relative to ``output_dir`` (else ``cwd``)."""
+        if self.path.startswith("/"):
+            return self.path
+        return f"{(output_dir or cwd).rstrip('/')}/{self.path}"
+
+
 class TrainerSpec(_Model):
     """``spec.trainer``: what the built-in runner trains in every trial.
 
@@ -187,11 +209,22 @@ class TrainerSpec(_Model):
     evaluator: EvaluatorSpec | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
     eval_every_epochs: float | None = Field(default=None, alias="evalEveryEpochs", gt=0)
-    save_model: str | None = Field(default=None, alias="saveModel", min_length=1)
+    # Where each trial's model is saved and which are kept (SaveModelSpec; a string is the path, mode all).
+    save_model: SaveModelSpec | None = Field(default=None, alias="saveModel")
     # False: skip the apply-time table of training arguments (TRAINING_ARGUMENTS) for this recipe, for a
     # trial image whose library has fields or values the table does not know; the trial still checks the
     # names against its installed library and the library checks the values.
     check_arguments: bool = Field(default=True, alias="checkArguments", strict=True)
+
+    @field_validator("save_model", mode="before")
+    @classmethod
+    def _save_model_path(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+    @property
+    def saves_model(self) -> bool:
+        """Whether trials save their model (``saveModel`` with a mode other than ``none``)."""
+        return self.save_model is not None and self.save_model.mode != "none"
 
     @model_validator(mode="after")
     def _tell_the_kind(self) -> TrainerSpec:
