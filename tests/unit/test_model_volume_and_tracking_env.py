@@ -103,4 +103,4 @@ def test_a_model_the_pod_would_take_with_it_is_refused_on_a_cluster(
 def test_an_unknown_save_model_mode_is_refused_naming_the_field() -> None:
     with pytest.raises(SpecError) as e:
         spec_with({"path": "/models", "mode": "latest"}, **MOUNTED)
-    assert "spec.trainer.saveModel.mode: Input should be 'all', 'best' or 'none'" in str(e.value)
+    assert "spec.trainer.saveModel.mode: must be one of all, best, none; got 'latest'" in str(e.value)
