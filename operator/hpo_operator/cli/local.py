@@ -237,7 +237,7 @@ class LocalStudy:
                         return None
                     done = step(self._study(), LocalRuns(self), previous_phase=self.previous_phase)
                     plan = done.plan
-                    self.previous_phase = plan.assessment.phase
+                    self.previous_phase = plan.phase_told(self.previous_phase)
                     self._update_progress(plan.assessment, done.observed)
                     over = plan.assessment.terminal or plan.assessment.phase == "Suspended"
                     if over and not self.runs.active() and _settled(plan):

@@ -69,7 +69,11 @@ all finished is ``Succeeded`` whatever ``suspend`` says; a failing study fails).
 
 **Announcements.** Every finished trial is announced once, as an Event in the seed's words, in the
 order trials finished; the announced set is recorded in the study (``hpo:announced``) after the
-Events are posted, so an Event may repeat after a crash but is never lost.
+Events are posted, so an Event may repeat after a crash but is never lost. "Best is trial N" follows
+one rule (``core.best``: among equal values the first to finish), the status's too. The study's own
+Event (``StudySucceeded``, ``StudyFailed``) comes after those of all its trials: a plan that tells
+trials FAIL withholds it (``Plan.phase_event_withheld``) and the next plan, which announces them as
+stored, posts it.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ from optuna.distributions import (
 )
 
 from hpo_operator.core import events, names, search_space
-from hpo_operator.core.best import best_trial, better, pair
+from hpo_operator.core.best import best_trial, better, finish_order, pair
 from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
 from hpo_operator.core.plan import (
     Action,
@@ -246,8 +250,12 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     if suspended and not assessment.terminal:
         assessment = _suspended(spec, counts, best, running_after, active_after)
     draft.actions += _announcements(spec, study.announced if study else Announced(), trials)
-    draft.actions += _phase_events(observed, assessment)
-    return Plan(assessment, tuple(draft.actions))
+    # The trials this plan fails are announced by the next plan (it sees their outcome as stored: one
+    # may have finished by itself meanwhile); the study's own Event follows theirs.
+    withheld = bool(draft.failing) and assessment.terminal
+    if not withheld:
+        draft.actions += _phase_events(observed, assessment)
+    return Plan(assessment, tuple(draft.actions), phase_event_withheld=withheld)
 
 
 def being_deleted(current: Mapping[str, Any] | None, uid: str) -> bool:
@@ -528,8 +536,7 @@ def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[Trial
     newly = [t for t in trials if t.finished and t.number not in announced]
     if not newly:
         return []
-    far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    newly.sort(key=lambda t: (t.completed or far, t.number))
+    newly.sort(key=finish_order)
     shown = newly if len(newly) <= MAX_ANNOUNCEMENTS else sorted(newly[-MAX_ANNOUNCEMENTS:], key=newly.index)
     # Best so far: over the trials announced before, then updated in the order trials finished.
     prior = [t for t in trials if t.number in announced]
