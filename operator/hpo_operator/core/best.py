@@ -5,11 +5,12 @@ reached it first: the earliest finished (``datetime_complete``), then the lower 
 the status, ``hpo run`` and every trial Event's "Best is trial N" name the same trial: the Events,
 posted in the order trials finished, never name a trial that finished later with a value already
 reached (by trial number, "Trial 0 finished ... Best is trial 0" followed "Best is trial 1" with the
-same value). A multi-objective study has a Pareto front instead. ``decide`` judges by the *stored* study's directions
-(a spec whose objectives were edited is refused, and its trials are still the stored study's) and puts
-the verdict in :attr:`hpo_operator.core.plan.Assessment.best`; the status, the Events and ``hpo run``
-read it from there. :func:`better` is the same comparison, one trial at a time, for the "best so far"
-of the trial Events, which follow the order trials finished, and for the operator's running tally.
+same value). A multi-objective study has a Pareto front instead. ``decide`` judges by the *stored*
+study's directions (a spec whose objectives were edited is refused, and its trials are still the
+stored study's) and puts the verdict in :attr:`hpo_operator.core.plan.Assessment.best`; the status,
+the Events and ``hpo run`` read it from there. :func:`better` is the same comparison, one trial at a
+time, for the "best so far" of the trial Events, which follow the order trials finished, and for the
+operator's running tally.
 """
 
 from __future__ import annotations
