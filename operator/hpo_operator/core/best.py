@@ -79,10 +79,11 @@ def pareto_front(directions: Sequence[str], trials: Sequence[TrialView]) -> list
     points.sort(key=lambda p: (p[0], p[1].number))
     front: list[tuple[tuple[float, ...], TrialView]] = []
     for point, t in points:
-        if not any(_dominates(f, point) for f, _ in front):
+        if not any(dominates(f, point) for f, _ in front):
             front.append((point, t))
     return sorted((t for _, t in front), key=lambda t: t.number)
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Point ``a`` dominates ``b`` (both in minimization form)."""
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
