@@ -382,7 +382,9 @@ class LocalStudy:
             return
         running = len(self.runs.active())
         if self.spec.multi_objective:
-            front = pareto_front(self.spec.directions, observed.trials)
+            # The ledger's front (kept as trials finish), not a sweep over every trial each step.
+            s = observed.summary
+            front = list(s.front) if s is not None else pareto_front(self.spec.directions, observed.trials)
             best = f"Pareto front: {len(front)} trial(s)" if front else ""
         else:
             best = f"best {fmt_value(a.best[1])} (trial {a.best[0]})" if a.best else ""
