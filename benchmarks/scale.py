@@ -238,7 +238,8 @@ def run_trials(
     study: Study, runs: MemoryRuns, teller: optuna.Study, previous: dict[str, Any], count: int
 ) -> tuple[float, float, int]:
     """Reconcile until ``count`` more trials finished; between two reconciles one running trial is told
-    a value (through its own storage, as a trial process) and its run ends. The operator's CPU and wall seconds, reconciles."""
+    a value (through its own storage, as a trial process) and its run ends. The operator's CPU and wall
+    seconds, and the reconciles it took."""
     cpu = wall = 0.0
     reconciles = 0
     done = 0
