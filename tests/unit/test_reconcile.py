@@ -415,17 +415,43 @@ def test_no_completed_trial_fails_the_study() -> None:
 
 
 def test_the_study_failed_event_counts_the_failures_of_its_own_plan() -> None:
-    # Both trials exit 0 without reporting; the second one is failed by this very plan, and the Event
-    # says what the status will say once it is carried out.
+    # Both trials exit 0 without reporting; the second one is failed by this very plan: the assessment
+    # counts it, and the study's Event waits for the next plan, after that trial's own Event.
     exited = "the trial process exited 0 without reporting a final value"
     trials = [trial(0, "FAIL", fail_reason=exited), trial(1)]
-    plan = decide(make_spec(total=2, maxFailed=5), observed(trials, [run(1, "Succeeded")]), NOW)
+    spec = make_spec(total=2, maxFailed=5)
+    plan = decide(spec, observed(trials, [run(1, "Succeeded")]), NOW)
     a = plan.assessment
     assert (a.phase, a.reason) == ("Failed", "NoTrialCompleted")
     assert (a.counts.failed, a.counts.running) == (2, 0)
     assert plan.of(FailTrial)[0].trial == 1
-    (event,) = [e for e in plan.of(PostEvent) if e.reason == "StudyFailed"]
+    assert plan.of(PostEvent) == [] and plan.phase_event_withheld
+    assert plan.phase_told("Running") == "Running"
+    study = StudyView(STUDY, ("maximize",), 0, Announced().add([0]))
+    after = [trials[0], trial(1, "FAIL", fail_reason=plan.of(FailTrial)[0].reason)]
+    nxt = decide(spec, observed(after, [run(1, "Succeeded")], study=study, previous_phase="Running"), NOW)
+    assert [e.reason for e in nxt.of(PostEvent)] == ["TrialFailed", "StudyFailed"]
+    event = nxt.of(PostEvent)[1]
     assert "2 of 2 trials finished (0 complete, 0 pruned, 2 failed); none completed" in event.message
+    assert nxt.phase_told("Running") == "Failed"
+
+
+def test_the_study_event_follows_the_last_trials_event_even_when_it_ends_otherwise() -> None:
+    # The last trial's run is seen Failed while its trial is RUNNING: this plan tells it FAIL, but its
+    # process told PRUNED meanwhile (the FAIL is then skipped). StudySucceeded must not precede the
+    # TrialPruned Event, and the study's counts are the stored ones.
+    done = [trial(0, "COMPLETE", values=(0.7,), completed=NOW - dt.timedelta(seconds=20))]
+    spec = make_spec(total=2, maxFailed=5, retries=0)
+    study = StudyView(STUDY, ("maximize",), 0, Announced().add([0]))
+    plan = decide(spec, observed([*done, trial(1)], [run(1, "Failed", exit_code=1)], study=study), NOW)
+    assert plan.of(FailTrial)[0].trial == 1 and plan.assessment.phase == "Succeeded"
+    assert [e.reason for e in plan.of(PostEvent)] == []
+    told = plan.phase_told("Running")
+    pruned = trial(1, "PRUNED", last_step=3, last_intermediate=0.2, completed=NOW - dt.timedelta(seconds=1))
+    nxt = decide(spec, observed([*done, pruned], study=study, previous_phase=told), NOW)
+    assert [e.reason for e in nxt.of(PostEvent)] == ["TrialPruned", "StudySucceeded"]
+    assert (nxt.assessment.counts.pruned, nxt.assessment.counts.failed) == (1, 0)
+    assert "1 pruned, 0 failed" in nxt.of(PostEvent)[1].message
 
 
 def test_a_budget_lowered_below_the_started_trials_asks_nothing_and_says_so() -> None:
@@ -460,13 +486,16 @@ def test_too_many_failed_trials_stop_the_study() -> None:
     assert plan.of(AskTrials) == [] and plan.of(LaunchRun) == []
     assert plan.of(FailTrial) == [FailTrial(2, "stopped: the study failed (TooManyFailedTrials)")]
     assert [d.name for d in plan.of(DeleteRun)] == [f"{NAME}-trial-2"]
-    assert [e.reason for e in plan.of(PostEvent)] == ["StudyFailed"]
-    # Once stopped, the stopped trial does not count as one more failure, and nothing repeats.
+    assert plan.of(PostEvent) == [] and plan.phase_told("Running") == "Running"  # trial 2's Event first
+    # Once stopped, the stopped trial does not count as one more failure; its Event, then the study's.
     after = [
         *trials[:2],
         trial(2, "FAIL", fail_reason="stopped: the study failed (TooManyFailedTrials)"),
         trials[3],
     ]
+    study = StudyView(STUDY, ("maximize",), 0, Announced().add([0, 1, 3]))
+    told = decide(spec, observed(after, [run(2, "Running", deleting=True)], study=study), NOW)
+    assert [e.reason for e in told.of(PostEvent)] == ["TrialFailed", "StudyFailed"]
     again = decide(spec, observed(after, [run(2, "Running", deleting=True)], previous_phase="Failed"), NOW)
     assert again.actions == ()
     assert "2 trials failed" in again.assessment.message
@@ -722,6 +751,31 @@ def test_best_so_far_follows_the_order_trials_finished() -> None:
     assert messages[1].startswith("Trial 0 finished") and messages[1].endswith(
         "Best is trial 0 with value 0.9000."
     )
+
+
+def test_best_so_far_is_the_first_to_reach_the_value_in_every_event_and_the_status() -> None:
+    # Trials 2 and 1 reach 0.9 (2 first), then trial 0 finishes with less. Every Event and the status
+    # name trial 2: the first to reach the best value, not the lowest number among equals, whether the
+    # trials are announced in one plan or over several.
+    t2 = trial(2, "COMPLETE", values=(0.9,), completed=NOW - dt.timedelta(seconds=30))
+    t1 = trial(1, "COMPLETE", values=(0.9,), completed=NOW - dt.timedelta(seconds=20))
+    t0 = trial(0, "COMPLETE", values=(0.5,), completed=NOW - dt.timedelta(seconds=10))
+    spec = make_spec(total=10)
+    first = decide(spec, observed([t1, t2], announce_all=False), NOW)
+    assert [e.message.split(". Best is ")[1] for e in first.of(PostEvent)] == [
+        "trial 2 with value 0.9000.",
+        "trial 2 with value 0.9000.",
+    ]
+    assert first.assessment.best == (2, 0.9)
+    study = StudyView(STUDY, ("maximize",), 0, first.of(RecordAnnounced)[0].announced)
+    later = decide(spec, observed([t0, t1, t2], study=study), NOW)
+    (event,) = later.of(PostEvent)
+    assert event.message.startswith("Trial 0 finished") and event.message.endswith(
+        "Best is trial 2 with value 0.9000."
+    )
+    assert later.assessment.best == (2, 0.9) and "Best is trial 2" in later.assessment.message
+    at_once = decide(spec, observed([t0, t1, t2], announce_all=False), NOW)
+    assert [e.message[-34:] for e in at_once.of(PostEvent)] == [event.message[-34:]] * 3
 
 
 def test_a_large_backlog_announces_the_most_recent_trials_only() -> None:

@@ -155,8 +155,14 @@ class MetricNotFound(KeyError):
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The shared Optuna storage, with engine options fit for long-lived pools and concurrent writers."""
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    """The shared Optuna storage, with engine options fit for long-lived pools and concurrent writers.
+
+    The study exists before any trial process starts (the operator, or ``hpo run``, created its tables
+    and checked their schema): a trial skips creating the tables (a dozen catalogue queries) and the
+    schema check (it loads Alembic's migration scripts), a good part of a cheap trial's start-up."""
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=engine_kwargs(url), skip_compatibility_check=True, skip_table_creation=True
+    )
 
 
 class TrialHandle:

@@ -268,7 +268,7 @@ class LocalStudy:
                         return None
                     done = step(self._study(), LocalRuns(self), previous_phase=self.previous_phase)
                     plan = done.plan
-                    self.previous_phase = plan.assessment.phase
+                    self.previous_phase = plan.phase_told(self.previous_phase)
                     self._update_progress(plan.assessment, done.observed)
                     over = plan.assessment.terminal or plan.assessment.phase == "Suspended"
                     if over and not self.runs.active() and _settled(plan):
@@ -427,7 +427,9 @@ class LocalStudy:
             return
         running = len(self.runs.active())
         if self.spec.multi_objective:
-            front = pareto_front(self.spec.directions, observed.trials)
+            # The ledger's front (kept as trials finish), not a sweep over every trial each step.
+            s = observed.summary
+            front = list(s.front) if s is not None else pareto_front(self.spec.directions, observed.trials)
             best = f"Pareto front: {len(front)} trial(s)" if front else ""
         else:
             best = f"best {fmt_value(a.best[1])} (trial {a.best[0]})" if a.best else ""

@@ -18,12 +18,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, ATTR_MISSING_METRIC, ATTR_MODEL_PATH
 from optuna.distributions import BaseDistribution
 
 from hpo_operator.core import names
+
+if TYPE_CHECKING:  # the ledger builds on TrialView
+    from hpo_operator.core.ledger import Summary
 
 TrialState = Literal["WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"]
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -221,6 +224,9 @@ class Observed:
     previous_phase: str | None = None  # status.phase as last written (see verdict.previous_phase)
     previous_refusal: str | None = None  # the refusal the status shows (see verdict.previous_refusal)
     run_kind: str = "pod"  # what a run is, in the words of messages about one no longer seen
+    # The trials as the shell's ledger keeps them (``core.ledger``): finished ones counted once, the
+    # live ones read afresh; consistent with ``trials``. None: decide summarizes ``trials`` itself.
+    summary: Summary | None = None
 
 
 # --------------------------------------------------------------------------------------- conversions

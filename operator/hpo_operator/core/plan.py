@@ -150,6 +150,15 @@ class Assessment:
 class Plan:
     assessment: Assessment
     actions: tuple[Action, ...] = ()
+    # The study's outcome (StudySucceeded/StudyFailed) is told after the outcomes of its trials: a plan
+    # that finishes trials itself (FailTrial) leaves that Event to the next plan, which sees them
+    # finished and announces them first. See :meth:`phase_told`.
+    phase_event_withheld: bool = False
+
+    def phase_told(self, previous: str | None) -> str | None:
+        """The phase the user has been told of once this plan is carried out (``previous``: before it):
+        what the next ``decide`` on the same status gets as ``Observed.previous_phase``."""
+        return previous if self.phase_event_withheld else self.assessment.phase
 
     def of(self, kind: type) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]

@@ -69,7 +69,11 @@ all finished is ``Succeeded`` whatever ``suspend`` says; a failing study fails).
 
 **Announcements.** Every finished trial is announced once, as an Event in the seed's words, in the
 order trials finished; the announced set is recorded in the study (``hpo:announced``) after the
-Events are posted, so an Event may repeat after a crash but is never lost.
+Events are posted, so an Event may repeat after a crash but is never lost. "Best is trial N" follows
+one rule (``core.best``: among equal values the first to finish), the status's too. The study's own
+Event (``StudySucceeded``, ``StudyFailed``) comes after those of all its trials: a plan that tells
+trials FAIL withholds it (``Plan.phase_event_withheld``) and the next plan, which announces them as
+stored, posts it.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ from optuna.distributions import (
 )
 
 from hpo_operator.core import events, names, search_space
-from hpo_operator.core.best import best_trial, better, pair
+from hpo_operator.core.best import best_trial, better, finish_order, pair
+from hpo_operator.core.ledger import STOPPED_PREFIX, Summary, stored_distributions, summarize
 from hpo_operator.core.observe import Announced, Observed, RunView, TrialView
 from hpo_operator.core.plan import (
     Action,
@@ -115,7 +120,6 @@ FINISHED_RUNS_KEPT = 100
 # At most this many trials are announced per plan; a larger backlog (an old study adopted, an operator
 # down for hours) announces the most recent ones and marks the rest announced.
 MAX_ANNOUNCEMENTS = 50
-STOPPED_PREFIX = "stopped: "
 
 
 # --------------------------------------------------------------------------------------------- decide
@@ -134,8 +138,12 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
     """What to do next for one HPOStudy, given what was observed. See the module docstring."""
     draft = _Draft()
     study = observed.study
-    trials = sorted(observed.trials, key=lambda t: t.number)
-    by_number = {t.number: t for t in trials}
+    # Finished trials through the ledger's figures (core.ledger), one by one only the live ones: the
+    # cost of a decision follows what runs, not what has finished.
+    summary = observed.summary or summarize(
+        study.directions if study is not None else spec.directions, observed.trials
+    )
+    live = summary.live
     owned = []
     for r in observed.runs:
         if r.owner_uid not in (None, observed.owner_uid):
@@ -153,7 +161,7 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
         runs_of.setdefault(r.trial, []).append(r)
 
     # The best trial by the stored study's directions (the spec's may have been edited, and refused).
-    best = pair(best_trial(study.directions if study is not None else spec.directions, trials))
+    best = pair(summary.best)
 
     # What a stored study cannot change: its directions, and its parameters' distributions (kind, log
     # scale, categorical choices). Refused before anything is asked; reverting the spec resumes it.
@@ -165,9 +173,9 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
             f"{list(spec.directions)}; the objectives of a study cannot change (create a new HPOStudy)",
         )
     elif study is not None:
-        clash = _search_space_clash(spec, trials)
+        clash = _search_space_clash(spec, summary)
     if clash is not None:
-        counts = _counts(spec, trials, owned, {})
+        counts = _counts(spec, summary, owned, {})
         assessment = Assessment("Failed", "InvalidSpec", clash[1], counts, field=clash[0], best=best)
         return Plan(assessment, tuple(_phase_events(observed, assessment)))
 
@@ -178,17 +186,17 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
         draft.actions.append(Enqueue(enqueued, tuple(spec.enqueue[enqueued:])))
 
     # Running trials: recover, follow and retry their runs.
-    for t in trials:
+    for t in live:
         if t.state == "RUNNING":
             _follow_running(spec, observed, t, runs_of.get(t.number, []), foreign, draft)
 
     # Why the study has to stop, if it has to.
-    stop = _stop_reason(spec, trials, draft)
+    stop = _stop_reason(spec, summary, draft)
     if stop is not None:
         draft.launches.clear()
         draft.retry_events.clear()
         draft.actions = [a for a in draft.actions if not isinstance(a, FinishAsk | MarkLaunched)]
-        for t in trials:
+        for t in live:
             if t.state == "RUNNING" and t.number not in draft.failing:
                 draft.failing[t.number] = f"{STOPPED_PREFIX}the study failed ({stop[0]})"
         for r in owned:
@@ -203,7 +211,7 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
         draft.retry_events.clear()
         if spec.on_suspend == "Stop":
             for r in owned:
-                t = by_number.get(r.trial)
+                t = summary.trial(r.trial)
                 if t is None or t.state != "RUNNING" or t.number in draft.failing:
                     continue
                 if r.active and not r.deleting and r.name not in draft.deletes:
@@ -218,14 +226,14 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
             ]
 
     # Runs of finished trials: the lingering ones and the oldest ones go.
-    _tidy_finished_runs(trials, by_number, owned, now, draft)
+    _tidy_finished_runs(summary, owned, now, draft)
 
     # The counts as they stand once this plan is carried out (its FAIL verdicts included), so that the
     # assessment and its Events tell the same numbers as the status the next observation gives.
-    counts = _counts(spec, trials, owned, draft.failing)
+    counts = _counts(spec, summary, owned, draft.failing)
 
     # New trials, up to the parallelism, while the budget lasts.
-    running_after = {t.number for t in trials if t.state == "RUNNING" and t.number not in draft.failing}
+    running_after = {t.number for t in live if t.state == "RUNNING" and t.number not in draft.failing}
     busy = running_after | {r.trial for r in owned if r.active}
     asks = 0
     if stop is None and not suspended:
@@ -242,12 +250,16 @@ def decide(spec: StudySpec, observed: Observed, now: dt.datetime) -> Plan:
         draft.actions.append(AskTrials(asks))
 
     active_after = any(r.active and r.name not in draft.deletes for r in owned) or bool(draft.launches)
-    assessment = _assess(spec, observed, trials, owned, counts, best, stop, running_after, asks, active_after)
+    assessment = _assess(spec, owned, counts, best, stop, running_after, asks, active_after)
     if suspended and not assessment.terminal:
         assessment = _suspended(spec, counts, best, running_after, active_after)
-    draft.actions += _announcements(spec, study.announced if study else Announced(), trials)
-    draft.actions += _phase_events(observed, assessment)
-    return Plan(assessment, tuple(draft.actions))
+    draft.actions += _announcements(spec, study.announced if study else Announced(), summary)
+    # The trials this plan fails are announced by the next plan (it sees their outcome as stored: one
+    # may have finished by itself meanwhile); the study's own Event follows theirs.
+    withheld = bool(draft.failing) and assessment.terminal
+    if not withheld:
+        draft.actions += _phase_events(observed, assessment)
+    return Plan(assessment, tuple(draft.actions), phase_event_withheld=withheld)
 
 
 def being_deleted(current: Mapping[str, Any] | None, uid: str) -> bool:
@@ -336,40 +348,35 @@ def _failed_attempt(spec: StudySpec, t: TrialView, attempt: int, reason: str, dr
     draft.failing[t.number] = f"{reason}{tries}"
 
 
-def _stop_reason(
-    spec: StudySpec, trials: Sequence[TrialView], draft: _Draft
-) -> tuple[str, str, str | None] | None:
+def _stop_reason(spec: StudySpec, summary: Summary, draft: _Draft) -> tuple[str, str, str | None] | None:
     """(reason, message, field) when the study must stop, else ``None``."""
-    for t in trials:
-        # The trial side records a missing objective metric with its FAIL (hpo_trial.contract's
-        # ATTR_MISSING_METRIC). A metric the spec no longer names was fixed since
-        # (spec.objective[i].metric changed): that trial's failure says nothing about the trials to come.
-        if t.state == "FAIL" and t.missing_metric is not None and t.missing_metric in spec.metrics:
-            path = f"spec.objective[{spec.metrics.index(t.missing_metric)}].metric"
-            return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
-    failed = [t for t in trials if t.state == "FAIL" and not (t.fail_reason or "").startswith(STOPPED_PREFIX)]
-    n_failed = len(failed) + len([n for n, r in draft.failing.items() if not r.startswith(STOPPED_PREFIX)])
+    # The trial side records a missing objective metric with its FAIL (hpo_trial.contract's
+    # ATTR_MISSING_METRIC). A metric the spec no longer names was fixed since
+    # (spec.objective[i].metric changed): that trial's failure says nothing about the trials to come.
+    missing = [t for m, t in summary.missing_metric.items() if m in spec.metrics]
+    if missing:
+        t = min(missing, key=lambda t: t.number)
+        assert t.missing_metric is not None
+        path = f"spec.objective[{spec.metrics.index(t.missing_metric)}].metric"
+        return ("ObjectiveMetricNotFound", f"trial {t.number}: {t.fail_reason}", path)
+    n_failed = summary.failed + len([n for n, r in draft.failing.items() if not r.startswith(STOPPED_PREFIX)])
     if n_failed > spec.trials.max_failed:
-        last = (
-            f"trial {max(draft.failing)}: {draft.failing[max(draft.failing)]}"
-            if draft.failing
-            else f"trial {failed[-1].number}: {failed[-1].fail_reason or 'no reason recorded'}"
-        )
+        last_failed = summary.last_failed
+        if draft.failing:
+            last = f"trial {max(draft.failing)}: {draft.failing[max(draft.failing)]}"
+        elif last_failed is not None:
+            last = f"trial {last_failed.number}: {last_failed.fail_reason or 'no reason recorded'}"
+        else:  # pragma: no cover - n_failed > 0 counts some failure
+            last = "no reason recorded"
         limit = spec.trials.max_failed
         message = f"{n_failed} trials failed, more than spec.trials.maxFailed ({limit}); last: {last}"
         return ("TooManyFailedTrials", message, "spec.trials.maxFailed")
     return None
 
 
-def _tidy_finished_runs(
-    trials: Sequence[TrialView],
-    by_number: Mapping[int, TrialView],
-    owned: Sequence[RunView],
-    now: dt.datetime,
-    draft: _Draft,
-) -> None:
+def _tidy_finished_runs(summary: Summary, owned: Sequence[RunView], now: dt.datetime, draft: _Draft) -> None:
     for r in owned:
-        t = by_number.get(r.trial)
+        t = summary.trial(r.trial)
         if t is None or t.completed is None or not t.finished or not r.active or r.deleting:
             continue
         if now - t.completed > FINISHED_RUN_GRACE:
@@ -380,23 +387,20 @@ def _tidy_finished_runs(
     done = [r for r in owned if not r.active and not r.deleting and r.name not in draft.deletes]
     done.sort(key=lambda r: (r.trial, r.attempt), reverse=True)
     for r in done[FINISHED_RUNS_KEPT:]:
-        t = by_number.get(r.trial)
+        t = summary.trial(r.trial)
         if t is not None and t.finished:
             draft.deletes[r.name] = f"only the last {FINISHED_RUNS_KEPT} finished trial pods are kept"
 
 
-def _search_space_clash(spec: StudySpec, trials: Sequence[TrialView]) -> tuple[str, str] | None:
+def _search_space_clash(spec: StudySpec, summary: Summary) -> tuple[str, str] | None:
     """(field, message) when a parameter of the spec cannot be sampled in the stored study: Optuna
     refuses a distribution incompatible with the one a stored trial used for that name (another kind,
     another log scale, other categorical choices). Numeric ranges may change."""
-    stored: dict[str, dict[BaseDistribution, int]] = {}  # name → distinct stored distribution → a trial
-    for t in trials:
-        for name, dist in t.distributions.items():
-            stored.setdefault(name, {}).setdefault(dist, t.number)
+    stored = stored_distributions(summary)  # name → each distinct stored distribution, its first trial
     problems: list[tuple[str, str]] = []
     for i, param in enumerate(spec.search_space):
         new = search_space.distribution(param)
-        for old, number in stored.get(param.name, {}).items():
+        for old, number in stored.get(param.name, ()):
             try:
                 check_distribution_compatibility(old, new)
             except ValueError as e:
@@ -436,26 +440,25 @@ def _describe(dist: BaseDistribution) -> str:
 
 
 def _counts(
-    spec: StudySpec, trials: Sequence[TrialView], owned: Sequence[RunView], failing: Mapping[int, str]
+    spec: StudySpec, summary: Summary, owned: Sequence[RunView], failing: Mapping[int, str]
 ) -> Counts:
     """The counts once the RUNNING trials in ``failing`` are told FAIL."""
-    states = [("FAIL" if t.state == "RUNNING" and t.number in failing else t.state) for t in trials]
+    states = [("FAIL" if t.state == "RUNNING" and t.number in failing else t.state) for t in summary.live]
+    done = summary.counts
     return Counts(
         budget=spec.trials.total,
-        started=sum(1 for s in states if s != "WAITING"),
+        started=len(summary.finished) + sum(1 for s in states if s != "WAITING"),
         waiting=states.count("WAITING"),
         running=states.count("RUNNING"),
-        complete=states.count("COMPLETE"),
-        pruned=states.count("PRUNED"),
-        failed=states.count("FAIL"),
+        complete=done["COMPLETE"],
+        pruned=done["PRUNED"],
+        failed=done["FAIL"] + states.count("FAIL"),
         active_runs=sum(1 for r in owned if r.active),
     )
 
 
 def _assess(
     spec: StudySpec,
-    observed: Observed,
-    trials: Sequence[TrialView],
     owned: Sequence[RunView],
     counts: Counts,
     best: tuple[int, float] | None,
@@ -524,16 +527,24 @@ def _suspended(
     return Assessment("Suspended", "Suspended", message, counts, best=best)
 
 
-def _announcements(spec: StudySpec, announced: Announced, trials: Sequence[TrialView]) -> list[Action]:
-    newly = [t for t in trials if t.finished and t.number not in announced]
+def _announcements(spec: StudySpec, announced: Announced, summary: Summary) -> list[Action]:
+    # Trials numbered below ``announced.below`` were all announced: look only above it.
+    finished = summary.finished
+    newly = [
+        t
+        for n in range(announced.below, summary.top + 1)
+        if (t := finished.get(n)) is not None and n not in announced.extra
+    ]
     if not newly:
         return []
-    far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    newly.sort(key=lambda t: (t.completed or far, t.number))
+    newly.sort(key=finish_order)
     shown = newly if len(newly) <= MAX_ANNOUNCEMENTS else sorted(newly[-MAX_ANNOUNCEMENTS:], key=newly.index)
-    # Best so far: over the trials announced before, then updated in the order trials finished.
-    prior = [t for t in trials if t.number in announced]
-    so_far = best_trial(spec.directions, prior)
+    # Best so far: over the trials announced before, then updated in the order trials finished. The
+    # best of all finished trials is the best of those announced unless it is one of the new ones.
+    fresh = {t.number for t in newly}
+    so_far = summary.best
+    if so_far is not None and so_far.number in fresh:
+        so_far = best_trial(spec.directions, [t for t in finished.values() if t.number not in fresh])
     for t in newly:
         if t not in shown:
             so_far = better(spec.directions, so_far, t)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpo_operator.core import search_space
-from hpo_operator.core.best import pareto_front
+from hpo_operator.core.ledger import summarize
 from hpo_operator.core.observe import Observed, TrialView
 from hpo_operator.core.plan import Assessment
 from hpo_operator.core.spec import SpecError, StudySpec
@@ -141,7 +141,10 @@ def build_status(
 ) -> dict[str, Any]:
     """The whole status of a study whose spec is valid and whose storage answered; ``extra_conditions``
     (``TrialPodsAdmitted``) replace those of their type and follow the four of every status."""
-    trials = sorted(observed.trials, key=lambda t: t.number)
+    # The stored study's directions: a spec whose objectives were edited is refused, and its trials are
+    # still the stored study's. The trials through the ledger's summary (core.ledger): bounded work.
+    directions = observed.study.directions if observed.study is not None else spec.directions
+    summary = observed.summary or summarize(directions, observed.trials)
     counts = assessment.counts
     status: dict[str, Any] = {
         "phase": assessment.phase,
@@ -158,15 +161,10 @@ def build_status(
             "waiting": counts.waiting,
         },
         "message": assessment.message,
-        "recentTrials": [
-            trial_row(t, spec) for t in [t for t in trials if t.state != "WAITING"][-RECENT_TRIALS:]
-        ],
+        "recentTrials": [trial_row(t, spec) for t in summary.recent(RECENT_TRIALS)],
     }
-    # The best trial as decide judged it (by the stored study's directions: a spec whose objectives were
-    # edited is refused, and its trials are still the stored study's); the front by the same directions.
-    directions = observed.study.directions if observed.study is not None else spec.directions
-    by_number = {t.number: t for t in trials}
-    best = by_number.get(assessment.best[0]) if assessment.best is not None else None
+    # The best trial as decide judged it; the front by the same directions.
+    best = summary.trial(assessment.best[0]) if assessment.best is not None else None
     if best is not None and best.values:
         status["bestValue"] = display_value(best.values[0])
         status["bestTrial"] = {
@@ -181,7 +179,7 @@ def build_status(
         status["bestValue"] = None
         status["bestTrial"] = None
     if len(directions) > 1:
-        front = pareto_front(directions, trials)
+        front = summary.front
         status["paretoFront"] = [
             {
                 "number": t.number,
@@ -192,11 +190,15 @@ def build_status(
             for t in front[:PARETO_FRONT]
         ]
         status["paretoFrontSize"] = len(front)
-    started = [t.started for t in trials if t.started is not None]
+    started = [t.started for t in summary.live if t.started is not None]
+    if summary.first_started is not None:
+        started.append(summary.first_started)
     if started:
         status["startTime"] = timestamp(min(started))
     if assessment.terminal:
-        done = [t.completed for t in trials if t.completed is not None]
+        done = [t.completed for t in summary.live if t.completed is not None]
+        if summary.last_completed is not None:
+            done.append(summary.last_completed)
         status["completionTime"] = timestamp(max(done) if done else now)
     else:
         status["completionTime"] = None

@@ -159,16 +159,18 @@ def observe(
     read (see :mod:`hpo_operator.core.observe`)."""
     views = runs.views()
     view = study.store.view()
+    trials, summary = study.store.read() if view is not None else ((), None)
     return Observed(
         name=study.name,
         study_name=study.store.study_name,
         owner_uid=study.owner_uid,
         study=view,
-        trials=study.store.trials() if view is not None else (),
+        trials=trials,
         runs=views,
         previous_phase=previous_phase,
         previous_refusal=previous_refusal,
         run_kind=runs.kind,
+        summary=summary,
     )
 
 

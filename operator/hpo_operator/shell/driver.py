@@ -315,7 +315,7 @@ class Driver:
             last = step(study, runs, previous_phase=phase, previous_refusal=refusal)
             if not last.plan.actions or last.quota is not None or last.gpu is not None:
                 break
-            phase = last.plan.assessment.phase
+            phase = last.plan.phase_told(phase)
         assert last is not None
         gpu = last.gpu
         if gpu is None and spec.gpu_claims:
