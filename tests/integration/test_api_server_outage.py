@@ -1,19 +1,28 @@
 """An API server that does not answer (a restart) is a transient outage, not a crashed reconcile.
 
-The operator's own ``Kube`` and ``Driver`` against an address where no API server listens, as during a
-kube-apiserver restart: every call is :class:`KubeUnavailable` with one line naming the cause, and a
-reconcile ends in ``Waiting`` with the usual back-off (1 s, 2 s, ...) and one warning line, no
-traceback. (The fault-injection suite, ``test_chaos.py``, restarts the real API server under a running
-operator.)
+The operator's own ``Kube``, ``Driver`` and start-up handler against an address where no API server
+listens, as during a kube-apiserver restart: every call is :class:`KubeUnavailable` with one line naming
+the cause; a reconcile ends in ``Waiting`` with the usual back-off (1 s, 2 s, ...) and one warning line,
+no traceback; an operator started meanwhile waits until HPOStudies are served. (The fault-injection
+suite, ``test_chaos.py``, restarts the real API server under a running operator.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import kopf
 import pytest
+from hpo_operator import handlers
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names
 from hpo_operator.shell.driver import Driver, Waiting
@@ -23,6 +32,7 @@ from hpo_operator.shell.storage import Storages
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
+ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = r"^cannot reach the API server \(.*Connection refused\)$"
 
 
@@ -65,6 +75,7 @@ def test_every_call_of_an_api_server_that_does_not_answer_is_kube_unavailable(ku
         "post_event": lambda: kube.post_event(owner, "Normal", "R", "m"),
         "patch_status": lambda: kube.patch_status("ns", "quad", {"phase": "Running"}),
         "read_study": lambda: kube.read_study("ns", "quad"),
+        "serves": lambda: kube.serves(names.GROUP, names.VERSION, names.PLURAL),
     }
     for name, call in calls.items():
         with pytest.raises(KubeUnavailable, match=UNREACHABLE) as raised:
@@ -94,3 +105,41 @@ def test_a_reconcile_during_an_api_server_restart_waits_with_one_warning_line(
         )
         assert message.endswith(f"; retrying in {waiting.value.delay:g}s")
     assert delays == sorted(delays) and delays[0] < delays[-1]  # the usual back-off
+
+
+def test_start_up_waits_until_the_api_server_serves_hpostudies(
+    kube: Kube, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kopf looks its resources up once, after start-up: an operator started while the API server does
+    not answer (or before its discovery lists the CRD) waits in start-up instead of never serving them."""
+    memo = kopf.Memo()
+    memo.driver = SimpleNamespace(kube=kube)
+    memo.executor = ThreadPoolExecutor(max_workers=2)
+    caplog.set_level(logging.INFO, logger="hpo_operator")
+
+    async def wait() -> None:
+        await asyncio.wait_for(handlers._until_served(memo), timeout=2.5)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(wait())
+    memo.executor.shutdown()
+    lines = [r for r in caplog.records if r.name == "hpo_operator"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert re.match(
+        rf"^waiting for the API server to serve {names.PLURAL}\.{names.GROUP}/{names.VERSION}: "
+        r"cannot reach the API server \(.*Connection refused\)$",
+        lines[0].getMessage(),
+    ), lines[0].getMessage()
+
+
+def test_serves_says_whether_discovery_lists_a_resource(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpostudies.hpo.dev", "--timeout=60s")
+    with cluster.api_client() as api:
+        kube = Kube(api)
+        deadline = time.monotonic() + 30
+        while not kube.serves(names.GROUP, names.VERSION, names.PLURAL):
+            assert time.monotonic() < deadline, "discovery never listed hpostudies"
+            time.sleep(0.2)
+        assert not kube.serves(names.GROUP, names.VERSION, "nothings")
+        assert not kube.serves("nothing.example.com", "v1", "things")

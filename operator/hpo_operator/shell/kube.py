@@ -135,6 +135,20 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
+    # ----------------------------------------------------------------------------------- discovery
+
+    @_answering
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server's discovery lists ``plural`` in ``group/version`` (its CRD installed,
+        established, and known to the discovery of this API server instance)."""
+        try:
+            found = self.custom.get_api_resources(group, version)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise api_error(e, f"cannot read the API server's discovery of {group}/{version}") from None
+        return any(r.name == plural for r in (found.resources or []))
+
     # ---------------------------------------------------------------------------------------- pods
 
     @_answering
