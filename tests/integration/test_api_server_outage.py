@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 import pytest
 from hpo_operator import handlers
+from hpo_operator.__main__ import TransientRetries
 from hpo_operator.config import OperatorConfig
 from hpo_operator.core import names
 from hpo_operator.shell.driver import Driver, Waiting
@@ -143,3 +144,27 @@ def test_serves_says_whether_discovery_lists_a_resource(cluster: Any) -> None:
             time.sleep(0.2)
         assert not kube.serves(names.GROUP, names.VERSION, "nothings")
         assert not kube.serves("nothing.example.com", "v1", "things")
+
+
+def test_the_clients_retries_during_a_restart_are_not_errors() -> None:
+    """urllib3's per-retry warnings are dropped (the reconcile's one line says it), kopf's watch-stream
+    retries are warnings; kopf giving up ("escalating") and everything else are left as they are."""
+
+    def record(name: str, level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    keep = TransientRetries()
+    retry = record(
+        "urllib3.connectionpool", logging.WARNING, "Retrying (Retry(total=2)) after connection broken"
+    )
+    assert not keep.filter(retry)
+    attempt = record(
+        "kopf._cogs.clients.watching", logging.ERROR, "Request attempt #1/9 failed; will retry: GET"
+    )
+    assert keep.filter(attempt) and attempt.levelno == logging.WARNING and attempt.levelname == "WARNING"
+    final = record(
+        "kopf._cogs.clients.watching", logging.ERROR, "Request attempt #9/9 failed; escalating: GET"
+    )
+    assert keep.filter(final) and final.levelno == logging.ERROR
+    other = record("hpo_operator", logging.WARNING, "Retrying (a name that only looks the same)")
+    assert keep.filter(other) and other.levelno == logging.WARNING
