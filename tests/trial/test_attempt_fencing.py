@@ -22,9 +22,11 @@ import pytest
 from hpo_trial import runner
 from hpo_trial.contract import ATTR_ATTEMPTS, STORAGE_RETRY_SECONDS, Objective, TrialContract
 from hpo_trial.reporting import AttemptSuperseded, TrialHandle
+from hpo_trial.runner import run_trial
 from optuna.trial import TrialState
 
-from tests.trial.helpers import ask_trial, make_study
+from tests.trial.helpers import TinyData, ask_trial, make_study
+from tests.trial.test_runner import OBJECTIVE, pair_recipe
 
 QUADRATIC = Path(__file__).resolve().parents[1] / "integration" / "trials" / "quadratic.py"
 
@@ -164,3 +166,50 @@ class socket_closed_port:
 
     def __exit__(self, *exc: Any) -> None:
         self.sock.close()
+
+
+class FinishedMeanwhile(optuna.storages.InMemoryStorage):
+    """Before the first report of the attempt under test lands, the earlier attempt (still running on a
+    node that dropped out) tells the trial's value: what the storage then holds is that attempt's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        if self.armed:
+            self.armed = False
+            super().set_trial_state_values(trial_id, TrialState.COMPLETE, [0.25])
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+
+def test_the_runner_stops_training_when_its_trial_finishes_meanwhile(
+    tiny_model: str, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    storage = FinishedMeanwhile()
+    study = optuna.create_study(storage=storage, study_name="ns.meanwhile.uid", direction="maximize")
+    params = {"learning_rate": 5e-4, "num_train_epochs": 1}
+    trial = ask_trial(study, params)
+    contract = TrialContract(
+        storage_url="(in memory)",
+        study_name=study.study_name,
+        trial_number=trial.number,
+        params=params,
+        objectives=(Objective(OBJECTIVE, "maximize"),),
+        trainer=pair_recipe(tiny_model, tiny_data),
+        attempt=1,
+        output_dir=str(tmp_path / "out"),
+    )
+    handle = TrialHandle(contract, storage=storage)
+    storage.armed = True
+
+    outcome = run_trial(contract, handle)
+
+    assert outcome.exit_code == runner.EXIT_OK, outcome.reason  # not a failure: nothing to retry
+    assert outcome.reason == (
+        f"Trial {trial.number}, attempt 1: it finished meanwhile; this attempt writes nothing more and exits"
+    )
+    assert outcome.reported == {}  # training stopped at the first evaluation
+    done = study.trials[trial.number]
+    assert done.state == TrialState.COMPLETE and done.value == 0.25  # the earlier attempt's value stands
+    assert done.intermediate_values == {}
