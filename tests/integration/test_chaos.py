@@ -293,6 +293,11 @@ def _assert_nothing_lost(
     }, context
     assert status["bestTrial"]["number"] == study.best_trial.number, context
     assert status["bestTrial"]["value"] == study.best_value, context
+    by_number = {t.number: t for t in trials}
+    for row in status["recentTrials"]:  # the last trials, as stored: state, value, params, attempts
+        t = by_number[row["number"]]
+        assert (row["state"], row["value"], row["params"]) == ("COMPLETE", t.value, t.params), (row, context)
+        assert row.get("attempts", 1) == t.user_attrs.get(ATTR_ATTEMPTS, 1), (row, context)
     # Only the attempts the faults killed were failed: one more attempt for each killed trial process.
     attempts = {t.number: t.user_attrs.get(ATTR_ATTEMPTS, 1) for t in trials}
     expected = {n: 1 + len(faults.killed.get(n, [])) for n in range(TOTAL)}
