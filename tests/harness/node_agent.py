@@ -72,6 +72,7 @@ FORCE_DELETE_GRACE_S = 2.0  # kubelet's minimum grace for a pod that is already 
 HOST_IP = "127.0.0.1"
 POD_SHIM = Path(__file__).resolve().parent / "pod_shim.py"
 SHIM_START_S = 30.0  # how long a shim may take to start its command and write its pid file
+STATUS_PATCH_S = 300.0  # how long a pod's status patch is retried while the API server does not answer
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 NO_COMMAND = (
@@ -414,7 +415,12 @@ class PodWorker(threading.Thread):
         if self.gone.is_set():
             return
         body = {"metadata": {"uid": self.uid}, "status": status}
-        for attempt in range(8):
+        # Retried through an API-server or etcd restart (a kubelet never gives up on a pod's status: a
+        # lost terminal status would leave the pod Running for ever).
+        deadline = time.monotonic() + STATUS_PATCH_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 self.api.request(
                     "PATCH",
@@ -433,7 +439,10 @@ class PodWorker(threading.Thread):
                 log.warning("%s: status patch failed (%s), retrying", self.name, exc)
             except Exception as exc:  # connection blip
                 log.warning("%s: status patch failed (%s), retrying", self.name, exc)
-            time.sleep(min(0.25 * 2**attempt, 4))
+            if time.monotonic() > deadline or self.agent.stopping.is_set():
+                log.error("%s: status patch given up after %d tries", self.name, attempt)
+                return
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 4))
 
     def _container_status(self, state: dict[str, Any], *, ready: bool, started: bool) -> dict[str, Any]:
         status = {
