@@ -33,6 +33,24 @@ if TYPE_CHECKING:
     from hpo_operator.shell.metrics import Metrics
 
 
+class TransientRetries(logging.Filter):
+    """The clients' own retries while the API server restarts are not errors.
+
+    A reconcile that meets an API server (or a database) that does not answer says so in one warning
+    line with its back-off. Below it, urllib3 logs a warning per retry of the failing call (dropped
+    here: that call's failure is the reconcile's line), and kopf an error per retry of each watch stream
+    ("Request attempt #1/9 failed; will retry", a warning here; its "escalating" stays an error).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.name.startswith("urllib3"):
+            return not record.getMessage().startswith("Retrying (")
+        retrying = record.levelno == logging.ERROR and record.name.startswith("kopf")
+        if retrying and "failed; will retry" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hpo-operator",
@@ -60,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     redact.install_log_redaction()
     redact.register(config.default_storage_url)
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TransientRetries())
     logging.getLogger("hpo_operator").setLevel(logging.DEBUG if args.verbose or args.debug else logging.INFO)
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
     if not (args.verbose or args.debug):

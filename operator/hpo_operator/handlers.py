@@ -2,7 +2,8 @@
 (:class:`hpo_operator.shell.driver.Driver`).
 
 * start-up: settings (annotations for kopf's own bookkeeping, so the status stays ours; Events only
-  for warnings), the driver, the metrics endpoint;
+  for warnings), the driver, the metrics endpoint; then it waits until the API server serves
+  HPOStudies (kopf looks them up once, right after start-up);
 * create / resume / spec update: check the spec (a bad one: condition, Event, and the daemon stays
   idle until the spec changes) and wake the study's daemon;
 * one daemon per HPOStudy: reconcile every ``HPO_RECONCILE_INTERVAL`` seconds, or at once when one of
@@ -38,7 +39,9 @@ from hpo_operator.shell.storage import Storages, StorageUnavailable
 STUDIES = {"group": names.GROUP, "version": names.VERSION, "plural": names.PLURAL}
 TRIAL_PODS = {names.LABEL_MANAGED_BY: names.MANAGER}
 IDLE_CHECK_S = 300.0  # a finished study is looked at again this often (in case its pods changed)
+SERVED_LOG_S = 30.0  # while start-up waits for HPOStudies to be served, a line this often
 T = TypeVar("T")
+log = logging.getLogger("hpo_operator")
 
 
 async def _blocking(memo: kopf.Memo, fn: Callable[..., T], *args: Any) -> T:
@@ -67,6 +70,37 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.executor = ThreadPoolExecutor(max_workers=memo.config.worker_threads, thread_name_prefix="hpo-work")
     memo.driver = Driver(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
     memo.wakers = {}
+    await _until_served(memo)
+
+
+async def _until_served(memo: kopf.Memo) -> None:
+    """Wait until the API server's discovery lists HPOStudies.
+
+    kopf resolves the resources it serves once, right after start-up, from the API server's discovery,
+    and serves a CRD missed then only once that CRD changes. An API server that is itself starting (a
+    restart, an upgrade) answers ``/readyz`` before its discovery lists the CRDs: an operator started
+    then would never serve HPOStudies. So start-up waits here, saying why every 30 s.
+    """
+    kube: Kube = memo.driver.kube
+    told = -SERVED_LOG_S
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            if await _blocking(memo, kube.serves, names.GROUP, names.VERSION, names.PLURAL):
+                return
+            why = "its discovery does not list them yet (is the CRD installed?)"
+        except KubeUnavailable as e:
+            why = str(e)
+        if loop.time() - told >= SERVED_LOG_S:
+            log.warning(
+                "waiting for the API server to serve %s.%s/%s: %s",
+                names.PLURAL,
+                names.GROUP,
+                names.VERSION,
+                why,
+            )
+            told = loop.time()
+        await asyncio.sleep(1.0)
 
 
 @kopf.on.cleanup()

@@ -148,6 +148,7 @@ class Component:
     pid: int
     log: str
     ports: list[int] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # how it was started: restart() starts it the same way
 
 
 class Cluster:
@@ -178,6 +179,7 @@ class Cluster:
         self.components: dict[str, Component] = {}
         self.kubectl: Path | None = None  # the matching client, known once start() has the binaries
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._launch: dict[str, tuple[dict[str, str] | None, int]] = {}  # name -> (env, death signal)
         self.startup_seconds: float | None = None
 
     # ---- paths -------------------------------------------------------------------------------
@@ -269,8 +271,49 @@ class Cluster:
                 preexec_fn=None if self.detached else functools.partial(set_pdeathsig, death_signal),
             )
         self._procs[name] = proc
-        self.components[name] = Component(name, proc.pid, str(log), ports)
+        self._launch[name] = (env, death_signal)
+        self.components[name] = Component(name, proc.pid, str(log), ports, list(argv))
         self._save()
+
+    # ---- faults ------------------------------------------------------------------------------
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill a component's process group with ``sig`` (SIGKILL: a crash) and wait until it is gone.
+        Pod processes are not in it: the node agent's pods run in sessions of their own, under their
+        shims, and outlive a killed agent as containers outlive a kubelet."""
+        comp = self.components[name]
+        _signal_group(comp.pid, sig)
+        if not _wait_dead(comp.pid, self._procs.get(name), 20.0):
+            _signal_group(comp.pid, signal.SIGKILL)
+            _wait_dead(comp.pid, self._procs.get(name), 10.0)
+
+    def restart(self, name: str, *, timeout: float = 60.0) -> float:
+        """Start a component again with the same command line, environment and ports (killing it first
+        if it still runs), and wait until it serves again; returns the seconds that took. For the fault
+        tests: an API server restarted with its flags, etcd on its data, the node agent re-adopting its
+        pods' processes."""
+        comp = self.components[name]
+        if not comp.argv or name not in self._launch:
+            raise HarnessError(f"{name} was not started by this Cluster object; it cannot be restarted")
+        if pid_alive(comp.pid):
+            self.kill(name)
+        started = time.monotonic()
+        deadline = started + timeout
+        # A port the killed process held may linger a moment in the kernel.
+        while any(port_is_listening(p) for p in comp.ports) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        env, death_signal = self._launch[name]
+        self._spawn(name, comp.argv, comp.ports, env=env, death_signal=death_signal)
+        if name == "kube-apiserver":
+            ctx = self._admin_context()
+            self._wait(
+                "kube-apiserver /readyz", lambda: _https_ok(f"{self.server}/readyz", ctx), timeout, (name,)
+            )
+        else:
+            ports = comp.ports[:1]
+            self._wait(
+                f"{name} to listen", lambda: all(port_is_listening(p) for p in ports), timeout, (name,)
+            )
+        return time.monotonic() - started
 
     def _log_tail(self, name: str, lines: int = 40) -> str:
         comp = self.components.get(name)
@@ -583,14 +626,17 @@ class Cluster:
         return [p for c in self.components.values() for p in c.ports]
 
     def leftover_pod_pids(self) -> list[int]:
-        """Pids of pod processes the agent recorded and that are still alive."""
-        pids = []
+        """Pids of pod processes the agent recorded and that are still alive, then of their shims
+        (``pod_shim.py``, which outlive a node agent that is killed)."""
+        pids, shims = [], []
         for pid_file in self.pods_dir.glob("*/*/pid"):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(json.loads(pid_file.read_text())["pid"])
-                if pid_alive(pid):
-                    pids.append(pid)
-        return pids
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                data = json.loads(pid_file.read_text())
+                if pid_alive(int(data["pid"])):
+                    pids.append(int(data["pid"]))
+                if data.get("shim") and pid_alive(int(data["shim"])):
+                    shims.append(int(data["shim"]))
+        return pids + shims
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the node (the agent ends its pods; the real node's containers are killed and removed,

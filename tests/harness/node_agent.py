@@ -78,6 +78,9 @@ DEVICE_PREFIX = "gpu-"  # device names: gpu-0, gpu-1, ... (the index is CUDA_VIS
 DEVICES_ENV = "HARNESS_DRA_DEVICES"  # the device names a pod's claims got, comma-separated
 FORCE_DELETE_GRACE_S = 2.0  # kubelet's minimum grace for a pod that is already gone from the API
 HOST_IP = "127.0.0.1"
+POD_SHIM = Path(__file__).resolve().parent / "pod_shim.py"
+SHIM_START_S = 30.0  # how long a shim may take to start its command and write its pid file
+STATUS_PATCH_S = 300.0  # how long a pod's status patch is retried while the API server does not answer
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 NO_COMMAND = (
@@ -419,7 +422,10 @@ class PodWorker(threading.Thread):
         self.finished = False
         self.delete_requested = threading.Event()
         self.gone = threading.Event()  # removed from the API (force deletion)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None  # the shim, when this agent started it
+        self.pid: int | None = None  # the pod's process (its own process group)
+        self.pid_start = -1  # its start time, which tells it apart from a later process with its pid
+        self.shim_pid: int | None = None
         self.started_at = ""
         self.container_id = ""
 
@@ -446,7 +452,12 @@ class PodWorker(threading.Thread):
         if self.gone.is_set():
             return
         body = {"metadata": {"uid": self.uid}, "status": status}
-        for attempt in range(8):
+        # Retried through an API-server or etcd restart (a kubelet never gives up on a pod's status: a
+        # lost terminal status would leave the pod Running for ever).
+        deadline = time.monotonic() + STATUS_PATCH_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 self.api.request(
                     "PATCH",
@@ -465,7 +476,10 @@ class PodWorker(threading.Thread):
                 log.warning("%s: status patch failed (%s), retrying", self.name, exc)
             except Exception as exc:  # connection blip
                 log.warning("%s: status patch failed (%s), retrying", self.name, exc)
-            time.sleep(min(0.25 * 2**attempt, 4))
+            if time.monotonic() > deadline or self.agent.stopping.is_set():
+                log.error("%s: status patch given up after %d tries", self.name, attempt)
+                return
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 4))
 
     def _container_status(self, state: dict[str, Any], *, ready: bool, started: bool) -> dict[str, Any]:
         status = {
@@ -540,7 +554,14 @@ class PodWorker(threading.Thread):
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self._run()
+            if self.adopt():
+                self._adopted()
+            elif (self.pod.get("status") or {}).get("phase") == "Running":
+                # Running before this agent started, and no record of its process: nothing to follow.
+                msg = "the harness node agent restarted while this pod ran and found no record of its process"
+                self._report_terminated(137, "Error", msg)
+            else:
+                self._run()
         except Exception:
             log.exception("%s: worker crashed", self.name)
             self._kill(FORCE_DELETE_GRACE_S)
@@ -604,27 +625,56 @@ class PodWorker(threading.Thread):
             if mapped != self.container["workingDir"]:
                 cwd = Path(mapped)
         log_path = self.dir / "log"
+        for stale in ("pid", "exit"):
+            (self.dir / stale).unlink(missing_ok=True)
         with open(log_path, "wb") as out:
-            try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                msg = f"failed to start {argv[0]!r}: {exc}"
-                out.write((msg + "\n").encode())
-                self._report_terminated(128, "StartError", msg)
-                return
-        pid = self.proc.pid
-        (self.dir / "pid").write_text(json.dumps({"pid": pid, "uid": self.uid}))
-        self.container_id = f"harness://{pid}"
+            # The shim is the process's parent (as containerd-shim is a container's): it outlives this
+            # agent, so a restarted agent finds the process and, once it ended, its exit code.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(POD_SHIM), str(self.dir), self.uid, "--", *argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.shim_pid = self.proc.pid
+        deadline = time.monotonic() + SHIM_START_S
+        while not self._read_pid() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.pid is None:
+            self._kill(FORCE_DELETE_GRACE_S)
+            finished = self._read_exit() or {}
+            msg = str(finished.get("message") or f"failed to start {argv[0]!r}")
+            self._report_terminated(128, "StartError", msg)
+            return
         self.started_at = now()
-        log.info("%s: started pid %d: %s", self.name, pid, argv)
+        log.info("%s: started pid %d: %s", self.name, self.pid, argv)
+        self._report_running()
+        self._follow(log_path)
+
+    def adopt(self) -> bool:
+        """Take over the process a previous agent started for this pod (its shim outlived the agent),
+        or the exit it recorded; False if there is none."""
+        uid_file = self.dir / "uid"
+        if not uid_file.exists() or uid_file.read_text().strip() != self.uid:
+            return False
+        if not self._read_pid() and self._read_exit() is None:
+            return False
+        status = (self.pod.get("status") or {}).get("containerStatuses") or [{}]
+        running = (status[0].get("state") or {}).get("running") or {}
+        self.started_at = running.get("startedAt") or now()
+        return True
+
+    def _adopted(self) -> None:
+        log.info("%s: re-adopted pid %s (started by an earlier agent)", self.name, self.pid)
+        if self.pid is not None and self._alive():
+            self._report_running()
+        self._follow(self.dir / "log")
+
+    def _report_running(self) -> None:
+        self.container_id = f"harness://{self.pid}"
         status = self._base_status("Running")
         status["conditions"] = self._conditions(True)
         status["containerStatuses"] = [
@@ -632,23 +682,69 @@ class PodWorker(threading.Thread):
         ]
         self._patch_status(status)
 
-        while True:
-            try:
-                code = self.proc.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+    def _read_pid(self) -> bool:
+        try:
+            data = json.loads((self.dir / "pid").read_text())
+        except (OSError, ValueError):
+            return False
+        if data.get("uid") != self.uid:
+            return False
+        self.pid, self.pid_start = int(data["pid"]), int(data.get("start", -1))
+        self.shim_pid = int(data["shim"]) if data.get("shim") else self.shim_pid
+        self.container_id = f"harness://{self.pid}"
+        return True
+
+    def _read_exit(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.dir / "exit").read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self) -> bool:
+        """Whether the pod's process (this very one, not a later process with its pid) still runs."""
+        if self.pid is None or not pid_alive(self.pid):
+            return False
+        return self.pid_start < 0 or _start_time(self.pid) == self.pid_start
+
+    def _shim_alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.shim_pid is not None and pid_alive(self.shim_pid)
+
+    def _wait_ended(self, timeout: float) -> bool:
+        """Wait until the process and its shim have ended (the shim writes the exit code last)."""
+        deadline = time.monotonic() + timeout
+        while self._alive() or self._shim_alive():
+            if time.monotonic() >= deadline:
+                return False
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            else:
+                time.sleep(0.2)
+        return True
+
+    def _follow(self, log_path: Path) -> None:
+        """Until the process ends (or the pod is deleted, or the agent stops); then report its exit."""
+        while not self._wait_ended(0.5):
             if self.agent.stopping.is_set():
                 self._kill(FORCE_DELETE_GRACE_S)
                 return
             if self.delete_requested.is_set():
                 grace = FORCE_DELETE_GRACE_S if self.gone.is_set() else self._grace_seconds()
-                code = self._kill(grace)
+                self._kill(grace)
                 break
+        finished = self._read_exit()
+        if finished is not None:
+            exit_code = int(finished["exitCode"])
+        elif self.proc is not None and self.proc.returncode is not None:
+            code = self.proc.returncode
+            exit_code = code if code >= 0 else 128 - code
+        else:  # the shim was killed too: nothing recorded how the process ended
+            exit_code = 137
         with contextlib.suppress(OSError):
             (self.dir / "pid").unlink()
-        exit_code = code if code >= 0 else 128 - code
-        log.info("%s: pid %d exited with %d", self.name, pid, exit_code)
+        log.info("%s: pid %s exited with %d", self.name, self.pid, exit_code)
         message = ""
         if exit_code != 0 and self.container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             message = log_tail(log_path)
@@ -661,26 +757,48 @@ class PodWorker(threading.Thread):
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         return max(float(grace), FORCE_DELETE_GRACE_S if self.gone.is_set() else 0.0)
 
-    def _kill(self, grace: float) -> int:
-        """SIGTERM the process group, wait ``grace`` seconds, SIGKILL it; returns the exit status."""
-        proc = self.proc
-        if proc is None:
-            return 137
-        if proc.poll() is None:
-            log.info("%s: SIGTERM to process group %d (grace %.0fs)", self.name, proc.pid, grace)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log.info("%s: SIGKILL to process group %d", self.name, proc.pid)
+    def _kill(self, grace: float) -> None:
+        """SIGTERM the pod's process group, wait ``grace`` seconds, SIGKILL it; wait for its shim."""
+        if self.pid is not None and self._alive():
+            log.info("%s: SIGTERM to process group %d (grace %.0fs)", self.name, self.pid, grace)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGTERM)
+            if not self._wait_ended(grace):
+                log.info("%s: SIGKILL to process group %d", self.name, self.pid)
         # Whatever is left of the group (children of the main process, or the process itself) is killed.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        code = proc.wait()
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if not self._wait_ended(10.0) and self.shim_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.shim_pid, signal.SIGKILL)
+            self._wait_ended(5.0)
         with contextlib.suppress(OSError):
             (self.dir / "pid").unlink()
-        return code
+
+
+def _start_time(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (a zombie counts as dead); ``processes.pid_alive``'s twin (this
+    file runs as a script of its own)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1039,12 +1157,8 @@ class Agent:
                 return
             if phase in ("Succeeded", "Failed"):
                 return
-            if phase == "Running":
-                # Running before this agent started: its process is not ours (the agent restarted).
-                threading.Thread(target=self._orphaned, args=(pod,), daemon=True).start()
-                self.workers[uid] = PodWorker(self, pod)
-                self.workers[uid].finished = True
-                return
+            # A pod Running (or Pending) before this agent started is re-adopted by its worker: its
+            # process, started by an earlier agent, is followed to its end, as a kubelet does.
             worker = PodWorker(self, pod)
             self.workers[uid] = worker
             worker.start()
@@ -1053,11 +1167,6 @@ class Agent:
         threading.Thread(
             target=self.finish_deletion, args=(meta["namespace"], meta["name"], meta["uid"]), daemon=True
         ).start()
-
-    def _orphaned(self, pod: dict[str, Any]) -> None:
-        worker = PodWorker(self, pod)
-        msg = "the harness node agent restarted while this pod ran; its process is not tracked any more"
-        worker._report_terminated(137, "Error", msg)
 
     def sync(self, pods: list[dict[str, Any]]) -> None:
         """A full list: start what is new, and treat tracked pods missing from it as deleted."""
@@ -1136,9 +1245,9 @@ class Agent:
             if worker.is_alive():
                 worker.join(timeout=max(0.1, deadline - time.monotonic()))
         for worker in workers:  # the stubborn rest
-            if worker.proc is not None and worker.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.proc.pid, signal.SIGKILL)
+            if worker.pid is not None and worker._alive():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.pid, signal.SIGKILL)
         if self.log_server is not None:
             self.log_server.shutdown()
             self.log_server.server_close()

@@ -3,7 +3,8 @@
 A trial process (``python <loop>``, the contract in its environment, as the operator's pod runs it) uses
 ``hpo_trial.reporting`` against a real PostgreSQL server that the test stops (``pg_ctl stop -m fast``)
 and starts again. Reports during the outage are skipped with a warning, ``should_prune`` answers False,
-and the final tell is retried until the storage is back (or ``HPO_STORAGE_RETRY_SECONDS`` runs out).
+and the final tell is retried until the storage is back (or ``HPO_STORAGE_RETRY_SECONDS`` runs out). A
+trial that starts while the server is down waits for it the same way before its first line of work.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ LOOP = """
 import os, sys, time
 from hpo_trial import reporting
 
+start_gate = os.environ.get("LOOP_START_GATE")
+while start_gate and not os.path.exists(start_gate):
+    time.sleep(0.05)  # the test opens it once the storage is down
+print("starting", flush=True)
 trial = reporting.current_trial()
+print("opened", flush=True)
 steps, pause = int(sys.argv[1]), float(sys.argv[2])
 gate, gate_step = os.environ.get("LOOP_GATE"), int(os.environ.get("LOOP_GATE_STEP", "0"))
 value = 0.0
@@ -57,7 +63,8 @@ class LoopProcess:
     ) -> None:
         """``gate_step``: the loop waits before that step's report until :meth:`open_gate`."""
         self.gate = tmp_path / "gate"
-        env = {**env, "LOOP_GATE": str(self.gate), "LOOP_GATE_STEP": str(gate_step)}
+        self.start_gate = tmp_path / "start-gate"
+        env = {"LOOP_GATE": str(self.gate), "LOOP_GATE_STEP": str(gate_step), **env}
         trial = ask_trial(study, {"learning_rate": 0.1})
         self.number = trial.number
         contract = TrialContract(
@@ -92,6 +99,9 @@ class LoopProcess:
 
     def open_gate(self) -> None:
         self.gate.touch()
+
+    def open_start_gate(self) -> None:
+        self.start_gate.touch()
 
     def wait_for(self, line: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -178,3 +188,61 @@ def test_the_final_tell_gives_up_after_the_retry_time(own_postgres: PostgresServ
     assert f"{STORAGE_RETRY_SECONDS} sets how long" in loop.output
     done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
     assert done.state == TrialState.RUNNING and ATTR_FAIL_REASON not in done.user_attrs
+
+
+def test_a_trial_that_starts_during_an_outage_waits_for_the_storage(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Opening the storage and loading the study are under the outage policy: no crash, no attempt lost."""
+    url, study = _study(own_postgres, "startup")
+    loop = LoopProcess(url, study, tmp_path, steps=3, LOOP_START_GATE=str(tmp_path / "start-gate"))
+    own_postgres.pause()
+    try:
+        loop.open_start_gate()
+        loop.wait_for("starting")
+        time.sleep(4.0)  # current_trial() meets a refused connection, waits and tries again
+        assert loop.proc.poll() is None, f"the trial gave up during the outage:\n{loop.output}"
+        assert not any(x == "opened" for x in loop.lines)
+    finally:
+        own_postgres.resume()
+
+    assert loop.wait() == 0
+    assert f"Trial {loop.number}: opening study {study.study_name}: the storage did not answer" in loop.output
+    assert "trying again in" in loop.output
+    assert "Traceback" not in loop.output
+    assert loop.lines[-1] == "completed"
+    done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
+    assert done.state == TrialState.COMPLETE and ATTR_FAIL_REASON not in done.user_attrs
+
+
+def test_a_trial_that_cannot_open_the_storage_names_the_cause(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The storage away for the whole retry time: the process exits non-zero, its last line naming the
+    cause (the driver's message, no SQL), so the pod's termination message and the Event say it."""
+    url, study = _study(own_postgres, "startgiveup")
+    loop = LoopProcess(
+        url,
+        study,
+        tmp_path,
+        steps=3,
+        LOOP_START_GATE=str(tmp_path / "start-gate"),
+        **{STORAGE_RETRY_SECONDS: "2"},
+    )
+    own_postgres.pause()
+    try:
+        loop.open_start_gate()
+        code = loop.wait(timeout=60)
+    finally:
+        own_postgres.resume()
+
+    assert code != 0
+    last = loop.lines[-1]
+    assert last.startswith(
+        f"hpo_trial.reporting.StorageUnavailable: Trial {loop.number}: opening study {study.study_name}: "
+        "the storage did not answer for 2 s"
+    ), last
+    assert "OperationalError: connection to server at" in last and "refused" in last, last
+    assert "[SQL:" not in loop.output and "sqlalche.me" not in loop.output
+    done = optuna.load_study(study_name=study.study_name, storage=url).trials[loop.number]
+    assert done.state == TrialState.RUNNING  # nothing told: the operator's retries apply

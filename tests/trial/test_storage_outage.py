@@ -15,7 +15,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 from hpo_trial import reporting
-from hpo_trial.callback import CONTINUE, TrialCallback
+from hpo_trial.callback import CONTINUE, SUPERSEDED, TrialCallback
 from hpo_trial.contract import ATTR_FAIL_REASON, STORAGE_RETRY_SECONDS, Objective, TrialContract
 from hpo_trial.reporting import TrialHandle
 from hpo_trial.runner import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, run_trial
@@ -117,9 +117,11 @@ def test_decide_never_raises(tiny_data: TinyData) -> None:
     assert callback.reported == {100: 0.6}
     assert study.trials[trial.number].intermediate_values == {100: 0.6}
 
-    study.tell(trial.number, 0.7)  # someone else (the operator) ended the trial meanwhile
+    study.tell(trial.number, 0.7)  # someone else (the operator, an earlier attempt) ended the trial meanwhile
     decision = callback.decide({"acc": 0.8}, 150, 1.5)
-    assert decision.startswith("fail: UpdateFinishedTrialError"), decision
+    assert decision == SUPERSEDED, decision  # this attempt stops and writes nothing: not a failure
+    assert "already finished (COMPLETE)" in (callback.reason or "")
+    assert study.trials[trial.number].intermediate_values == {100: 0.6}
 
     assert callback.decide({"loss": 1.0}, 200, 2.0).startswith(
         "fail: objective metric 'acc' was not produced"

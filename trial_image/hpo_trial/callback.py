@@ -7,8 +7,10 @@ for evaluations the Trainer scheduled itself), asks the study's pruner, and broa
 (continue, prune, or fail with a reason) so that every rank stops together.
 
 A storage that does not answer (a database restart) is not the trial's fault: that evaluation goes
-unreported and unchecked, training goes on, and the next evaluation reports again. Any other error
-while deciding becomes a "fail: ..." decision that is still broadcast, so no rank is left waiting.
+unreported and unchecked, training goes on, and the next evaluation reports again. An attempt that no
+longer owns its trial (``AttemptSuperseded``: the trial finished, or a newer attempt runs it) stops
+training on every rank and writes nothing more. Any other error while deciding becomes a "fail: ..."
+decision that is still broadcast, so no rank is left waiting.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from hpo_trial.reporting import MetricNotFound, TrialHandle, process_rank
+from hpo_trial.reporting import AttemptSuperseded, MetricNotFound, TrialHandle, process_rank
 
 log = logging.getLogger("hpo_trial")
 
 CONTINUE = "continue"
 PRUNE = "prune"
+SUPERSEDED = "superseded"  # this attempt no longer owns its trial: stop, write nothing, exit 0
 
 
 def _broadcast(decision: str) -> str:
@@ -108,6 +111,9 @@ class TrialCallback(TrainerCallback):
         """
         try:
             return self._decide(metrics, step, progress)
+        except AttemptSuperseded as e:  # logged by the handle
+            self.reason = e.reason
+            return SUPERSEDED
         except Exception as e:  # the decision is broadcast whatever happened, or the other ranks would hang
             log.error("Trial %d: %s", self.trial_number, traceback.format_exc())
             self.reason = f"{type(e).__name__}: {e}"

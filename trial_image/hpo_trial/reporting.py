@@ -26,6 +26,18 @@ one outage policy for the built-in runner and custom containers alike:
   :class:`StorageUnavailable` says what could not be told. A process that gets it should exit non-zero
   (an uncaught exception does): the operator counts a failed attempt and its retries apply.
 
+Opening the storage and loading the study when the trial starts (``current_trial()``) is retried the
+same way as the final tell: a trial that starts during a database restart waits for it, and only when
+the storage stays away for the whole retry time does :class:`StorageUnavailable` say so, naming the
+cause (the driver's first line, never the SQL statement).
+
+**One attempt writes.** The operator records the attempt it is about to start (the trial's user
+attribute ``hpo:attempts``, attempts so far) before it starts it. An attempt that is no longer the
+current one (a node that dropped out while its process kept running, and a retry started meanwhile), or
+whose trial already finished (an earlier attempt told it), writes nothing more: its ``report``,
+``set_attr`` and final tell raise :class:`AttemptSuperseded`, a ``SystemExit`` with code 0, so a custom
+training loop ends cleanly without a line of its own, and the operator counts no failure.
+
 A retry of a trial (``HPO_TRIAL_ATTEMPT`` > 0) reuses the same Optuna trial. Its reports replace the
 earlier attempt's at the same steps, and its pruning decisions see only its own reports and its own
 SuccessiveHalving/Hyperband rungs (the failed attempt's ``completed_rung_*`` marks are hidden from the
@@ -45,10 +57,11 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy.exc
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from hpo_trial.contract import (
+    ATTR_ATTEMPTS,
     ATTR_FAIL_REASON,
     ATTR_MISSING_METRIC,
     STORAGE_RETRY_SECONDS,
@@ -65,6 +78,21 @@ T = TypeVar("T")
 
 class StorageUnavailable(RuntimeError):
     """The storage did not answer for the whole retry time; the message says what could not be told."""
+
+
+class AttemptSuperseded(SystemExit):
+    """This attempt no longer owns its trial: the trial finished, or a newer attempt runs it.
+
+    A ``SystemExit`` with code 0: unless caught, the process ends cleanly (the warning logged before it
+    is raised says why), and the operator, which already moved on, counts no failure. ``reason`` says why.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(0)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 # What a storage that does not answer raises: Optuna wraps most database errors in StorageInternalError,
@@ -98,8 +126,14 @@ def is_storage_error(error: BaseException) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    """The error in one line: for a database error the driver's own message (``connection refused``),
+    not SQLAlchemy's wrapping with the SQL statement and its parameters."""
+    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__  # Optuna's wrapping guesses ("e.g. exceeding max length"); the cause says
+    orig = getattr(error, "orig", None)
+    text = str(orig if isinstance(orig, BaseException) else error)
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def with_storage_retries(call: Callable[[], T], what: str, retry_seconds: float | None = None) -> T:
@@ -124,7 +158,7 @@ def with_storage_retries(call: Callable[[], T], what: str, retry_seconds: float 
                 raise StorageUnavailable(
                     f"{what}: the storage did not answer for {budget:g} s ({tries} tries; "
                     f"{STORAGE_RETRY_SECONDS} sets how long): {_first_line(e)}"
-                ) from e
+                ) from None  # the message has the cause in one line (no SQL statement)
             wait = min(delay, left)
             log.warning(
                 "%s: the storage did not answer (%s); trying again in %.1f s (%.0f s of %g s left)",
@@ -180,26 +214,62 @@ class TrialHandle:
     ) -> None:
         self.contract = contract
         self.retry_seconds = storage_retry_seconds() if retry_seconds is None else retry_seconds
-        self.storage = storage if storage is not None else open_storage(contract.storage_url)
-        self.study = optuna.load_study(
-            study_name=contract.study_name,
-            storage=self.storage,
-            # A trial never samples (its parameters come from the contract): the cheapest sampler will do.
-            sampler=optuna.samplers.RandomSampler(),
-            pruner=build_pruner(contract.pruner),
-        )
-        study_id = self.storage.get_study_id_from_name(contract.study_name)
-        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, contract.trial_number)
-        self._trial = optuna.Trial(self.study, self.trial_id)
         self.reported: dict[int, float] = {}  # what THIS attempt reported (and the storage took)
         self.finished = False
         self.missing_metric: str | None = None  # told with FAIL (ATTR_MISSING_METRIC)
+        self.superseded: str | None = None  # why this attempt no longer owns its trial
+        # Opening the storage and loading the study: the same outage policy as the final tell (a trial
+        # started during a database restart waits for it instead of failing its attempt).
+        self.storage, self.study, self.trial_id, trial = self._retried(
+            lambda: self._open(storage), f"Trial {contract.trial_number}: opening study {contract.study_name}"
+        )
+        self._trial = optuna.Trial(self.study, self.trial_id)
+        self._check_current(trial)
         # A retry: the rungs the failed attempts completed (SuccessiveHalving/Hyperband write them as
         # system attributes), hidden from this attempt's pruner until it completes them itself.
         self._earlier_rungs: dict[str, Any] = {}
         if self.attempt > 0:
-            attrs = self.storage.get_trial(self.trial_id).system_attrs
-            self._earlier_rungs = {k: v for k, v in attrs.items() if k.startswith(RUNG_ATTR_PREFIX)}
+            self._earlier_rungs = {
+                k: v for k, v in trial.system_attrs.items() if k.startswith(RUNG_ATTR_PREFIX)
+            }
+
+    def _open(
+        self, storage: optuna.storages.BaseStorage | None
+    ) -> tuple[optuna.storages.BaseStorage, optuna.Study, int, optuna.trial.FrozenTrial]:
+        contract = self.contract
+        opened = storage if storage is not None else open_storage(contract.storage_url)
+        study = optuna.load_study(
+            study_name=contract.study_name,
+            storage=opened,
+            # A trial never samples (its parameters come from the contract): the cheapest sampler will do.
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=build_pruner(contract.pruner),
+        )
+        study_id = opened.get_study_id_from_name(contract.study_name)
+        trial_id = opened.get_trial_id_from_study_id_trial_number(study_id, contract.trial_number)
+        return opened, study, trial_id, opened.get_trial(trial_id)
+
+    def _check_current(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Raise :class:`AttemptSuperseded` unless this attempt still owns ``trial`` (as just read)."""
+        if self.superseded is not None:
+            raise AttemptSuperseded(self.superseded)  # said once already
+        if trial.state.is_finished():
+            self._superseded(f"it is already finished ({trial.state.name})")
+        stored = trial.user_attrs.get(ATTR_ATTEMPTS)
+        if isinstance(stored, int) and stored - 1 > self.attempt:
+            self._superseded(f"attempt {stored - 1} runs it now")
+
+    def _superseded(self, why: str) -> None:
+        # Nothing more is written by this attempt: every later write raises again.
+        self.superseded = (
+            f"Trial {self.number}, attempt {self.attempt}: {why}; this attempt writes nothing more and exits"
+        )
+        log.warning("%s", self.superseded)
+        raise AttemptSuperseded(self.superseded)
+
+    def _current(self) -> None:
+        """Raise :class:`AttemptSuperseded` unless this attempt still owns its trial (read now)."""
+        self._check_current(self.storage.get_trial(self.trial_id))
 
     @property
     def number(self) -> int:
@@ -232,7 +302,11 @@ class TrialHandle:
         value, step = float(value), int(step)
 
         def report() -> bool:
-            self._report(value, step)
+            self._current()
+            try:
+                self._report(value, step)
+            except UpdateFinishedTrialError:
+                self._superseded("it finished meanwhile")
             return True
 
         taken = skip_on_outage(report, f"Trial {self.number}: the report at step {step} is skipped", False)
@@ -260,6 +334,13 @@ class TrialHandle:
         return bool(skip_on_outage(self._should_prune, f"Trial {self.number}: no pruning check", False))
 
     def _should_prune(self) -> bool:
+        try:
+            return self._pruner_says()
+        except UpdateFinishedTrialError:  # a rung mark on a trial that finished meanwhile
+            self._superseded("it finished meanwhile")
+            return False  # pragma: no cover - _superseded raises
+
+    def _pruner_says(self) -> bool:
         if self.attempt == 0:
             return self._trial.should_prune()
         # The pruner sees the trial as stored, but with only this attempt's intermediate values and rungs:
@@ -313,17 +394,23 @@ class TrialHandle:
 
     def set_attr(self, key: str, value: Any) -> None:
         """A user attribute on the trial (retried while the storage does not answer)."""
-        self._retried(
-            lambda: self.storage.set_trial_user_attr(self.trial_id, key, value),
-            f"Trial {self.number}: setting {key}",
-        )
+
+        def write() -> None:
+            self._current()
+            self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+        self._retried(write, f"Trial {self.number}: setting {key}")
 
     def fail(self, reason: str) -> None:
         """End the trial as FAIL with a reason; the operator shows it in the study's status."""
 
         def tell() -> bool:
-            if self.finished or self.state().is_finished():
+            if self.finished:
                 return False
+            trial = self.storage.get_trial(self.trial_id)
+            if trial.state.is_finished():
+                return False
+            self._check_current(trial)
             self.storage.set_trial_user_attr(self.trial_id, ATTR_FAIL_REASON, reason[:1000])
             if self.missing_metric is not None:
                 self.storage.set_trial_user_attr(self.trial_id, ATTR_MISSING_METRIC, self.missing_metric)
@@ -339,8 +426,12 @@ class TrialHandle:
 
     def _finish(self, values: list[float] | None = None, state: TrialState | None = None) -> None:
         def tell() -> None:
-            if self.finished or self.state().is_finished():
+            if self.finished:
                 return
+            trial = self.storage.get_trial(self.trial_id)
+            if trial.state.is_finished():
+                return
+            self._check_current(trial)
             if state == TrialState.PRUNED and self.attempt > 0:
                 # Optuna's tell stores a pruned trial's value at its last stored step, which may be a
                 # step only the failed attempt reached; store this attempt's own last report instead.

@@ -27,9 +27,17 @@ goes on; the next evaluation reports again). At the end, the final tell is retri
 without telling FAIL, so the operator counts a failed attempt and its retries (``spec.trials.retries``)
 apply. FAIL is told only for the trial's own errors: its recipe, its metrics, its training.
 
-Exit codes: 0 for a trial completed or pruned, 1 for a trial failed (told FAIL), 2 when the contract or
-the storage could not be read at the start, 3 when the storage stopped answering (2 and 3: nothing told;
-the operator retries the trial or fails it).
+Opening the study at the start follows the same outage policy: it is retried for
+``HPO_STORAGE_RETRY_SECONDS``, so a trial started during a database restart waits for the database.
+
+An attempt that no longer owns its trial (the trial already finished, told by an earlier attempt, or a
+newer attempt of it runs: :class:`hpo_trial.reporting.AttemptSuperseded`) stops where it is, writes
+nothing more and exits 0, at the start or during training: it is not a failure.
+
+Exit codes: 0 for a trial completed or pruned, or an attempt superseded; 1 for a trial failed (told
+FAIL); 2 when the contract could not be read or the study does not exist; 3 when the storage did not
+answer (at the start or the end, for the whole retry time) (2 and 3: nothing told; the operator retries
+the trial or fails it).
 """
 
 from __future__ import annotations
@@ -51,7 +59,15 @@ from optuna.trial import TrialState
 
 from hpo_trial import keep
 from hpo_trial.contract import ATTR_MODEL_PATH, ContractError, TrialContract, storage_retry_seconds
-from hpo_trial.reporting import MetricNotFound, TrialHandle, is_storage_error, process_rank, skip_on_outage
+from hpo_trial.reporting import (
+    AttemptSuperseded,
+    MetricNotFound,
+    StorageUnavailable,
+    TrialHandle,
+    is_storage_error,
+    process_rank,
+    skip_on_outage,
+)
 from hpo_trial.tracking import Tracking
 from hpo_trial.trainer_spec import (
     TRIAL_PARAMS_PATH,
@@ -103,6 +119,8 @@ def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutco
     number = contract.trial_number
     try:
         return _run(contract, handle)
+    except AttemptSuperseded as e:  # logged by the handle: nothing more is written, not a failure
+        return TrialOutcome(TrialState.RUNNING, EXIT_OK, reason=e.reason)
     except _Failed as e:
         reason = str(e)
     except TrainerSpecError as e:
@@ -123,6 +141,8 @@ def run_trial(contract: TrialContract, handle: TrialHandle | None) -> TrialOutco
         return TrialOutcome(TrialState.FAIL, EXIT_FAILED, reason=reason)
     try:
         handle.fail(reason)  # retried while the storage does not answer
+    except AttemptSuperseded as e:
+        return TrialOutcome(TrialState.RUNNING, EXIT_OK, reason=e.reason)
     except Exception as e:  # the storage is gone too: exit non-zero all the same; the operator ends it
         log.error(
             "Trial %d failed (%s) and FAIL could not be told: %s: %s", number, reason, type(e).__name__, e
@@ -193,7 +213,7 @@ def _fit(
     from transformers import PrinterCallback
 
     from hpo_trial import recipe as recipes
-    from hpo_trial.callback import CONTINUE, PRUNE, TrialCallback
+    from hpo_trial.callback import CONTINUE, PRUNE, SUPERSEDED, TrialCallback
 
     number = contract.trial_number
     callback = TrialCallback(handle, objective, spec.eval_every_epochs, number)
@@ -204,6 +224,8 @@ def _fit(
     train_metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
     reported = dict(callback.reported)
     decision = callback.decision
+    if decision == SUPERSEDED:
+        return TrialOutcome(TrialState.RUNNING, EXIT_OK, reason=callback.reason, reported=reported)
     if decision == PRUNE:
         if handle is not None:
             handle.prune()
@@ -282,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     handle: TrialHandle | None = None
     if rank == 0:
         try:
-            handle = TrialHandle(contract)
+            handle = TrialHandle(contract)  # opening the study is retried while the storage does not answer
+        except AttemptSuperseded:  # logged: the trial finished, or a newer attempt runs it
+            return EXIT_OK
+        except StorageUnavailable as e:  # the message names the cause; nothing was told
+            log.error("%s", e)
+            return EXIT_STORAGE
         except ValueError as e:  # the pruner configuration: tell FAIL with the reason
             try:
                 handle = TrialHandle(dataclasses.replace(contract, pruner={"type": "None"}))

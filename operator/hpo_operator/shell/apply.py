@@ -190,11 +190,17 @@ def step(
 
 
 def apply_plan(plan: Plan, study: Study, runs: Runs) -> None:
+    finished: set[int] = set()  # trials whose retry was not started: they finished meanwhile
     for action in plan.actions:
-        apply_action(action, study, runs)
+        if isinstance(action, PostEvent) and action.reason == "TrialRetried" and action.trial in finished:
+            continue  # no retry was started: announcing one would be false (the trial's own Event says)
+        if not apply_action(action, study, runs) and isinstance(action, LaunchRun):
+            finished.add(action.trial)
 
 
-def apply_action(action: Action, study: Study, runs: Runs) -> None:
+def apply_action(action: Action, study: Study, runs: Runs) -> bool:
+    """Carry out one action; ``False`` when a ``LaunchRun`` was not carried out because its trial
+    finished since it was observed (an earlier attempt told its value late: nothing to run again)."""
     spec, gen, store, metrics, name = study.spec, study.generation, study.store, study.metrics, study.name
     if isinstance(action, CreateStudy):
         store.create(action.directions, spec)
@@ -212,7 +218,16 @@ def apply_action(action: Action, study: Study, runs: Runs) -> None:
         store.finish_ask(spec, gen, action.trial)
         log.info("%s: completed the parameters of trial %d", name, action.trial)
     elif isinstance(action, LaunchRun):
-        store.set_attempt(action.trial, action.attempt)
+        # The attempt is recorded before its run exists: from then on, an older attempt still running
+        # (its node dropped out) writes nothing to the trial (hpo_trial.reporting's fencing).
+        if not store.set_attempt(action.trial, action.attempt):
+            log.info(
+                "%s: trial %d finished meanwhile; attempt %d is not started",
+                name,
+                action.trial,
+                action.attempt,
+            )
+            return False
         if action.attempt > 0:
             metrics.retries.inc()
         log.info("%s: trial %d attempt %d: %s", name, action.trial, action.attempt, action.reason)
@@ -234,6 +249,7 @@ def apply_action(action: Action, study: Study, runs: Runs) -> None:
             metrics.finished(state)
     else:  # pragma: no cover - every action type is handled above
         raise TypeError(f"unknown action {action!r}")
+    return True
 
 
 def _launch(study: Study, runs: Runs, trial: int, attempt: int, params: Mapping[str, Any]) -> None:

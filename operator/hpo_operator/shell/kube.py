@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import os
+import re
 import socket
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -23,6 +25,9 @@ from urllib3.exceptions import HTTPError
 
 from hpo_operator.core import names
 from hpo_operator.shell import redact
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 COMPONENT = "hpo-operator"
 CreateResult = Literal["created", "exists", "foreign"]
@@ -97,6 +102,35 @@ def api_error(e: ApiException, doing: str) -> KubeUnavailable:
     return KubeUnavailable(redact.redact(f"{doing}: {e.status} {_message(e)}"))
 
 
+# What urllib3 puts before the cause: the connection (``<...HTTPSConnection object at 0x..>: `` or
+# ``HTTPSConnection(host='...', port=...): ``) and ``Failed to establish a new connection: ``.
+_CONNECTION = re.compile(r"(<[^<>]* object at 0x[0-9a-f]+>|\w*Connection\(host=[^)]*\)): ")
+
+
+def unreachable(e: HTTPError) -> KubeUnavailable:
+    """The API server did not answer (refused, reset, timed out: an API-server restart), in one line:
+    urllib3's cause without its pool, URL and object reprs."""
+    cause: BaseException = getattr(e, "reason", None) or e  # MaxRetryError: the last try's error
+    text = _CONNECTION.sub("", str(cause)).strip().splitlines()
+    detail = (text[0] if text else "") or type(cause).__name__
+    detail = detail.split("Failed to establish a new connection: ")[-1]
+    return KubeUnavailable(redact.redact(f"cannot reach the API server ({detail})"))
+
+
+def _answering(method: Callable[P, R]) -> Callable[P, R]:
+    """A call of the API: the API server not answering at all is :class:`KubeUnavailable` (an outage,
+    waited for with the usual back-off), like its own errors, never an unexpected exception."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except HTTPError as e:
+            raise unreachable(e) from None
+
+    return call
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
@@ -104,8 +138,23 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
+    # ----------------------------------------------------------------------------------- discovery
+
+    @_answering
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server's discovery lists ``plural`` in ``group/version`` (its CRD installed,
+        established, and known to the discovery of this API server instance)."""
+        try:
+            found = self.custom.get_api_resources(group, version)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise api_error(e, f"cannot read the API server's discovery of {group}/{version}") from None
+        return any(r.name == plural for r in (found.resources or []))
+
     # ---------------------------------------------------------------------------------------- pods
 
+    @_answering
     def list_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
         """Every pod of the HPOStudy ``study`` (by label), as the API server's JSON."""
         try:
@@ -116,6 +165,7 @@ class Kube:
             raise api_error(e, f"cannot list the pods of {study}") from None
         return list(json.loads(resp.data).get("items") or [])
 
+    @_answering
     def create_pod(self, pod: Mapping[str, Any], owner_uid: str, *, dry_run: bool = False) -> CreateResult:
         """Create a trial pod: ``created``; ``exists`` (ours, a 409); ``foreign`` (the name is taken by
         a pod of an older HPOStudy of the same name). Raises :class:`PodRejected` when the API server
@@ -143,6 +193,7 @@ class Kube:
                     raise PodRejected(redact.redact(message)) from None
             raise api_error(e, f"cannot create pod {name}") from None
 
+    @_answering
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             resp = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
@@ -152,6 +203,7 @@ class Kube:
             raise api_error(e, f"cannot read pod {name}") from None
         return dict(json.loads(resp.data))
 
+    @_answering
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace, propagation_policy="Background")
@@ -161,6 +213,7 @@ class Kube:
 
     # -------------------------------------------------------------------------------------- secrets
 
+    @_answering
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         """The text under ``key`` of a Secret (registered for redaction); :class:`SecretMissing` when
         the Secret or its key is not there."""
@@ -170,8 +223,6 @@ class Kube:
             if e.status == 404:
                 raise SecretMissing(namespace, name) from None
             raise api_error(e, f"cannot read Secret {name}") from None
-        except HTTPError as e:
-            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
         data = secret.data or {}
         if key not in data:
             raise SecretMissing(namespace, name, key)
@@ -182,6 +233,7 @@ class Kube:
         redact.register(value)
         return value
 
+    @_answering
     def ensure_secret(self, secret: Mapping[str, Any], owner_uid: str) -> None:
         """Create the operator-managed Secret, or bring its data up to date (the URL is never logged).
 
@@ -216,6 +268,7 @@ class Kube:
 
     # ------------------------------------------------------------------------------ events, status
 
+    @_answering
     def post_event(
         self, owner: Mapping[str, str], type_: str, reason: str, message: str, now: dt.datetime | None = None
     ) -> None:
@@ -249,6 +302,7 @@ class Kube:
                 return
             raise api_error(e, "cannot post an Event") from None
 
+    @_answering
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
         """Merge-patch the HPOStudy's status (redacted); ``False`` if the HPOStudy is gone."""
         try:
@@ -267,6 +321,7 @@ class Kube:
             raise api_error(e, f"cannot update the status of {name}") from None
         return True
 
+    @_answering
     def read_study(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The HPOStudy as the API server's JSON; ``None`` if there is none of that name."""
         try:
@@ -279,5 +334,3 @@ class Kube:
             if e.status == 404:
                 return None
             raise api_error(e, f"cannot read {names.KIND} {namespace}/{name}") from None
-        except HTTPError as e:
-            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
