@@ -20,8 +20,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.harness.cluster import DEVICE_CLASS_NAME, DRA_DRIVER
-from tests.integration import test_operator as base
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     TRIALS,
     Operator,
     apply,
@@ -34,9 +33,6 @@ from tests.integration.test_operator import (
     wait_for,
     wait_phase,
 )
-
-# The CRD, the storage and the operator subprocess, as the operator's own tests set them up.
-crd, storage_url, operator = base.crd, base.storage_url, base.operator
 
 pytestmark = pytest.mark.cluster
 PROBE = ["python", str(TRIALS / "gpu_probe.py")]
