@@ -12,12 +12,20 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.harness.cluster import DEVICE_CLASS_NAME
 from tests.harness.handle import ClusterHandle
 
-from .test_operator_with_chart import free_port, http_ok, pod_environment, token_kubeconfig, wait_until
+from .test_operator_with_chart import (
+    assert_rbac_allowed,
+    create_storage_secret,
+    free_port,
+    http_ok,
+    pod_environment,
+    stop,
+    token_kubeconfig,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUADRATIC = ROOT / "tests" / "integration" / "trials" / "quadratic.py"
@@ -29,10 +37,7 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
 ) -> None:
     if cluster.external:
         pytest.skip("needs the harness node agent's DRA devices")
-    cluster.core().create_namespaced_secret(
-        namespace,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": postgres_url}),
-    )
+    create_storage_secret(cluster, namespace, postgres_url)
     health = free_port()
     release = install(
         namespace,
@@ -93,15 +98,6 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
             return not got.strip()
 
         wait_until("the study's idle claims to be deleted", claims_gone, 60, log)
-        operator_log = log.read_text(errors="replace")
-        for symptom in ("Forbidden", "Not enough permissions", " 403"):
-            assert symptom not in operator_log, (
-                f"the chart's RBAC refused the operator something:\n{operator_log}"
-            )
+        assert_rbac_allowed(log)
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        stop(operator)
