@@ -64,6 +64,9 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+# This file runs as a script (``python tests/harness/node_agent.py``): its own folder is first on sys.path.
+from processes import pid_alive
+
 log = logging.getLogger("node-agent")
 
 KUBE_VERSION = "v1.37.2"
@@ -783,22 +786,6 @@ def _start_time(pid: int) -> int:
     except OSError:
         return -1
     return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (a zombie counts as dead); ``processes.pid_alive``'s twin (this
-    file runs as a script of its own)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------------------------------------
