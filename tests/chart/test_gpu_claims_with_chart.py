@@ -4,9 +4,6 @@ without a request refused."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from .test_operator_with_chart import (
     free_port,
     http_ok,
     pod_environment,
+    start_operator,
     stop,
     token_kubeconfig,
     wait_until,
@@ -52,7 +50,6 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
     assert env["HPO_GPU_DEVICE_CLASS"] == DEVICE_CLASS_NAME
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
     log = tmp_path / "operator.log"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
     study = {
         "apiVersion": "hpo.dev/v1alpha1",
         "kind": "HPOStudy",
@@ -64,14 +61,7 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
             "template": {"image": "hpo-trial:test", "command": ["python", str(QUADRATIC)]},
         },
     }
-    with log.open("w") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator"],
-            env={**process_env, **env, "KUBECONFIG": str(kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    operator = start_operator({**env, "KUBECONFIG": str(kubeconfig)}, log, tmp_path)
     try:
         wait_until(
             "the operator's liveness endpoint", lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60, log

@@ -10,10 +10,8 @@ runs commands, not images), with ``operator.leaderElection.enabled`` so the Depl
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from .test_operator_with_chart import (
     free_port,
     http_ok,
     pod_environment,
+    start_operator,
     stop,
     token_kubeconfig,
     wait_until,
@@ -60,7 +59,6 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
         "operator.leaderElection.retryPeriod=1",
     )
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
     lease_name = f"{release.name}-leader"
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[tuple[int, int]] = []
@@ -76,16 +74,7 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
             "KUBECONFIG": str(kubeconfig),
         }
         logs.append(tmp_path / f"operator-{n}.log")
-        with logs[-1].open("w") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "hpo_operator"],
-                    env={**process_env, **env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-            )
+        procs.append(start_operator(env, logs[-1], tmp_path))
         ports.append((health, metrics))
 
     def holder() -> str:

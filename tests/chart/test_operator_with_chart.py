@@ -119,6 +119,20 @@ def assert_rbac_allowed(log: Path, symptoms: tuple[str, ...] = RBAC_REFUSALS) ->
         assert symptom not in text, f"the chart's RBAC refused the operator something:\n{text}"
 
 
+def start_operator(env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """``python -m hpo_operator`` with ``env`` over this environment less its ``HPO_*`` and ``KUBECONFIG``
+    (the pod's environment stands in for them), its output in ``log``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator"],
+            env={**base, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if it has not exited within 30 seconds."""
     proc.terminate()
@@ -148,15 +162,7 @@ def test_operator_with_the_chart_identity_completes_an_example(
     assert env["HPO_WATCH_NAMESPACES"] == namespace
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
     log = tmp_path / "operator.log"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
-    with log.open("w") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator"],
-            env={**process_env, **env, "KUBECONFIG": str(kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    operator = start_operator({**env, "KUBECONFIG": str(kubeconfig)}, log, tmp_path)
     try:
         wait_until(
             "the operator's liveness endpoint", lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60, log
