@@ -94,18 +94,20 @@ class Operator:
             return resp.status, resp.read().decode()
 
 
-class Pods:
-    """Watches a namespace's pods from the start of a test: the most active at once, every pod seen."""
+class PodWatch:
+    """Watches a namespace's pods on a thread from the start of a test, handing each event to
+    :meth:`on_event`. A subclass sets its own attributes before calling ``__init__`` (which starts the
+    thread)."""
 
     def __init__(self, cluster: Any, namespace: str) -> None:
         self.core: client.CoreV1Api = cluster.core()
         self.namespace = namespace
-        self.phases: dict[str, str] = {}
-        self.seen: dict[str, dict[str, Any]] = {}
-        self.max_active = 0
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def on_event(self, kind: str, pod: client.V1Pod) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while True:
@@ -113,15 +115,7 @@ class Pods:
                 for event in self._watch.stream(
                     self.core.list_namespaced_pod, self.namespace, timeout_seconds=600
                 ):
-                    pod = event["object"]
-                    name = pod.metadata.name
-                    if event["type"] == "DELETED":
-                        self.phases.pop(name, None)
-                    else:
-                        self.phases[name] = pod.status.phase or "Pending"
-                        self.seen[name] = self.core.api_client.sanitize_for_serialization(pod)
-                    active = sum(1 for p in self.phases.values() if p in ("Pending", "Running"))
-                    self.max_active = max(self.max_active, active)
+                    self.on_event(event["type"], event["object"])
                 return
             except Exception:  # the watch ended (test over) or broke: retry unless stopped
                 if getattr(self._watch, "_stop", False):
@@ -130,6 +124,26 @@ class Pods:
 
     def stop(self) -> None:
         self._watch.stop()
+
+
+class Pods(PodWatch):
+    """Watches a namespace's pods from the start of a test: the most active at once, every pod seen."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.phases: dict[str, str] = {}
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.max_active = 0
+        super().__init__(cluster, namespace)
+
+    def on_event(self, kind: str, pod: client.V1Pod) -> None:
+        name = pod.metadata.name
+        if kind == "DELETED":
+            self.phases.pop(name, None)
+        else:
+            self.phases[name] = pod.status.phase or "Pending"
+            self.seen[name] = self.core.api_client.sanitize_for_serialization(pod)
+        active = sum(1 for p in self.phases.values() if p in ("Pending", "Running"))
+        self.max_active = max(self.max_active, active)
 
     def current(self) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(self.namespace).items)
