@@ -4,20 +4,26 @@ without a request refused."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.harness.cluster import DEVICE_CLASS_NAME
 from tests.harness.handle import ClusterHandle
 
-from .test_operator_with_chart import free_port, http_ok, pod_environment, token_kubeconfig, wait_until
+from .test_operator_with_chart import (
+    assert_rbac_allowed,
+    create_storage_secret,
+    free_port,
+    http_ok,
+    pod_environment,
+    start_operator,
+    stop,
+    token_kubeconfig,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUADRATIC = ROOT / "tests" / "integration" / "trials" / "quadratic.py"
@@ -29,10 +35,7 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
 ) -> None:
     if cluster.external:
         pytest.skip("needs the harness node agent's DRA devices")
-    cluster.core().create_namespaced_secret(
-        namespace,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": postgres_url}),
-    )
+    create_storage_secret(cluster, namespace, postgres_url)
     health = free_port()
     release = install(
         namespace,
@@ -47,7 +50,6 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
     assert env["HPO_GPU_DEVICE_CLASS"] == DEVICE_CLASS_NAME
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
     log = tmp_path / "operator.log"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
     study = {
         "apiVersion": "hpo.dev/v1alpha1",
         "kind": "HPOStudy",
@@ -59,14 +61,7 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
             "template": {"image": "hpo-trial:test", "command": ["python", str(QUADRATIC)]},
         },
     }
-    with log.open("w") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator"],
-            env={**process_env, **env, "KUBECONFIG": str(kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    operator = start_operator({**env, "KUBECONFIG": str(kubeconfig)}, log, tmp_path)
     try:
         wait_until(
             "the operator's liveness endpoint", lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60, log
@@ -93,15 +88,6 @@ def test_the_chart_lets_the_operator_share_gpus_through_claims(
             return not got.strip()
 
         wait_until("the study's idle claims to be deleted", claims_gone, 60, log)
-        operator_log = log.read_text(errors="replace")
-        for symptom in ("Forbidden", "Not enough permissions", " 403"):
-            assert symptom not in operator_log, (
-                f"the chart's RBAC refused the operator something:\n{operator_log}"
-            )
+        assert_rbac_allowed(log)
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        stop(operator)

@@ -10,11 +10,8 @@ runs commands, not images), with ``operator.leaderElection.enabled`` so the Depl
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -23,26 +20,17 @@ from kubernetes import client
 
 from tests.harness.handle import ClusterHandle
 
-from .release import Release
-from .test_operator_with_chart import free_port, http_ok, token_kubeconfig, wait_until
-
-
-def pod_environment(release: Release, pod_name: str) -> dict[str, str]:
-    """The operator container's environment as the kubelet would build it for pod ``pod_name``."""
-    (deployment,) = [d for d in release.manifests() if d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {}
-    for var in container["env"]:
-        if "value" in var:
-            env[var["name"]] = var["value"]
-        elif "fieldRef" in var["valueFrom"]:
-            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-            env[var["name"]] = pod_name
-        else:
-            ref = var["valueFrom"]["secretKeyRef"]
-            secret = release.cluster.core().read_namespaced_secret(ref["name"], release.namespace)
-            env[var["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
-    return env
+from .test_operator_with_chart import (
+    assert_rbac_allowed,
+    create_storage_secret,
+    free_port,
+    http_ok,
+    pod_environment,
+    start_operator,
+    stop,
+    token_kubeconfig,
+    wait_until,
+)
 
 
 def leader_gauge(port: int) -> float | None:
@@ -59,10 +47,7 @@ def leader_gauge(port: int) -> float | None:
 def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
     install, cluster: ClusterHandle, namespace: str, postgres_url: str, tmp_path: Path
 ) -> None:
-    cluster.core().create_namespaced_secret(
-        namespace,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": postgres_url}),
-    )
+    create_storage_secret(cluster, namespace, postgres_url)
     release = install(
         namespace,
         "storage.mode=external",
@@ -74,7 +59,6 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
         "operator.leaderElection.retryPeriod=1",
     )
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
     lease_name = f"{release.name}-leader"
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[tuple[int, int]] = []
@@ -90,16 +74,7 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
             "KUBECONFIG": str(kubeconfig),
         }
         logs.append(tmp_path / f"operator-{n}.log")
-        with logs[-1].open("w") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "hpo_operator"],
-                    env={**process_env, **env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-            )
+        procs.append(start_operator(env, logs[-1], tmp_path))
         ports.append((health, metrics))
 
     def holder() -> str:
@@ -120,9 +95,7 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
         wait_until("replica 1 to lead", lambda: leader_gauge(ports[1][1]) == 1, 15, logs[1])
         assert holder().startswith(f"{release.name}-1_")
         for log in logs:
-            text = log.read_text(errors="replace")
-            for symptom in ("Forbidden", "forbidden", " 403"):
-                assert symptom not in text, f"the chart's RBAC refused the operator something:\n{text}"
+            assert_rbac_allowed(log, ("Forbidden", "forbidden", " 403"))
         assert "released the Lease" in logs[0].read_text()
 
         # A standby stops at once when told to (SIGTERM), without ever having acted.
@@ -134,9 +107,4 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
         assert "kopf" not in logs[2].read_text()
     finally:
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)

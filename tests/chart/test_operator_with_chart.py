@@ -38,14 +38,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pod_environment(release: Release) -> dict[str, str]:
-    """The operator container's environment as the kubelet would build it (Secrets resolved)."""
+def pod_environment(release: Release, pod_name: str | None = None) -> dict[str, str]:
+    """The operator container's environment as the kubelet would build it for pod ``pod_name`` (Secrets
+    resolved; ``pod_name`` is needed where the chart passes the pod's name, as with leader election)."""
     (deployment,) = [d for d in release.manifests() if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {}
     for var in container["env"]:
         if "value" in var:
             env[var["name"]] = var["value"]
+        elif "fieldRef" in var["valueFrom"]:
+            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            assert pod_name is not None, f"{var['name']} is the pod's name: pass pod_name"
+            env[var["name"]] = pod_name
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             secret = release.cluster.core().read_namespaced_secret(ref["name"], release.namespace)
@@ -97,14 +102,52 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def create_storage_secret(cluster: ClusterHandle, namespace: str, url: str) -> None:
+    """The Secret ``hpo-storage`` (key ``url``) that ``storage.external.existingSecret`` names."""
+    cluster.core().create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": url})
+    )
+
+
+RBAC_REFUSALS = ("Forbidden", "Not enough permissions", " 403")
+
+
+def assert_rbac_allowed(log: Path, symptoms: tuple[str, ...] = RBAC_REFUSALS) -> None:
+    """The operator's log shows none of ``symptoms`` of the chart's RBAC refusing it something."""
+    text = log.read_text(errors="replace")
+    for symptom in symptoms:
+        assert symptom not in text, f"the chart's RBAC refused the operator something:\n{text}"
+
+
+def start_operator(env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """``python -m hpo_operator`` with ``env`` over this environment less its ``HPO_*`` and ``KUBECONFIG``
+    (the pod's environment stands in for them), its output in ``log``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator"],
+            env={**base, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 30 seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.timeout(600)
 def test_operator_with_the_chart_identity_completes_an_example(
     install, cluster: ClusterHandle, namespace: str, postgres_url: str, tmp_path: Path
 ) -> None:
-    cluster.core().create_namespaced_secret(
-        namespace,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="hpo-storage"), string_data={"url": postgres_url}),
-    )
+    create_storage_secret(cluster, namespace, postgres_url)
     health, metrics = free_port(), free_port()
     release = install(
         namespace,
@@ -119,15 +162,7 @@ def test_operator_with_the_chart_identity_completes_an_example(
     assert env["HPO_WATCH_NAMESPACES"] == namespace
     kubeconfig = token_kubeconfig(cluster, release, tmp_path / "operator-kubeconfig")
     log = tmp_path / "operator.log"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "KUBECONFIG"))}
-    with log.open("w") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator"],
-            env={**process_env, **env, "KUBECONFIG": str(kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    operator = start_operator({**env, "KUBECONFIG": str(kubeconfig)}, log, tmp_path)
     try:
         wait_until(
             "the operator's liveness endpoint", lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60, log
@@ -166,15 +201,6 @@ def test_operator_with_the_chart_identity_completes_an_example(
         assert sum(float(n) for state, n in finished if state in ("complete", "pruned")) == 8, exposition
         assert 'hpo_studies{phase="Succeeded"} 1.0' in exposition, exposition
 
-        operator_log = log.read_text(errors="replace")
-        for symptom in ("Forbidden", "Not enough permissions", " 403"):
-            assert symptom not in operator_log, (
-                f"the chart's RBAC refused the operator something:\n{operator_log}"
-            )
+        assert_rbac_allowed(log)
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        stop(operator)

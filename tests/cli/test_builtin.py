@@ -47,14 +47,19 @@ def builtin_spec(model: str) -> dict[str, Any]:
     }
 
 
+def study_dir(d: Path, data: TinyData) -> Path:
+    """``d`` with the tiny pair data at the relative paths :func:`builtin_spec` names."""
+    (d / "data").mkdir(parents=True)
+    shutil.copy(data.pairs_train, d / "data" / "pairs-train.jsonl")
+    shutil.copy(data.pairs_dev, d / "data" / "pairs-dev.jsonl")
+    return d
+
+
 @pytest.mark.slow
 def test_builtin_runner_study_end_to_end(
     tiny_model: str, tiny_data: TinyData, run_hpo: RunHpo, tmp_path: Path
 ) -> None:
-    d = tmp_path / "st"
-    (d / "data").mkdir(parents=True)
-    shutil.copy(tiny_data.pairs_train, d / "data" / "pairs-train.jsonl")
-    shutil.copy(tiny_data.pairs_dev, d / "data" / "pairs-dev.jsonl")
+    d = study_dir(tmp_path / "st", tiny_data)
     path = write_study(d, "tiny-st", builtin_spec(tiny_model))
 
     result = run_hpo("run", str(path), cwd=tmp_path, timeout=600)

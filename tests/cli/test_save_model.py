@@ -3,7 +3,6 @@ shows where it is, and ``hpo export`` copies it out (a model that evaluates to t
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from hpo_trial.contract import ATTR_MODEL_PATH
 from optuna.trial import TrialState
 
 from tests.cli.conftest import CustomStudy, RunHpo, load_local, write_study
-from tests.cli.test_builtin import OBJECTIVE, builtin_spec
+from tests.cli.test_builtin import OBJECTIVE, builtin_spec, study_dir
 from tests.trial.helpers import TinyData
 
 
@@ -19,10 +18,7 @@ from tests.trial.helpers import TinyData
 def test_best_only_keeps_one_model_status_points_at_it_and_export_copies_it(
     tiny_model: str, tiny_data: TinyData, run_hpo: RunHpo, tmp_path: Path
 ) -> None:
-    d = tmp_path / "st"
-    (d / "data").mkdir(parents=True)
-    shutil.copy(tiny_data.pairs_train, d / "data" / "pairs-train.jsonl")
-    shutil.copy(tiny_data.pairs_dev, d / "data" / "pairs-dev.jsonl")
+    d = study_dir(tmp_path / "st", tiny_data)
     spec = builtin_spec(tiny_model)
     spec["trials"] = {"total": 4, "parallelism": 1}
     # From a learning rate too small to learn anything up: later trials tend to beat earlier ones, so

@@ -4,7 +4,6 @@ land under the trial's output directory with no service at all."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from optuna.trial import TrialState
 
 from tests.cli.conftest import RunHpo, load_local, write_study
 from tests.cli.mlflow_server import mlflow_server
-from tests.cli.test_builtin import OBJECTIVE, builtin_spec
+from tests.cli.test_builtin import OBJECTIVE, builtin_spec, study_dir
 from tests.trial.helpers import TinyData
 
 
@@ -22,10 +21,7 @@ def test_every_trial_is_an_mlflow_run_with_its_params_and_objective_and_tensorbo
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    d = tmp_path / "st"
-    (d / "data").mkdir(parents=True)
-    shutil.copy(tiny_data.pairs_train, d / "data" / "pairs-train.jsonl")
-    shutil.copy(tiny_data.pairs_dev, d / "data" / "pairs-dev.jsonl")
+    d = study_dir(tmp_path / "st", tiny_data)
     with mlflow_server(tmp_path / "mlflow") as uri:
         spec = builtin_spec(tiny_model)
         spec["trainer"]["arguments"]["report_to"] = ["mlflow", "tensorboard"]

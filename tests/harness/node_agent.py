@@ -64,6 +64,10 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+# This file runs as a script (``python tests/harness/node_agent.py``): its own folder is first on sys.path.
+from pod_shim import start_time  # the clock the shim writes to a pod's pid file
+from processes import pid_alive
+
 log = logging.getLogger("node-agent")
 
 KUBE_VERSION = "v1.37.2"
@@ -704,7 +708,7 @@ class PodWorker(threading.Thread):
         """Whether the pod's process (this very one, not a later process with its pid) still runs."""
         if self.pid is None or not pid_alive(self.pid):
             return False
-        return self.pid_start < 0 or _start_time(self.pid) == self.pid_start
+        return self.pid_start < 0 or start_time(self.pid) == self.pid_start
 
     def _shim_alive(self) -> bool:
         if self.proc is not None:
@@ -775,30 +779,6 @@ class PodWorker(threading.Thread):
             self._wait_ended(5.0)
         with contextlib.suppress(OSError):
             (self.dir / "pid").unlink()
-
-
-def _start_time(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (a zombie counts as dead); ``processes.pid_alive``'s twin (this
-    file runs as a script of its own)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     ROOT,
     TRIALS,
     Operator,

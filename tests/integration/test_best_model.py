@@ -24,21 +24,18 @@ from hpo_trial.contract import ATTR_MODEL_PATH
 from optuna.trial import TrialState
 
 from tests.cli.test_builtin import OBJECTIVE
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     Operator,
     apply,
-    crd,
     get_study,
     load_study,
-    operator,
-    storage_url,
     wait_for,
     wait_phase,
 )
 from tests.trial.conftest import hf_home, tiny_data, tiny_model
 from tests.trial.helpers import OFFLINE_ENV, TinyData
 
-__all__ = ["crd", "hf_home", "operator", "storage_url", "tiny_data", "tiny_model"]
+__all__ = ["hf_home", "tiny_data", "tiny_model"]
 
 
 def best_only_study(name: str, namespace: str, model: str, data: TinyData, models: Path, hf: str) -> dict:

@@ -42,7 +42,7 @@ from kubernetes import client
 from tests.harness.cluster import Cluster, pid_alive
 from tests.harness.handle import ClusterHandle
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     ROOT,
     TRIALS,
     Operator,

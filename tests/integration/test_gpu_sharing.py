@@ -9,7 +9,6 @@ a DRA driver does through CDI. Trials are ``trials/gpu_probe.py``: they record t
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import Any
 
 import optuna
 import pytest
-from kubernetes import client, watch
+from kubernetes import client
 
 from tests.harness.cluster import DEVICE_CLASS_NAME, DRA_DRIVER
-from tests.integration import test_operator as base
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     TRIALS,
     Operator,
+    PodWatch,
     apply,
     assert_nothing_leaks,
     condition,
@@ -35,9 +34,6 @@ from tests.integration.test_operator import (
     wait_phase,
 )
 
-# The CRD, the storage and the operator subprocess, as the operator's own tests set them up.
-crd, storage_url, operator = base.crd, base.storage_url, base.operator
-
 pytestmark = pytest.mark.cluster
 PROBE = ["python", str(TRIALS / "gpu_probe.py")]
 
@@ -48,47 +44,29 @@ def _agent_only(cluster: Any) -> None:
         pytest.skip("needs the harness node agent's DRA devices (a ResourceSlice of its own driver)")
 
 
-class ClaimWatch:
+class ClaimWatch(PodWatch):
     """Watches the namespace's pods from the start of a test: the most active pods on one claim at once,
     and every pod's claim."""
 
     def __init__(self, cluster: Any, namespace: str) -> None:
-        self.core: client.CoreV1Api = cluster.core()
-        self.namespace = namespace
         self.claim_of: dict[str, str | None] = {}
         self.active: dict[str, bool] = {}
         self.max_on_claim = 0
         self.max_active = 0
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(cluster, namespace)
 
-    def _run(self) -> None:
-        while True:
-            try:
-                for event in self._watch.stream(
-                    self.core.list_namespaced_pod, self.namespace, timeout_seconds=600
-                ):
-                    pod = event["object"]
-                    name = pod.metadata.name
-                    refs = pod.spec.resource_claims or []
-                    self.claim_of[name] = next((r.resource_claim_name for r in refs if r.name == "gpu"), None)
-                    phase = pod.status.phase or "Pending"
-                    self.active[name] = event["type"] != "DELETED" and phase in ("Pending", "Running")
-                    on: dict[str | None, int] = {}
-                    for n, is_active in self.active.items():
-                        if is_active:
-                            on[self.claim_of.get(n)] = on.get(self.claim_of.get(n), 0) + 1
-                    self.max_on_claim = max([self.max_on_claim, *on.values()])
-                    self.max_active = max(self.max_active, sum(on.values()))
-                return
-            except Exception:
-                if getattr(self._watch, "_stop", False):
-                    return
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._watch.stop()
+    def on_event(self, kind: str, pod: client.V1Pod) -> None:
+        name = pod.metadata.name
+        refs = pod.spec.resource_claims or []
+        self.claim_of[name] = next((r.resource_claim_name for r in refs if r.name == "gpu"), None)
+        phase = pod.status.phase or "Pending"
+        self.active[name] = kind != "DELETED" and phase in ("Pending", "Running")
+        on: dict[str | None, int] = {}
+        for n, is_active in self.active.items():
+            if is_active:
+                on[self.claim_of.get(n)] = on.get(self.claim_of.get(n), 0) + 1
+        self.max_on_claim = max([self.max_on_claim, *on.values()])
+        self.max_active = max(self.max_active, sum(on.values()))
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ the other waits on standby running no handler; SIGKILL the active one mid-study 
 Lease once it expires and finishes the study, with exactly the budget's trials, no trial asked twice and
 the two replicas never acting at the same time. A clean stop (SIGTERM) hands over without the wait.
 
-Uses the fixtures and helpers of ``test_operator.py``.
+Uses the fixtures of ``conftest.py`` and the helpers of ``operator_env.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 import optuna
 from kubernetes import client, watch
 
-from tests.integration import test_operator as harness_study
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     TRIALS,
     Operator,
     Pods,
@@ -32,11 +31,6 @@ from tests.integration.test_operator import (
     wait_phase,
 )
 from tests.integration.test_operator_metrics import of_study, scrape
-
-# test_operator.py's fixtures, used here by name.
-crd = harness_study.crd
-pods = harness_study.pods
-storage_url = harness_study.storage_url
 
 LEASE = "hpo-operator-leader"
 DURATION, RENEW, RETRY = 6, 4.0, 1.0

@@ -2,7 +2,7 @@
 ``/metrics`` of the running operator process while it runs, hold its final numbers once it is done, and
 are gone once the HPOStudy is deleted; the chart's Grafana dashboard queries only series found there.
 
-Uses the fixtures and helpers of ``test_operator.py``.
+Uses the fixtures of ``conftest.py`` and the helpers of ``operator_env.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration import test_operator as harness_study
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     TRIALS,
     Operator,
     Pods,
@@ -26,12 +25,6 @@ from tests.integration.test_operator import (
     wait_for,
     wait_phase,
 )
-
-# test_operator.py's fixtures, used here by name.
-crd = harness_study.crd
-operator = harness_study.operator
-pods = harness_study.pods
-storage_url = harness_study.storage_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "hpo-operator" / "dashboards" / "hpo-operator.json"

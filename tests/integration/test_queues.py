@@ -3,9 +3,9 @@ holds back the pods of a LocalQueue without room) are waiting, not failed; once 
 they are scheduled and run, and the study succeeds. The template's cluster-policy fields reach the pods,
 the API server accepts the rendered pod, and the CRD refuses the operator's own labels.
 
-The operator, the pod watch and the helpers are those of ``test_operator.py`` (the operator as a
-subprocess, trials as local processes on the harness node). No Kueue runs here: the test plays Kueue's
-part, removing the gates it finds.
+The operator, the pod watch and the helpers are those of ``conftest.py`` and ``operator_env.py`` (the
+operator as a subprocess, trials as local processes on the harness node). No Kueue runs here: the test
+plays Kueue's part, removing the gates it finds.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from hpo_operator.core.pods import Owner, render_pod, storage_secret
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration import test_operator as harness_study
-from tests.integration.test_operator import (
+from tests.integration.operator_env import (
     TRIALS,
     Operator,
     Pods,
@@ -36,12 +35,6 @@ from tests.integration.test_operator import (
     study_manifest,
     wait_for,
 )
-
-# test_operator.py's fixtures, used here by name.
-crd = harness_study.crd
-operator = harness_study.operator
-pods = harness_study.pods
-storage_url = harness_study.storage_url
 
 GATE = "example.com/approval"
 QUEUE = "team-a-gpus"
