@@ -23,7 +23,7 @@ from kubernetes import client
 from tests.harness.handle import ClusterHandle
 
 from .release import CHART
-from .test_chart import KOPF_NAMESPACED_NEEDS, KOPF_NEEDS, OPERATOR_NEEDS
+from .test_chart import DEVICE_CLASS_NEEDS, KOPF_NAMESPACED_NEEDS, KOPF_NEEDS, OPERATOR_NEEDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = "hpostudies.hpo.dev"
@@ -119,7 +119,7 @@ def test_install_creates_crd_deployment_and_rbac(
     assert deployment.spec.template.spec.service_account_name == release.service_account
     cluster.core().read_namespaced_service_account(release.service_account, namespace)
     rbac = client.RbacAuthorizationV1Api(cluster.api_client())
-    for concern in ("studies", "trials", "storage", "events", "crds"):
+    for concern in ("studies", "trials", "storage", "events", "crds", "claims", "classes"):
         rbac.read_cluster_role(f"{release.name}-{concern}")
         binding = rbac.read_cluster_role_binding(f"{release.name}-{concern}")
         assert binding.subjects[0].name == release.service_account
@@ -142,7 +142,8 @@ def test_install_creates_crd_deployment_and_rbac(
     # Exactly: beyond what every authenticated user may do, the grants are what the operator and kopf use.
     baseline = granted_rules(cluster, f"system:serviceaccount:{namespace}:nobody", namespace)
     extra = granted_rules(cluster, release.user, namespace) - baseline
-    assert extra == {(resource, verb) for verb, resource, _ in needed(namespace, OPERATOR_NEEDS | KOPF_NEEDS)}
+    uses = OPERATOR_NEEDS | KOPF_NEEDS | DEVICE_CLASS_NEEDS
+    assert extra == {(resource, verb) for verb, resource, _ in needed(namespace, uses)}
 
 
 def test_watch_namespaces_mode_grants_only_the_listed_namespaces(
@@ -157,11 +158,12 @@ def test_watch_namespaces_mode_grants_only_the_listed_namespaces(
         assert {r.metadata.name for r in cluster_roles.items} == {
             f"{release.name}-crds",
             f"{release.name}-namespaces",
+            f"{release.name}-classes",  # DeviceClasses are cluster-scoped: read wherever the studies are
         }
         roles = rbac.list_namespaced_role(
             watched, label_selector=f"app.kubernetes.io/instance={release.name}"
         )
-        assert len(roles.items) == 4
+        assert len(roles.items) == 5  # studies, trials, storage, events, claims
 
         checks = needed(watched) + needed(None, KOPF_NEEDS | KOPF_NAMESPACED_NEEDS)
         elsewhere = needed(other_namespace) + needed(namespace) + needed(None)
