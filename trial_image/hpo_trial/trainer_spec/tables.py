@@ -171,6 +171,27 @@ _COMMON_EVAL_ARGS = {
     "truncate_dim": Arg("int"),
 }
 
+# The arguments an information-retrieval evaluator and a triplet evaluator take beyond the common
+# ones, the same for the dense evaluators and their sparse twins.
+_RETRIEVAL_EVAL_ARGS = {
+    "corpus_chunk_size": Arg("int"),
+    "mrr_at_k": Arg("int_list"),
+    "ndcg_at_k": Arg("int_list"),
+    "accuracy_at_k": Arg("int_list"),
+    "precision_recall_at_k": Arg("int_list"),
+    "map_at_k": Arg("int_list"),
+    "main_score_function": Arg("choice", SIMILARITY_NAMES),
+    "query_prompt": Arg("str"),
+    "query_prompt_name": Arg("str"),
+    "corpus_prompt": Arg("str"),
+    "corpus_prompt_name": Arg("str"),
+}
+_TRIPLET_EVAL_ARGS = {
+    "main_similarity_function": Arg("choice", SIMILARITY_NAMES),
+    "similarity_fn_names": Arg("str_list", SIMILARITY_NAMES),
+    "margin": Arg("float"),
+}
+
 EVALUATORS: Mapping[str, EvaluatorInfo] = {
     "EmbeddingSimilarityEvaluator": EvaluatorInfo(
         {"sentences1": "sentence1", "sentences2": "sentence2", "scores": "score"},
@@ -185,9 +206,7 @@ EVALUATORS: Mapping[str, EvaluatorInfo] = {
         {"anchors": "anchor", "positives": "positive", "negatives": "negative"},
         {
             **_COMMON_EVAL_ARGS,
-            "main_similarity_function": Arg("choice", SIMILARITY_NAMES),
-            "similarity_fn_names": Arg("str_list", SIMILARITY_NAMES),
-            "margin": Arg("float"),
+            **_TRIPLET_EVAL_ARGS,
         },
     ),
     "BinaryClassificationEvaluator": EvaluatorInfo(
@@ -200,17 +219,7 @@ EVALUATORS: Mapping[str, EvaluatorInfo] = {
         {"queries": "anchor", "corpus": "positive"},
         {
             **_COMMON_EVAL_ARGS,
-            "corpus_chunk_size": Arg("int"),
-            "mrr_at_k": Arg("int_list"),
-            "ndcg_at_k": Arg("int_list"),
-            "accuracy_at_k": Arg("int_list"),
-            "precision_recall_at_k": Arg("int_list"),
-            "map_at_k": Arg("int_list"),
-            "main_score_function": Arg("choice", SIMILARITY_NAMES),
-            "query_prompt": Arg("str"),
-            "query_prompt_name": Arg("str"),
-            "corpus_prompt": Arg("str"),
-            "corpus_prompt_name": Arg("str"),
+            **_RETRIEVAL_EVAL_ARGS,
         },
     ),
     "SequentialEvaluator": EvaluatorInfo(),
@@ -379,17 +388,7 @@ SPARSE_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
         {"queries": "anchor", "corpus": "positive"},
         {
             **_SPARSE_EVAL_ARGS,
-            "corpus_chunk_size": Arg("int"),
-            "mrr_at_k": Arg("int_list"),
-            "ndcg_at_k": Arg("int_list"),
-            "accuracy_at_k": Arg("int_list"),
-            "precision_recall_at_k": Arg("int_list"),
-            "map_at_k": Arg("int_list"),
-            "main_score_function": Arg("choice", SIMILARITY_NAMES),
-            "query_prompt": Arg("str"),
-            "query_prompt_name": Arg("str"),
-            "corpus_prompt": Arg("str"),
-            "corpus_prompt_name": Arg("str"),
+            **_RETRIEVAL_EVAL_ARGS,
         },
     ),
     "SparseEmbeddingSimilarityEvaluator": EvaluatorInfo(
@@ -408,9 +407,7 @@ SPARSE_ENCODER_EVALUATORS: Mapping[str, EvaluatorInfo] = {
         {"anchors": "anchor", "positives": "positive", "negatives": "negative"},
         {
             **_SPARSE_EVAL_ARGS,
-            "main_similarity_function": Arg("choice", SIMILARITY_NAMES),
-            "similarity_fn_names": Arg("str_list", SIMILARITY_NAMES),
-            "margin": Arg("float"),
+            **_TRIPLET_EVAL_ARGS,
         },
     ),
     "SequentialEvaluator": EvaluatorInfo(),
