@@ -167,6 +167,21 @@ def training_arguments(opts: argparse.Namespace) -> dict[str, Any]:
     return args
 
 
+def seed_trainer(model: str, train: str, dev: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The seed recipe as a study's ``spec.trainer``: CoSENTLoss on STS pairs, scored on STS dev."""
+    return {
+        "model": model,
+        "train": {"files": train},
+        "loss": {"name": "CoSENTLoss"},
+        "evaluator": {
+            "name": "EmbeddingSimilarityEvaluator",
+            "dataset": {"files": dev},
+            "args": {"name": "sts-dev", "main_similarity": "cosine"},
+        },
+        "arguments": arguments,
+    }
+
+
 def params(opts: argparse.Namespace) -> dict[str, Any]:
     return {"learning_rate": opts.lr, "warmup_ratio": opts.warmup_ratio}
 
@@ -220,17 +235,7 @@ def run_runner(model_path: str, train: str, dev: str, opts: argparse.Namespace, 
     p = params(opts)
     trial = study.ask({k: FloatDistribution(v, v) for k, v in p.items()})
     fixed = {k: v for k, v in training_arguments(opts).items() if k not in ("report_to", "disable_tqdm")}
-    trainer = {
-        "model": model_path,
-        "train": {"files": train},
-        "loss": {"name": "CoSENTLoss"},
-        "evaluator": {
-            "name": "EmbeddingSimilarityEvaluator",
-            "dataset": {"files": dev},
-            "args": {"name": "sts-dev", "main_similarity": "cosine"},
-        },
-        "arguments": fixed,
-    }
+    trainer = seed_trainer(model_path, train, dev, fixed)
     contract = TrialContract(
         storage_url=url,
         study_name="bench",

@@ -90,17 +90,7 @@ def manifest(
             "enqueue": [PARAMS[i % len(PARAMS)] for i in range(trials)],
             "trials": {"total": trials, "parallelism": k, "perGPU": k, "maxFailed": 0},
             "sampler": {"type": "Random", "seed": 42},
-            "trainer": {
-                "model": model,
-                "train": {"files": train},
-                "loss": {"name": "CoSENTLoss"},
-                "evaluator": {
-                    "name": "EmbeddingSimilarityEvaluator",
-                    "dataset": {"files": dev},
-                    "args": {"name": "sts-dev", "main_similarity": "cosine"},
-                },
-                "arguments": arguments,
-            },
+            "trainer": gpu_trial.seed_trainer(model, train, dev, arguments),
         },
     }
 
