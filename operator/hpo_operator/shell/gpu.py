@@ -9,18 +9,16 @@ success, so every call may be repeated after a crash.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from hpo_operator.core import claims, names
 from hpo_operator.core.claims import ClaimView, GpuState, PodSlot
 from hpo_operator.core.pods import Owner
 from hpo_operator.core.spec import StudySpec
-from hpo_operator.shell.kube import Kube, KubeUnavailable, api_error
+from hpo_operator.shell.kube import Kube, answering, api_error, api_message
 
 PLURAL_CLAIMS = "resourceclaims"
 PLURAL_CLASSES = "deviceclasses"
@@ -50,6 +48,7 @@ class GpuClaims:
 
     # -------------------------------------------------------------------------------- observation
 
+    @answering
     def observe(self) -> tuple[list[ClaimView], list[PodSlot]]:
         """The study's claims, and its pods with the claim each references (read from the API now)."""
         ns, study = self.owner.namespace, self.owner.name
@@ -65,8 +64,6 @@ class GpuClaims:
             if e.status == 404:
                 raise GpuUnavailable(self._no_api()) from None
             raise api_error(e, f"cannot list the ResourceClaims of {study}") from None
-        except HTTPError as e:
-            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
         views = [claims.claim_view(c) for c in listed.get("items") or ()]
         slots = [s for s in (claims.pod_slot(p) for p in self.kube.list_pods(ns, study)) if s is not None]
         return views, slots
@@ -83,6 +80,7 @@ class GpuClaims:
             field=claims.sharing_field(self.spec),
         )
 
+    @answering
     def check(self) -> None:
         """Raise :class:`GpuUnavailable` when the cluster lacks the DRA API or the DeviceClass."""
         try:
@@ -91,8 +89,6 @@ class GpuClaims:
             if e.status == 404:
                 raise GpuUnavailable(self._no_api()) from None
             raise api_error(e, f"cannot read the {claims.DRA_API_VERSION} API") from None
-        except HTTPError as e:
-            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
         cls, where = claims.device_class(self.spec, self.default_class)
         try:
             self._custom.get_cluster_custom_object(claims.DRA_GROUP, claims.DRA_VERSION, PLURAL_CLASSES, cls)
@@ -110,8 +106,6 @@ class GpuClaims:
             if e.status == 403:
                 return  # not allowed to read DeviceClasses: the scheduler will say if it is missing
             raise api_error(e, f"cannot read DeviceClass {cls}") from None
-        except HTTPError as e:
-            raise KubeUnavailable(f"cannot reach the API server: {e}") from None
 
     # ------------------------------------------------------------------------------------ actions
 
@@ -125,6 +119,7 @@ class GpuClaims:
             self.create(slot.claim)
         return slot.claim
 
+    @answering
     def create(self, name: str) -> None:
         body = claims.render_claim(self.spec, self.owner, name, self.default_class)
         try:
@@ -134,17 +129,18 @@ class GpuClaims:
         except ApiException as e:
             if e.status == 409:
                 return  # ours from a reconcile cut short (a foreign one was seen and skipped by name)
-            if e.status in (400, 403, 422) and " cannot create resource " not in _message(e):
+            if e.status in (400, 403, 422) and " cannot create resource " not in api_message(e):
                 raise GpuUnavailable(
                     GpuState(
                         False,
                         "ClaimRejected",
-                        f"the API server refused ResourceClaim {name}: {_message(e)}",
+                        f"the API server refused ResourceClaim {name}: {api_message(e)}",
                         field="spec.gpu" if self.spec.gpu is not None else claims.sharing_field(self.spec),
                     )
                 ) from None
             raise api_error(e, f"cannot create ResourceClaim {name}") from None
 
+    @answering
     def delete(self, name: str) -> None:
         try:
             self._custom.delete_namespaced_custom_object(
@@ -166,10 +162,3 @@ class GpuClaims:
         return claims.gpu_state(
             self.spec, left, slots, now or dt.datetime.now(dt.UTC), default_class=self.default_class
         )
-
-
-def _message(e: ApiException) -> str:
-    try:
-        return str(json.loads(e.body or "{}").get("message") or e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)

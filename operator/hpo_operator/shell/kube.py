@@ -91,7 +91,7 @@ def connect_kubeconfig() -> tuple[client.ApiClient, str]:
     return client.ApiClient(configuration), namespace
 
 
-def _message(e: ApiException) -> str:
+def api_message(e: ApiException) -> str:
     try:
         return str(json.loads(e.body or "{}").get("message") or e.reason)
     except (ValueError, AttributeError):
@@ -99,7 +99,7 @@ def _message(e: ApiException) -> str:
 
 
 def api_error(e: ApiException, doing: str) -> KubeUnavailable:
-    return KubeUnavailable(redact.redact(f"{doing}: {e.status} {_message(e)}"))
+    return KubeUnavailable(redact.redact(f"{doing}: {e.status} {api_message(e)}"))
 
 
 # What urllib3 puts before the cause: the connection (``<...HTTPSConnection object at 0x..>: `` or
@@ -117,7 +117,7 @@ def unreachable(e: HTTPError) -> KubeUnavailable:
     return KubeUnavailable(redact.redact(f"cannot reach the API server ({detail})"))
 
 
-def _answering(method: Callable[P, R]) -> Callable[P, R]:
+def answering(method: Callable[P, R]) -> Callable[P, R]:
     """A call of the API: the API server not answering at all is :class:`KubeUnavailable` (an outage,
     waited for with the usual back-off), like its own errors, never an unexpected exception."""
 
@@ -140,7 +140,7 @@ class Kube:
 
     # ----------------------------------------------------------------------------------- discovery
 
-    @_answering
+    @answering
     def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server's discovery lists ``plural`` in ``group/version`` (its CRD installed,
         established, and known to the discovery of this API server instance)."""
@@ -154,7 +154,7 @@ class Kube:
 
     # ---------------------------------------------------------------------------------------- pods
 
-    @_answering
+    @answering
     def list_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
         """Every pod of the HPOStudy ``study`` (by label), as the API server's JSON."""
         try:
@@ -165,7 +165,7 @@ class Kube:
             raise api_error(e, f"cannot list the pods of {study}") from None
         return list(json.loads(resp.data).get("items") or [])
 
-    @_answering
+    @answering
     def create_pod(self, pod: Mapping[str, Any], owner_uid: str, *, dry_run: bool = False) -> CreateResult:
         """Create a trial pod: ``created``; ``exists`` (ours, a 409); ``foreign`` (the name is taken by
         a pod of an older HPOStudy of the same name). Raises :class:`PodRejected` when the API server
@@ -184,7 +184,7 @@ class Kube:
                 owners = (existing.get("metadata") or {}).get("ownerReferences") or []
                 return "exists" if any(o.get("uid") == owner_uid for o in owners) else "foreign"
             if e.status in (400, 403, 422):
-                message = _message(e)
+                message = api_message(e)
                 if e.status == 403 and ("exceeded quota" in message or "status unknown for quota" in message):
                     raise PodQuotaExceeded(redact.redact(message)) from None
                 # A 403 is an admission refusal (LimitRange, a quota's required limits) unless it is
@@ -193,7 +193,7 @@ class Kube:
                     raise PodRejected(redact.redact(message)) from None
             raise api_error(e, f"cannot create pod {name}") from None
 
-    @_answering
+    @answering
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             resp = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
@@ -203,7 +203,7 @@ class Kube:
             raise api_error(e, f"cannot read pod {name}") from None
         return dict(json.loads(resp.data))
 
-    @_answering
+    @answering
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace, propagation_policy="Background")
@@ -213,7 +213,7 @@ class Kube:
 
     # -------------------------------------------------------------------------------------- secrets
 
-    @_answering
+    @answering
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         """The text under ``key`` of a Secret (registered for redaction); :class:`SecretMissing` when
         the Secret or its key is not there."""
@@ -233,7 +233,7 @@ class Kube:
         redact.register(value)
         return value
 
-    @_answering
+    @answering
     def ensure_secret(self, secret: Mapping[str, Any], owner_uid: str) -> None:
         """Create the operator-managed Secret, or bring its data up to date (the URL is never logged).
 
@@ -268,7 +268,7 @@ class Kube:
 
     # ------------------------------------------------------------------------------ events, status
 
-    @_answering
+    @answering
     def post_event(
         self, owner: Mapping[str, str], type_: str, reason: str, message: str, now: dt.datetime | None = None
     ) -> None:
@@ -302,7 +302,7 @@ class Kube:
                 return
             raise api_error(e, "cannot post an Event") from None
 
-    @_answering
+    @answering
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
         """Merge-patch the HPOStudy's status (redacted); ``False`` if the HPOStudy is gone."""
         try:
@@ -321,7 +321,7 @@ class Kube:
             raise api_error(e, f"cannot update the status of {name}") from None
         return True
 
-    @_answering
+    @answering
     def read_study(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The HPOStudy as the API server's JSON; ``None`` if there is none of that name."""
         try:
