@@ -235,6 +235,42 @@ def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNod
     metrics = urllib.request.urlopen(f"http://{svc['spec']['clusterIP']}:{port}/metrics", timeout=10).read()
     assert b"hpo_" in metrics
 
+    # The study keeps its best model on a claim bound to a volume on the node's disk, writable by the
+    # trial image's uid 1000 (as a provisioner's volume with the pod's fsGroup would be).
+    models_dir = real_node.state_dir / "pv-models"
+    models_dir.mkdir()
+    os.chown(models_dir, 1000, 1000)
+    real_node.kubectl("create", "namespace", NS)
+    _apply(
+        real_node,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "e2e-models"},
+            "spec": {
+                "capacity": {"storage": "2Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(models_dir), "type": "Directory"},
+            },
+        },
+    )
+    _apply(
+        real_node,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "e2e-models", "namespace": NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": "e2e-models",
+                "resources": {"requests": {"storage": "2Gi"}},
+            },
+        },
+    )
+
     run = real_node.script("run", "--example", str(STUDY_FILE), "--timeout", "1500", timeout=1800)
     assert run.returncode == 0, (run.stdout + run.stderr)[-12000:]
 
@@ -275,6 +311,32 @@ def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNod
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         assert "PRUNED" in out.stdout.upper(), out.stdout
+
+    # Best-only: exactly one model is left on the volume, the best trial's, and the status points at it.
+    # `hpo export` copies it out through a pod that mounts the claim (this machine does not see /models),
+    # then deletes that pod.
+    best = status["bestTrial"]
+    assert best["modelPath"] == f"/models/builtin-cpu/trial-{best['number']}", best
+    kept_models = sorted(p.name for p in (models_dir / "builtin-cpu").iterdir())
+    assert kept_models == [f"trial-{best['number']}"], kept_models
+    exported = real_node.state_dir / "exported-model"
+    out = subprocess.run(
+        [str(hpo), "export", STUDY, str(exported), "-n", NS],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "through pod" in out.stdout + out.stderr, out.stdout + out.stderr
+    saved = models_dir / "builtin-cpu" / f"trial-{best['number']}"
+    want = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
+    got = sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())
+    assert got == want and "config.json" in got, (got, want)
+    for name in want:
+        assert (exported / name).read_bytes() == (saved / name).read_bytes(), name
+    _wait(
+        "the export pod to be deleted",
+        lambda: not _get(real_node, "pods", "-n", NS, "-l", "hpo.dev/export=" + STUDY)["items"],
+        timeout=60,
+    )
 
     # Deleting the study removes its pods.
     real_node.kubectl("delete", "hpostudy", "-n", NS, STUDY, "--wait=true", timeout=120)

@@ -47,6 +47,11 @@ def _kube() -> tuple[Kube, str]:
     return Kube(api), namespace
 
 
+def kube_client() -> Kube:
+    """The Kubernetes API of the current kubeconfig context."""
+    return _kube()[0]
+
+
 def get_study(name: str, namespace: str | None) -> tuple[dict[str, Any], str]:
     """The HPOStudy object (a dict) and its namespace."""
     from hpo_operator.shell.kube import KubeUnavailable

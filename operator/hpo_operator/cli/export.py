@@ -8,17 +8,19 @@ it recorded the path in its user attribute ``hpo:model_path``; the operator show
   for another, or for a study with several objectives) is read from the storage, and its model
   directory copied.
 * An HPOStudy on the cluster: ``status.bestTrial.modelPath`` (``status.paretoFront`` with ``--trial``),
-  read through the API. The directory is on the volume the trial pods mount; it is copied when this
-  machine sees that path (a hostPath or NFS volume mounted at the same path here). Otherwise the error
-  says how to copy it through a pod that mounts the volume's claim (``kubectl cp``): the command does
-  not start pods in the cluster itself.
+  read through the API. The directory is on the volume the trial pods mount; it is copied directly when
+  this machine sees that path (a hostPath or NFS volume mounted at the same path here), otherwise through
+  a short-lived pod (:mod:`hpo_operator.core.export`) that mounts the same volume read-only: ``tar``
+  in the pod, streamed over the exec API, unpacked here; the pod is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
+import tarfile
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,21 +40,19 @@ def export_command(args: argparse.Namespace, console: Console) -> int:
     dest = Path(args.dir)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise CLIError(f"{dest} exists and is not an empty directory", EXIT_INVALID)
+    study: tuple[dict[str, Any], str] | None = None
     if is_manifest(args.target) or args.storage:
         number, path, shown = _from_storage(args)
-        volume_hint = ""
     else:
-        number, path, shown, volume_hint = _from_cluster(args)
+        number, path, shown, study = _from_cluster(args)
     src = Path(path)
-    if not src.is_dir():
-        if volume_hint:
-            raise CLIError(
-                f"trial {number}'s model is at {path} on the volume its pods mount, which this machine "
-                f"does not see. {volume_hint}"
-            )
+    if src.is_dir():
+        say(f"Copying trial {number}'s model{shown} from {src}")
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    elif study is not None:
+        _copy_through_pod(*study, number, path, dest, args.image)
+    else:
         raise CLIError(f"trial {number}'s model directory {path} does not exist (it was moved or deleted)")
-    say(f"Copying trial {number}'s model{shown} from {src}")
-    shutil.copytree(src, dest, dirs_exist_ok=True)
     files = [p for p in dest.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     console.print(
@@ -98,8 +98,8 @@ def _from_storage(args: argparse.Namespace) -> tuple[int, str, str]:
     return trial.number, str(path), shown
 
 
-def _from_cluster(args: argparse.Namespace) -> tuple[int, str, str, str]:
-    """The trial and its model path from the HPOStudy's status, and how to copy it from its volume."""
+def _from_cluster(args: argparse.Namespace) -> tuple[int, str, str, tuple[dict[str, Any], str]]:
+    """The trial and its model path from the HPOStudy's status, and the HPOStudy with its namespace."""
     from hpo_operator.cli.cluster import get_study
     from hpo_operator.cli.commands import say
 
@@ -131,43 +131,84 @@ def _from_cluster(args: argparse.Namespace) -> tuple[int, str, str, str]:
         raise CLIError(f"trial {number} saved no model (the recipe's trainer.saveModel)")
     value = entry.get("value")
     shown = f" (value {fmt_value(value)})" if isinstance(value, int | float) else ""
-    return number, str(path), shown, _copy_hint(obj, ns, str(path))
+    return number, str(path), shown, (obj, ns)
 
 
-def _copy_hint(obj: Mapping[str, Any], namespace: str, path: str) -> str:
-    """How to copy ``path`` out of the volume the study's template mounts there."""
+def _copy_through_pod(
+    obj: dict[str, Any], ns: str, number: int, path: str, dest: Path, image: str | None
+) -> None:
+    """Copy ``path`` out of the study's volume through a pod that mounts it read-only (then deleted)."""
+    from hpo_operator.cli.cluster import kube_client
+    from hpo_operator.cli.commands import say
+    from hpo_operator.core.export import NoVolume, export_pod
+    from hpo_operator.shell.kube import KubeUnavailable
+
+    name = obj["metadata"]["name"]
     template = (obj.get("spec") or {}).get("template") or {}
-    mounts = sorted(
-        (m for m in template.get("volumeMounts") or () if path.startswith(str(m.get("mountPath", "")))),
-        key=lambda m: len(str(m.get("mountPath", ""))),
-    )
-    if not mounts:
-        return "The template mounts no volume there."
-    mount = mounts[-1]
-    volume = next((v for v in template.get("volumes") or () if v.get("name") == mount.get("name")), {})
-    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-    if not claim:
-        return f"Mount the volume {mount.get('name')!r} here at {mount.get('mountPath')} and run this again."
-    overrides = {
-        "spec": {
-            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
-            "containers": [
-                {
-                    "name": "hpo-export",
-                    "image": "busybox",
-                    "command": ["sleep", "3600"],
-                    "volumeMounts": [{"name": "m", "mountPath": str(mount.get("mountPath"))}],
-                }
-            ],
-        }
-    }
-    return (
-        f"Copy it through a pod that mounts the claim {claim!r}: "
-        f"`kubectl -n {namespace} run hpo-export --image=busybox --restart=Never "
-        f"--overrides='{json.dumps(overrides, separators=(',', ':'))}'`, "
-        f"then `kubectl -n {namespace} cp hpo-export:{path} DIR` and "
-        f"`kubectl -n {namespace} delete pod hpo-export`."
-    )
+    kube = kube_client()
+    try:
+        image = image or template.get("image") or _trial_image(kube.list_pods(ns, name))
+        if not image:
+            raise CLIError(
+                f"trial {number}'s model is at {path} on a volume this machine does not see, and the study "
+                "names no image to copy it with: pass --image IMAGE (an image with tar)",
+                EXIT_INVALID,
+            )
+        try:
+            pod = export_pod(obj, path, image)
+        except NoVolume as e:
+            raise CLIError(f"trial {number}'s model is at {path}, not seen from here, and {e}") from None
+        pod_name = pod["metadata"]["name"]
+        say(f"Copying trial {number}'s model from {path} through pod {ns}/{pod_name} (mounts its volume)")
+        kube.start_pod(pod)
+        try:
+            _wait_running(kube, ns, pod_name)
+            with tempfile.TemporaryFile() as buf:
+                kube.exec_out(ns, pod_name, ["tar", "-C", path, "-cf", "-", "."], buf)
+                buf.seek(0)
+                with tarfile.open(fileobj=buf) as tar:
+                    tar.extractall(dest, filter="data")
+        finally:
+            kube.delete_pod(ns, pod_name)
+    except KubeUnavailable as e:
+        raise CLIError(str(e)) from None
+
+
+def _trial_image(pods: list[dict[str, Any]]) -> str | None:
+    """The image the study's trial pods ran (the operator's default trial image when the template names
+    none): the node could pull it, and the trial image has tar."""
+    for pod in pods:
+        for c in (pod.get("spec") or {}).get("containers") or ():
+            if c.get("image"):
+                return str(c["image"])
+    return None
+
+
+def _wait_running(kube: Any, ns: str, name: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    why = "not scheduled yet"
+    while time.monotonic() < deadline:
+        pod = kube.read_pod(ns, name) or {}
+        status = pod.get("status") or {}
+        phase = status.get("phase")
+        if phase == "Running":
+            return
+        if phase in ("Succeeded", "Failed"):
+            raise CLIError(f"the copying pod {ns}/{name} ended ({phase}) before the copy")
+        for c in status.get("containerStatuses") or ():
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                raise CLIError(
+                    f"the copying pod {ns}/{name} cannot pull its image ({waiting.get('reason')}: "
+                    f"{waiting.get('message', '')}); pass --image IMAGE"
+                )
+            if waiting.get("reason"):
+                why = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+        for cond in status.get("conditions") or ():
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                why = cond.get("message") or cond.get("reason") or why
+        time.sleep(1.0)
+    raise CLIError(f"the copying pod {ns}/{name} did not start within {timeout:.0f} s ({why})")
 
 
 __all__ = ["export_command"]

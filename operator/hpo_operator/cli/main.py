@@ -158,13 +158,19 @@ def _add_read_commands(sub: Any, add_target: Callable[[argparse.ArgumentParser],
         "export",
         help="copy the best trial's saved model (trainer.saveModel) into a local directory",
         description="Copy the best trial's saved model (trainer.saveModel) into DIR: a manifest's local "
-        "study (from its storage) or an HPOStudy (status.bestTrial.modelPath, when this machine sees the "
-        "volume it is on; otherwise the error says how to copy it with kubectl).",
+        "study (from its storage) or an HPOStudy (status.bestTrial.modelPath: copied directly when this "
+        "machine sees the volume it is on, otherwise through a short-lived pod that mounts that volume "
+        "read-only in the study's namespace, deleted afterwards).",
     )
     add_target(export)
     export.add_argument("dir", metavar="DIR", help="where to copy it (a new or empty directory)")
     export.add_argument(
         "--trial", type=int, metavar="N", help="another trial's model (or one of a Pareto front's)"
+    )
+    export.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="the copying pod's image, one with tar (default: the study's trial image)",
     )
 
     trials = sub.add_parser(

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, BinaryIO, Literal, ParamSpec, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -210,6 +210,50 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise api_error(e, f"cannot delete pod {name}") from None
+
+    @_answering
+    def start_pod(self, pod: Mapping[str, Any]) -> None:
+        """Create a pod the operator does not track as a trial (``hpo export``'s)."""
+        meta = pod["metadata"]
+        try:
+            self.core.create_namespaced_pod(meta["namespace"], pod)
+        except ApiException as e:
+            raise api_error(e, f"cannot create pod {meta['name']}") from None
+
+    def exec_out(self, namespace: str, pod: str, command: list[str], sink: BinaryIO) -> None:
+        """Run ``command`` in the pod's first container and write its standard output, as bytes, to
+        ``sink``; raises :class:`KubeUnavailable` naming its exit code and standard error if it fails."""
+        from kubernetes.stream import stream
+
+        try:
+            ws = stream(
+                self.core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=command,
+                stdout=True,
+                stderr=True,
+                stdin=False,
+                tty=False,
+                binary=True,
+                _preload_content=False,
+            )
+        except ApiException as e:
+            raise api_error(e, f"cannot exec in pod {pod}") from None
+        err = b""
+        try:
+            while ws.is_open():
+                ws.update(timeout=1)
+                sink.write(ws.read_stdout())
+                err += ws.read_stderr()
+            sink.write(ws.read_stdout())
+            err += ws.read_stderr()
+            code = ws.returncode
+        finally:
+            ws.close()
+        if code != 0:
+            said = err.decode(errors="replace").strip()[-2000:]
+            raise KubeUnavailable(f"{' '.join(command)} in pod {pod} exited {code}: {said or 'no message'}")
 
     # -------------------------------------------------------------------------------------- secrets
 
