@@ -131,6 +131,13 @@ def answering(method: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """What an error said, on one line: without the response body a websocket handshake error appends
+    (after `` -+-+- ``) and without the tags of an HTML error page a node may answer with."""
+    text = re.sub(r"<[^>]*>", " ", text.split(" -+-+- ")[0])
+    return " ".join(text.split())[:limit]
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
@@ -238,8 +245,11 @@ class Kube:
                 binary=True,
                 _preload_content=False,
             )
-        except ApiException as e:
-            raise api_error(e, f"cannot exec in pod {pod}") from None
+        except Exception as e:  # ApiException, or the websocket's handshake refused by the node
+            raise KubeUnavailable(
+                f"cannot run {command[0]} in pod {pod} through the exec API: "
+                f"{_one_line(str(e)) or type(e).__name__}"
+            ) from None
         err = b""
         try:
             while ws.is_open():
@@ -248,12 +258,20 @@ class Kube:
                 err += ws.read_stderr()
             sink.write(ws.read_stdout())
             err += ws.read_stderr()
-            code = ws.returncode
+            try:
+                code: int | None = ws.returncode
+            except Exception:  # no exit status on the error channel: the node did not run the command
+                code = None
         finally:
             ws.close()
+        said = _one_line(err.decode(errors="replace")) or "no message"
+        if code is None:
+            raise KubeUnavailable(
+                f"cannot run {command[0]} in pod {pod} through the exec API: "
+                f"the node sent no exit status ({said})"
+            )
         if code != 0:
-            said = err.decode(errors="replace").strip()[-2000:]
-            raise KubeUnavailable(f"{' '.join(command)} in pod {pod} exited {code}: {said or 'no message'}")
+            raise KubeUnavailable(f"{' '.join(command)} in pod {pod} exited {code}: {said}")
 
     # -------------------------------------------------------------------------------------- secrets
 
