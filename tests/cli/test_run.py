@@ -682,3 +682,26 @@ def test_run_says_when_the_sampler_samples_parameters_at_random(
     note = "Note: spec.sampler.type: the CMAES sampler cannot sample categorical parameters ('y')"
     assert note in result.out
     assert len(load_local(path, "cma").get_trials()) == 2
+
+
+def test_validate_says_which_models_are_kept_and_where(tmp_path: Path, run_hpo: RunHpo) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((repo / "examples" / "quickstart.yaml").read_text())
+    best = "the best trial's only (hpo export copies it)"
+    expected = {
+        "/models/qs": "models every completed trial's, under /models/qs",
+        "{path: /models/qs, mode: best}": f"models {best}, under /models/qs",
+        "{path: model, mode: none}": "models none saved",
+        "{path: model, mode: best}": f"models {best}, under model (in each trial's output directory)",
+    }
+    for save, line in expected.items():
+        doc["spec"]["trainer"]["saveModel"] = yaml.safe_load(save)
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        result = run_hpo("validate", "--no-file-check", str(path), cwd=tmp_path, env={"COLUMNS": "80"})
+        assert result.code == 0, result.text
+        assert line in " ".join(result.out.split()), result.out
+        assert all(len(ln) <= 80 for ln in result.out.splitlines()), result.out
+    del doc["spec"]["trainer"]["saveModel"]
+    path.write_text(yaml.safe_dump(doc))
+    assert "models " not in run_hpo("validate", "--no-file-check", str(path), cwd=tmp_path).out

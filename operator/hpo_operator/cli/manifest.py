@@ -277,6 +277,8 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
         ("pruner", pruner),
         ("runs", runs),
     ]
+    if s.template.command is None and (s.trainer or {}).get("saveModel"):
+        rows.append(("models", _kept_models(s.trainer["saveModel"])))
     if files:
         rows.append(("local files", ", ".join(f.value for f in files) + " (found)"))
     import textwrap
@@ -289,6 +291,16 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
             v, 80, initial_indent=f"  {k.ljust(width)}  ", subsequent_indent=indent, break_long_words=False
         )
     return "\n".join([*lines, *note_lines(s)])
+
+
+def _kept_models(save: Any) -> str:
+    """``trainer.saveModel`` in words: which trials' models are kept, and where."""
+    path, mode = (save, "all") if isinstance(save, str) else (save.get("path"), save.get("mode", "all"))
+    where = f"under {path}" + ("" if str(path).startswith("/") else " (in each trial's output directory)")
+    if mode == "none":
+        return "none saved"
+    kept = "the best trial's only (hpo export copies it)" if mode == "best" else "every completed trial's"
+    return f"{kept}, {where}"
 
 
 def note_lines(spec: StudySpec) -> list[str]:
