@@ -16,14 +16,16 @@ WORKDIR /src
 # Only what the package build reads; the operator extra pulls kopf, kubernetes, psycopg2-binary and
 # prometheus-client on top of the core (optuna, sqlalchemy, pydantic). A non-editable install, so
 # /src is not needed at run time.
-COPY pyproject.toml README.md ./
-# Dependencies first, in a layer a source change does not rebuild (empty package directories stand in
-# for the sources while pip resolves them), then the project itself.
+COPY pyproject.toml ./
+# Dependencies first, in a layer a source change does not rebuild (empty package directories and an
+# empty README stand in for the sources while pip resolves them: the layer depends on pyproject.toml
+# alone), then the project itself.
 RUN mkdir -p operator/hpo_operator trial_image/hpo_trial \
- && touch operator/hpo_operator/__init__.py trial_image/hpo_trial/__init__.py \
+ && touch README.md operator/hpo_operator/__init__.py trial_image/hpo_trial/__init__.py \
  && /opt/hpo/bin/pip install ".[operator]" \
  && /opt/hpo/bin/pip uninstall -y hpo-operator \
  && rm -rf build operator trial_image ./*.egg-info  # else setuptools reuses the stand-ins' build
+COPY README.md ./
 COPY operator/ operator/
 COPY trial_image/hpo_trial/ trial_image/hpo_trial/
 RUN /opt/hpo/bin/pip install --no-deps . \
