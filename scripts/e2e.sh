@@ -64,6 +64,18 @@ h() {
   if [ -n "${E2E_CONTEXT:-}" ]; then "$HELM" --kube-context "$E2E_CONTEXT" "$@"; else "$HELM" "$@"; fi
 }
 
+# Build image $1 with the remaining arguments, then remove the image it replaced (by ID, so nothing
+# else is touched; refused, and kept, while another tag or a container uses it) with the layers only it
+# used: a warm run's Docker cache keeps one copy of each image, not one per change.
+build_replacing() {
+  local image=$1 old new
+  shift
+  old=$("$DOCKER" image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
+  "$DOCKER" build "$@" -t "$image" .
+  new=$("$DOCKER" image inspect -f '{{.Id}}' "$image")
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then "$DOCKER" rmi "$old" >/dev/null 2>&1 || true; fi
+}
+
 build() {
   local args=()
   [ -n "${E2E_BUILD_NETWORK:-}" ] && args+=(--network "$E2E_BUILD_NETWORK")
@@ -71,9 +83,9 @@ build() {
   [ -n "${E2E_BASE_IMAGE:-}" ] && op_args+=(--build-arg "BASE_IMAGE=$E2E_BASE_IMAGE")
   [ -n "${E2E_TRIAL_BASE_IMAGE:-}" ] && trial_args+=(--build-arg "BASE_IMAGE=$E2E_TRIAL_BASE_IMAGE")
   log "building $operator_image (Dockerfile)"
-  "$DOCKER" build "${op_args[@]}" -t "$operator_image" -f Dockerfile .
+  build_replacing "$operator_image" "${op_args[@]}" -f Dockerfile
   log "building $trial_image (trial_image/Dockerfile)"
-  "$DOCKER" build "${trial_args[@]}" -t "$trial_image" -f trial_image/Dockerfile .
+  build_replacing "$trial_image" "${trial_args[@]}" -f trial_image/Dockerfile
 }
 
 load() {

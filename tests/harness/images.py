@@ -148,6 +148,9 @@ class DockerEngine:
         return self.docker("image", "inspect", "-f", "{{.Id}}", image, timeout=60).strip()
 
     def build(self, tag: str, context: Path, dockerfile: Path | None = None, **build_args: str) -> None:
+        """Build ``tag``, then remove the image it replaced (by ID, with the layers only it used; kept
+        while another tag or a container uses it), so the cache holds one copy of each image."""
+        old = self.image_id(tag) if self.has(tag) else None
         argv = ["build", "--network", "host", "-t", tag]
         if dockerfile is not None:
             argv += ["-f", str(dockerfile)]
@@ -155,6 +158,8 @@ class DockerEngine:
             argv += ["--build-arg", f"{key}={value}"]
         started = time.monotonic()
         self.docker(*argv, str(context))
+        if old is not None and old != self.image_id(tag):
+            self.docker("rmi", old, check=False, timeout=600)
         _log(f"built {tag} in {time.monotonic() - started:.0f}s")
 
     def ensure_python_base(self) -> str:
