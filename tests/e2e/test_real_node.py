@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ROOT, RealNodeCluster
-from tests.harness.images import POSTGRES_IMAGE
+from tests.harness.images import E2E_BUILD_LABEL, POSTGRES_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
@@ -71,9 +71,28 @@ def _apply(rn: RealNodeCluster, manifest: dict[str, Any]) -> None:
     )
 
 
+def _host_path_volume(rn: RealNodeCluster, name: str, uid: int, size: str, reclaim: str, **spec: Any) -> Path:
+    """A PersistentVolume on a directory of the node's disk owned by ``uid``, as a cluster's provisioner
+    would make one (the pod's fsGroup would make it writable there); its directory."""
+    directory = rn.state_dir / f"pv-{name}"
+    directory.mkdir()
+    os.chown(directory, uid, uid)
+    volume = {
+        "capacity": {"storage": size},
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": reclaim,
+        "hostPath": {"path": str(directory), "type": "Directory"},
+        **spec,
+    }
+    _apply(rn, {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": volume})
+    return directory
+
+
 def test_images_build_from_the_repository_dockerfiles(real_node: RealNodeCluster) -> None:
     result = real_node.script("build")
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    # The images a rebuild replaced went with their layers (a warm cache keeps one copy of each).
+    assert real_node.engine.dangling(E2E_BUILD_LABEL) == []
     # The operator image: non-root uid 65532, the operator importable, no torch.
     assert _docker_run(real_node, OPERATOR_IMAGE, "-u", entrypoint="id") == "65532"
     # The entry point itself starts (the real package, not a stand-in of an earlier layer).
@@ -192,23 +211,7 @@ def test_real_node_runs_the_trial_image_and_leaves_a_gpu_hog_pending(real_node: 
 def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNodeCluster) -> None:
     # The bundled PostgreSQL keeps its data on a PersistentVolumeClaim (the chart's default): a volume
     # for it, as a cluster's provisioner would make, on the node's disk and owned by its uid 70.
-    pv_dir = real_node.state_dir / "pv-postgres"
-    pv_dir.mkdir()
-    os.chown(pv_dir, 70, 70)
-    _apply(
-        real_node,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": "e2e-postgres"},
-            "spec": {
-                "capacity": {"storage": "8Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": str(pv_dir), "type": "Directory"},
-            },
-        },
-    )
+    _host_path_volume(real_node, "e2e-postgres", uid=70, size="8Gi", reclaim="Delete")
     real_node.env["E2E_HELM_SET"] = " ".join(
         [
             f"postgresql.image.repository={POSTGRES_IMAGE.split(':')[0]}",
@@ -237,24 +240,9 @@ def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNod
 
     # The study keeps its best model on a claim bound to a volume on the node's disk, writable by the
     # trial image's uid 1000 (as a provisioner's volume with the pod's fsGroup would be).
-    models_dir = real_node.state_dir / "pv-models"
-    models_dir.mkdir()
-    os.chown(models_dir, 1000, 1000)
     real_node.kubectl("create", "namespace", NS)
-    _apply(
-        real_node,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": "e2e-models"},
-            "spec": {
-                "capacity": {"storage": "2Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(models_dir), "type": "Directory"},
-            },
-        },
+    models_dir = _host_path_volume(
+        real_node, "e2e-models", uid=1000, size="2Gi", reclaim="Retain", storageClassName=""
     )
     _apply(
         real_node,

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hpo_trial.contract import ATTR_MODEL_PATH
 from rich.console import Console
@@ -165,6 +165,7 @@ def _copy_through_pod(
             _wait_running(kube, ns, pod_name)
             with tempfile.TemporaryFile() as buf:
                 kube.exec_out(ns, pod_name, ["tar", "-C", path, "-cf", "-", "."], buf)
+                _check_complete(buf, f"the copy of {path} through pod {ns}/{pod_name}")
                 buf.seek(0)
                 with tarfile.open(fileobj=buf) as tar:
                     tar.extractall(dest, filter="data")
@@ -172,6 +173,21 @@ def _copy_through_pod(
             kube.delete_pod(ns, pod_name)
     except KubeUnavailable as e:
         raise CLIError(str(e)) from None
+
+
+def _check_complete(buf: BinaryIO, what: str) -> None:
+    """Refuse a tar stream that lost its end: tar ends an archive with two zero blocks, and ``tarfile``
+    reads an archive cut short between two members as complete, so a truncated copy would be silent."""
+    size = buf.seek(0, 2)
+    if size >= _TAR_END and size % _TAR_BLOCK == 0:
+        buf.seek(size - _TAR_END)
+        if not buf.read(_TAR_END).strip(b"\0"):
+            return
+    raise CLIError(f"{what} arrived incomplete ({size} bytes, without the archive's end); run it again")
+
+
+_TAR_BLOCK = 512
+_TAR_END = 2 * _TAR_BLOCK
 
 
 def _trial_image(pods: list[dict[str, Any]]) -> str | None:

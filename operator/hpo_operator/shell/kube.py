@@ -138,6 +138,27 @@ def _one_line(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
+def _exec_outcome(status: bytes | None) -> tuple[int | None, str]:
+    """An exec's closing Status (its error channel) as (exit code, message): 0 on ``Success``, the
+    ``ExitCode`` cause's value on a non-zero exit, None with the Status's message when it names no exit
+    code (the command could not start), None with "" when the node sent no Status at all."""
+    if not status:
+        return None, ""
+    try:
+        obj = json.loads(status)
+    except ValueError:
+        return None, _one_line(status.decode(errors="replace"))
+    if obj.get("status") == "Success":
+        return 0, ""
+    for cause in (obj.get("details") or {}).get("causes") or ():
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message")), ""
+            except (TypeError, ValueError):
+                break
+    return None, _one_line(str(obj.get("message") or obj.get("reason") or status.decode(errors="replace")))
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
@@ -218,7 +239,7 @@ class Kube:
             if e.status != 404:
                 raise api_error(e, f"cannot delete pod {name}") from None
 
-    @_answering
+    @answering
     def start_pod(self, pod: Mapping[str, Any]) -> None:
         """Create a pod the operator does not track as a trial (``hpo export``'s)."""
         meta = pod["metadata"]
@@ -227,10 +248,19 @@ class Kube:
         except ApiException as e:
             raise api_error(e, f"cannot create pod {meta['name']}") from None
 
-    def exec_out(self, namespace: str, pod: str, command: list[str], sink: BinaryIO) -> None:
+    def exec_out(
+        self, namespace: str, pod: str, command: list[str], sink: BinaryIO, idle_timeout: float = 120.0
+    ) -> None:
         """Run ``command`` in the pod's first container and write its standard output, as bytes, to
-        ``sink``; raises :class:`KubeUnavailable` naming its exit code and standard error if it fails."""
+        ``sink``; raises :class:`KubeUnavailable` naming its exit code and standard error if it fails.
+
+        The frames are read here, blocking on the websocket itself, until the server closes it: the
+        client's ``WSClient.update`` polls the raw socket, which does not see frames already decrypted
+        into the TLS socket's buffer, and so loses or delays the stream's last frames
+        (kubernetes-client/python#2414). ``idle_timeout`` bounds a silence, not the whole copy."""
         from kubernetes.stream import stream
+        from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
+        from websocket import ABNF, WebSocketTimeoutException
 
         try:
             ws = stream(
@@ -251,24 +281,35 @@ class Kube:
                 f"{_one_line(str(e)) or type(e).__name__}"
             ) from None
         err = b""
+        status: bytes | None = None
         try:
-            while ws.is_open():
-                ws.update(timeout=1)
-                sink.write(ws.read_stdout())
-                err += ws.read_stderr()
-            sink.write(ws.read_stdout())
-            err += ws.read_stderr()
-            try:
-                code: int | None = ws.returncode
-            except Exception:  # no exit status on the error channel: the node did not run the command
-                code = None
+            ws.sock.settimeout(idle_timeout)
+            while True:
+                try:
+                    opcode, frame = ws.sock.recv_data_frame(True)
+                except WebSocketTimeoutException:
+                    raise KubeUnavailable(
+                        f"{command[0]} in pod {pod} sent nothing for {idle_timeout:.0f} s; gave up"
+                    ) from None
+                if opcode == ABNF.OPCODE_CLOSE:
+                    break
+                if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or len(frame.data) < 2:
+                    continue
+                channel, data = frame.data[0], frame.data[1:]
+                if channel == STDOUT_CHANNEL:
+                    sink.write(data)
+                elif channel == STDERR_CHANNEL:
+                    err += data
+                elif channel == ERROR_CHANNEL:
+                    status = (status or b"") + data
         finally:
             ws.close()
         said = _one_line(err.decode(errors="replace")) or "no message"
+        code, failure = _exec_outcome(status)
         if code is None:
             raise KubeUnavailable(
                 f"cannot run {command[0]} in pod {pod} through the exec API: "
-                f"the node sent no exit status ({said})"
+                + (failure or f"the node sent no exit status ({said})")
             )
         if code != 0:
             raise KubeUnavailable(f"{' '.join(command)} in pod {pod} exited {code}: {said}")
