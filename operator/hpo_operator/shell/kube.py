@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, Literal, ParamSpec, TypeVar
 
@@ -375,12 +376,17 @@ class Kube:
     def post_event(
         self, owner: Mapping[str, str], type_: str, reason: str, message: str, now: dt.datetime | None = None
     ) -> None:
-        """An Event on the HPOStudy (``owner``: namespace, name, uid); the message is redacted."""
+        """An Event on the HPOStudy (``owner``: namespace, name, uid); the message is redacted.
+
+        Named ``<study>.<nanoseconds, hex>`` as client-go's recorder names Events, so that they list in
+        the order they were posted: ``kubectl describe`` orders Events by ``lastTimestamp``, which holds
+        whole seconds, and keeps the listed order among Events of one second (a trial's end, then the new
+        best trial). ``eventTime`` carries the microseconds."""
         stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{owner['name']}.", "namespace": owner["namespace"]},
+            "metadata": {"name": f"{owner['name']}.{time.time_ns():x}", "namespace": owner["namespace"]},
             "involvedObject": {
                 "apiVersion": names.API_VERSION,
                 "kind": names.KIND,
@@ -394,6 +400,8 @@ class Kube:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self.instance[:128],
+            "action": "Reconcile",
+            "eventTime": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,
