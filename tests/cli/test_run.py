@@ -692,7 +692,8 @@ def test_validate_says_which_models_are_kept_and_where(tmp_path: Path, run_hpo: 
         "/models/qs": "models every completed trial's, under /models/qs",
         "{path: /models/qs, mode: best}": f"models {best}, under /models/qs",
         "{path: model, mode: none}": "models none saved",
-        "{path: model, mode: best}": f"models {best}, under model (in each trial's output directory)",
+        "{path: model, mode: best}": f"models {best}, under model (relative to template.outputDir, "
+        "else the trial's working directory)",
     }
     for save, line in expected.items():
         doc["spec"]["trainer"]["saveModel"] = yaml.safe_load(save)

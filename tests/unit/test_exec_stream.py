@@ -44,9 +44,13 @@ class FakeSocket:
         self.frames: Iterator[tuple[int, bytes]] = iter(frames)
         self.then = then
         self.timeout: float | None = None
+        self.shut = False
 
     def settimeout(self, timeout: float) -> None:
         self.timeout = timeout
+
+    def shutdown(self) -> None:
+        self.shut = True
 
     def recv_data_frame(self, control_frame: bool) -> tuple[int, Frame]:
         assert control_frame
@@ -54,6 +58,8 @@ class FakeSocket:
             return opcode, Frame(data)
         if self.then == "timeout":
             raise WebSocketTimeoutException("timed out")
+        if self.then == "reset":
+            raise ConnectionResetError(104, "Connection reset by peer")
         return ABNF.OPCODE_CLOSE, Frame(b"")
 
 
@@ -82,7 +88,7 @@ def run_exec(
     try:
         kube.exec_out("ml", "export-pod", ["tar", "-cf", "-", "."], sink, idle_timeout=5)
     finally:
-        assert ws.closed
+        assert ws.closed and ws.sock.shut
     return sink.getvalue(), ws
 
 
@@ -154,3 +160,13 @@ def test_an_archive_cut_between_members_is_refused(tmp_path: Path) -> None:
         assert len(tar.getmembers()) == len(members) - 1
     with pytest.raises(CLIError, match="arrived incomplete"):
         _check_complete(io.BytesIO(cut), "the copy")
+
+
+def test_a_connection_cut_before_the_status_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(KubeUnavailable, match=r"broke off: .*Connection reset by peer"):
+        run_exec(monkeypatch, [stdout(b"partial")], then="reset")
+
+
+def test_a_connection_cut_after_the_status_is_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    got, _ = run_exec(monkeypatch, [stdout(b"all of it"), status(SUCCESS)], then="reset")
+    assert got == b"all of it"

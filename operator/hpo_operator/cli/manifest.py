@@ -296,7 +296,8 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
 def _kept_models(save: Any) -> str:
     """``trainer.saveModel`` in words: which trials' models are kept, and where."""
     path, mode = (save, "all") if isinstance(save, str) else (save.get("path"), save.get("mode", "all"))
-    where = f"under {path}" + ("" if str(path).startswith("/") else " (in each trial's output directory)")
+    relative = " (relative to template.outputDir, else the trial's working directory)"
+    where = f"under {path}" + ("" if str(path).startswith("/") else relative)
     if mode == "none":
         return "none saved"
     kept = "the best trial's only (hpo export copies it)" if mode == "best" else "every completed trial's"

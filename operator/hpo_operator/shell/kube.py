@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -148,6 +149,8 @@ def _exec_outcome(status: bytes | None) -> tuple[int | None, str]:
     try:
         obj = json.loads(status)
     except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
         return None, _one_line(status.decode(errors="replace"))
     if obj.get("status") == "Success":
         return 0, ""
@@ -261,7 +264,7 @@ class Kube:
         (kubernetes-client/python#2414). ``idle_timeout`` bounds a silence, not the whole copy."""
         from kubernetes.stream import stream
         from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
-        from websocket import ABNF, WebSocketTimeoutException
+        from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
         try:
             ws = stream(
@@ -292,6 +295,13 @@ class Kube:
                     raise KubeUnavailable(
                         f"{command[0]} in pod {pod} sent nothing for {idle_timeout:.0f} s; gave up"
                     ) from None
+                except (WebSocketException, OSError) as e:
+                    if status is not None:  # the connection ended without a close frame after the Status
+                        break
+                    raise KubeUnavailable(
+                        f"the exec stream of {command[0]} in pod {pod} broke off: "
+                        f"{_one_line(str(e)) or type(e).__name__}"
+                    ) from None
                 if opcode == ABNF.OPCODE_CLOSE:
                     break
                 if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or len(frame.data) < 2:
@@ -304,7 +314,10 @@ class Kube:
                 elif channel == ERROR_CHANNEL:
                     status = (status or b"") + data
         finally:
-            ws.close()
+            with contextlib.suppress(WebSocketException, OSError):
+                ws.close()
+            with contextlib.suppress(WebSocketException, OSError):
+                ws.sock.shutdown()  # close() leaves the socket open once the server has closed
         said = _one_line(err.decode(errors="replace")) or "no message"
         code, failure = _exec_outcome(status)
         if code is None:
@@ -381,7 +394,8 @@ class Kube:
         Named ``<study>.<nanoseconds, hex>`` as client-go's recorder names Events, so that they list in
         the order they were posted: ``kubectl describe`` orders Events by ``lastTimestamp``, which holds
         whole seconds, and keeps the listed order among Events of one second (a trial's end, then the new
-        best trial). ``eventTime`` carries the microseconds."""
+        best trial). No ``eventTime``: with one, the API server validates the Event as a new-style one
+        (a message of at most 1,024 bytes, an ``action``). A name taken already gets a generated one."""
         stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         body = {
             "apiVersion": "v1",
@@ -400,14 +414,18 @@ class Kube:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self.instance[:128],
-            "action": "Reconcile",
-            "eventTime": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(owner["namespace"], body)
+            try:
+                self.core.create_namespaced_event(owner["namespace"], body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                body["metadata"] = {"generateName": f"{owner['name']}.", "namespace": owner["namespace"]}
+                self.core.create_namespaced_event(owner["namespace"], body)
         except ApiException as e:
             if e.status == 404:  # the namespace is being deleted
                 return
