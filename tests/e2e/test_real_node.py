@@ -90,12 +90,10 @@ def _host_path_volume(rn: RealNodeCluster, name: str, uid: int, size: str, recla
 
 def test_images_build_from_the_repository_dockerfiles(real_node: RealNodeCluster) -> None:
     engine = real_node.engine
-    before = {i: engine.image_id(i) for i in (OPERATOR_IMAGE, TRIAL_IMAGE) if engine.has(i)}
+    images = (OPERATOR_IMAGE, TRIAL_IMAGE, TRIAL_TEST_IMAGE)
+    before = {i: engine.image_id(i) for i in images if engine.has(i)}
     result = real_node.script("build")
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
-    # An image a rebuild replaced went with its layers (a warm cache keeps one copy of each image).
-    replaced = [old for i, old in before.items() if engine.image_id(i) != old]
-    assert not [old for old in replaced if engine.has(old)], replaced
     # The operator image: non-root uid 65532, the operator importable, no torch.
     assert _docker_run(real_node, OPERATOR_IMAGE, "-u", entrypoint="id") == "65532"
     # The entry point itself starts (the real package, not a stand-in of an earlier layer).
@@ -128,6 +126,10 @@ def test_images_build_from_the_repository_dockerfiles(real_node: RealNodeCluster
         ROOT / "tests" / "harness" / "images" / "trial-test" / "Dockerfile",
         TRIAL_IMAGE=TRIAL_IMAGE,
     )
+    # An image a rebuild replaced went with its layers (a warm cache keeps one copy of each image); the
+    # trial image's goes with the test image built on it.
+    replaced = [old for i, old in before.items() if engine.image_id(i) != old]
+    assert not [old for old in replaced if engine.has(old)], replaced
 
 
 def test_real_node_runs_the_trial_image_and_leaves_a_gpu_hog_pending(real_node: RealNodeCluster) -> None:

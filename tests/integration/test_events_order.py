@@ -38,4 +38,6 @@ def test_events_posted_within_one_second_are_described_in_order(
     listed = cluster.core().list_namespaced_event(namespace).items
     mine = [e for e in listed if e.involved_object.uid == owner["uid"]]
     assert len(mine) == len(reasons)
-    assert all(e.event_time is not None and e.reporting_component == "hpo-operator" for e in mine)
+    # Named to list in the order posted: by name, they are the steps in order.
+    assert [e.reason for e in sorted(mine, key=lambda e: e.metadata.name)] == reasons
+    assert all(e.reporting_component == "hpo-operator" and e.last_timestamp is not None for e in mine)
