@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hpo_operator.cli.errors import CLIError
-from hpo_operator.cli.export import _check_complete
+from hpo_operator.cli.export import _check_complete, _unpack
 from hpo_operator.shell.kube import Kube, KubeUnavailable
 from websocket import ABNF, WebSocketTimeoutException
 
@@ -170,3 +170,42 @@ def test_a_connection_cut_before_the_status_is_an_error(monkeypatch: pytest.Monk
 def test_a_connection_cut_after_the_status_is_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     got, _ = run_exec(monkeypatch, [stdout(b"all of it"), status(SUCCESS)], then="reset")
     assert got == b"all of it"
+
+
+def tar_with(tmp_path: Path, name: str, kind: bytes = tarfile.REGTYPE) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ok = tarfile.TarInfo("./config.json")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"{}"))
+        bad = tarfile.TarInfo(name)
+        bad.type = kind
+        if kind == tarfile.SYMTYPE:
+            bad.linkname = "/etc/passwd"
+        tar.addfile(bad, io.BytesIO(b""))
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("backport", [True, False], ids=["data filter", "an older 3.11"])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("../outside", tarfile.REGTYPE), ("./link", tarfile.SYMTYPE)], ids=["outside", "link"]
+)
+def test_a_member_a_model_never_holds_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backport: bool, name: str, kind: bytes
+) -> None:
+    if not backport:
+        monkeypatch.delattr(tarfile, "data_filter")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(CLIError, match="a model directory never does"):
+        _unpack(tar_with(tmp_path, name, kind), dest)
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_model_unpacks_on_an_older_3_11_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(tarfile, "data_filter")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    _unpack(io.BytesIO(tar_of(tmp_path, 3)), dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["f0.bin", "f1.bin", "f2.bin"]

@@ -167,12 +167,33 @@ def _copy_through_pod(
                 kube.exec_out(ns, pod_name, ["tar", "-C", path, "-cf", "-", "."], buf)
                 _check_complete(buf, f"the copy of {path} through pod {ns}/{pod_name}")
                 buf.seek(0)
-                with tarfile.open(fileobj=buf) as tar:
-                    tar.extractall(dest, filter="data")
+                _unpack(buf, dest)
         finally:
             kube.delete_pod(ns, pod_name)
     except KubeUnavailable as e:
         raise CLIError(str(e)) from None
+
+
+def _unpack(buf: BinaryIO, dest: Path) -> None:
+    """Unpack the copied tar into ``dest``, refusing what a model directory never holds: a path outside
+    ``dest``, a link, a device. ``tarfile``'s ``data`` filter does this from Python 3.11.4 (and distributions'
+    backports); an older 3.11, such as Debian bookworm's without the backport, gets the same refusals here."""
+    with tarfile.open(fileobj=buf) as tar:
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tar.extractall(dest, filter="data")
+            except tarfile.FilterError as e:
+                raise CLIError(f"the copied model holds what a model directory never does: {e}") from None
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            inside = (root / member.name).resolve().is_relative_to(root)
+            if not inside or not (member.isfile() or member.isdir()):
+                raise CLIError(
+                    f"the copied model holds what a model directory never does: {member.name!r} "
+                    + ("is outside the destination" if not inside else "is a link or a special file")
+                )
+        tar.extractall(dest)
 
 
 def _check_complete(buf: BinaryIO, what: str) -> None:
