@@ -91,7 +91,7 @@ def _host_path_volume(rn: RealNodeCluster, name: str, uid: int, size: str, recla
 def test_images_build_from_the_repository_dockerfiles(real_node: RealNodeCluster) -> None:
     engine = real_node.engine
     images = (OPERATOR_IMAGE, TRIAL_IMAGE, TRIAL_TEST_IMAGE)
-    before = {i: engine.image_id(i) for i in images if engine.has(i)}
+    before = {i: engine.id_of(i) for i in images}
     result = real_node.script("build")
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
     # The operator image: non-root uid 65532, the operator importable, no torch.
@@ -128,7 +128,7 @@ def test_images_build_from_the_repository_dockerfiles(real_node: RealNodeCluster
     )
     # An image a rebuild replaced went with its layers (a warm cache keeps one copy of each image); the
     # trial image's goes with the test image built on it.
-    replaced = [old for i, old in before.items() if engine.image_id(i) != old]
+    replaced = [old for i, old in before.items() if old is not None and engine.id_of(i) != old]
     assert not [old for old in replaced if engine.has(old)], replaced
 
 

@@ -141,8 +141,13 @@ class DockerEngine:
         return [p for p in (line.split()[4] for line in lines) if p.startswith(prefix)]
 
     # ---- images ------------------------------------------------------------------------------
+    def id_of(self, image: str) -> str | None:
+        """The image's ID (a name or an ID); None when the engine has no such image."""
+        found = self.docker("image", "inspect", "-f", "{{.Id}}", image, check=False, timeout=60).strip()
+        return found or None
+
     def has(self, image: str) -> bool:
-        return bool(self.docker("image", "inspect", "-f", "{{.Id}}", image, check=False, timeout=60).strip())
+        return self.id_of(image) is not None
 
     def image_id(self, image: str) -> str:
         return self.docker("image", "inspect", "-f", "{{.Id}}", image, timeout=60).strip()
@@ -150,7 +155,7 @@ class DockerEngine:
     def build(self, tag: str, context: Path, dockerfile: Path | None = None, **build_args: str) -> None:
         """Build ``tag``, then remove the image it replaced (by ID, with the layers only it used; kept
         while another tag or a container uses it), so the cache holds one copy of each image."""
-        old = self.image_id(tag) if self.has(tag) else None
+        old = self.id_of(tag)
         argv = ["build", "--network", "host", "-t", tag]
         if dockerfile is not None:
             argv += ["-f", str(dockerfile)]
@@ -158,7 +163,7 @@ class DockerEngine:
             argv += ["--build-arg", f"{key}={value}"]
         started = time.monotonic()
         self.docker(*argv, str(context))
-        if old is not None and old != self.image_id(tag):
+        if old is not None and old != self.id_of(tag):
             self.docker("rmi", old, check=False, timeout=600)
         _log(f"built {tag} in {time.monotonic() - started:.0f}s")
 

@@ -178,21 +178,20 @@ def _unpack(buf: BinaryIO, dest: Path) -> None:
     """Unpack the copied tar into ``dest``, refusing what a model directory never holds: a path outside
     ``dest``, a link, a device. ``tarfile``'s ``data`` filter does this from Python 3.11.4 (and distributions'
     backports); an older 3.11, such as Debian bookworm's without the backport, gets the same refusals here."""
+    refused = "the copied model holds what a model directory never does"
     with tarfile.open(fileobj=buf) as tar:
         if hasattr(tarfile, "data_filter"):
             try:
                 tar.extractall(dest, filter="data")
             except tarfile.FilterError as e:
-                raise CLIError(f"the copied model holds what a model directory never does: {e}") from None
+                raise CLIError(f"{refused}: {e}") from None
             return
         root = dest.resolve()
         for member in tar.getmembers():
-            inside = (root / member.name).resolve().is_relative_to(root)
-            if not inside or not (member.isfile() or member.isdir()):
-                raise CLIError(
-                    f"the copied model holds what a model directory never does: {member.name!r} "
-                    + ("is outside the destination" if not inside else "is a link or a special file")
-                )
+            if not (root / member.name).resolve().is_relative_to(root):
+                raise CLIError(f"{refused}: {member.name!r} is outside the destination")
+            if not (member.isfile() or member.isdir()):
+                raise CLIError(f"{refused}: {member.name!r} is a link or a special file")
         tar.extractall(dest)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hpo_trial import trainer_spec
 
 from hpo_operator.core import names, search_space
 from hpo_operator.core.parse import parse_spec
@@ -277,8 +278,10 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
         ("pruner", pruner),
         ("runs", runs),
     ]
-    if s.template.command is None and (s.trainer or {}).get("saveModel"):
-        rows.append(("models", _kept_models(s.trainer["saveModel"])))
+    if s.template.command is None and s.trainer:
+        save = trainer_spec.validate_trainer(dict(s.trainer), known_arguments=None).save_model
+        if save is not None:
+            rows.append(("models", _kept_models(save)))
     if files:
         rows.append(("local files", ", ".join(f.value for f in files) + " (found)"))
     import textwrap
@@ -293,15 +296,15 @@ def summary(m: Manifest, files: list[LocalFile] | None = None) -> str:
     return "\n".join([*lines, *note_lines(s)])
 
 
-def _kept_models(save: Any) -> str:
+def _kept_models(save: trainer_spec.SaveModelSpec) -> str:
     """``trainer.saveModel`` in words: which trials' models are kept, and where."""
-    path, mode = (save, "all") if isinstance(save, str) else (save.get("path"), save.get("mode", "all"))
-    relative = " (relative to template.outputDir, else the trial's working directory)"
-    where = f"under {path}" + ("" if str(path).startswith("/") else relative)
-    if mode == "none":
+    if save.mode == "none":
         return "none saved"
-    kept = "the best trial's only (hpo export copies it)" if mode == "best" else "every completed trial's"
-    return f"{kept}, {where}"
+    relative = " (relative to template.outputDir, else the trial's working directory)"
+    where = f"under {save.path}" + ("" if save.path.startswith("/") else relative)
+    if save.mode == "best":
+        return f"the best trial's only (hpo export copies it), {where}"
+    return f"every completed trial's, {where}"
 
 
 def note_lines(spec: StudySpec) -> list[str]:
