@@ -15,7 +15,10 @@ steadier figure on a shared machine):
    ``ask``: TPE reads every trial) apart.
 3. **Cheap trials**: one trial process of the public reporting API (``from hpo_trial import reporting``,
    ``current_trial()``, ``report``, ``should_prune``, ``complete``) timed alone (its import, start-up and
-   CPU), then ``hpo run`` of ``--cheap-trials`` such trials at ``--cheap-parallelism``: trials per minute.
+   CPU), side by side through the report endpoint (served in this process, as the operator serves it;
+   its CPU per trial is measured too) and straight against the storage; then ``hpo run`` of
+   ``--cheap-trials`` such trials at ``--cheap-parallelism`` (through ``hpo run``'s endpoint): trials
+   per minute.
 4. **Many studies at once**: ``--studies`` studies (each ``--studies-finished`` finished trials and two
    running) on one storage URL, reconciled concurrently on a pool of ``HPO_WORKER_THREADS`` (32) threads,
    as the operator's handlers do, for a few rounds: resident memory (RSS, peak), threads, reconcile
@@ -350,12 +353,57 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def trial_process(url: str, work: Path, repeats: int) -> dict[str, Any]:
-    """One cheap trial process at a time: wall, CPU, and its own import/start/tell readings."""
-    name = "bench.scale.trial"
+@contextlib.contextmanager
+def endpoint(url: str, name: str) -> Iterator[tuple[str, str]]:
+    """The report endpoint serving study ``name`` in this process: its URL and the study's key."""
+    from hpo_operator.core.spec import parse_fields
+    from hpo_operator.shell.reports import ReportServer, ReportService, target_of
+    from hpo_operator.shell.storage import Storages, StudyStore
+
+    spec = parse_fields(
+        {
+            "objective": [{"metric": "score", "direction": "maximize"}],
+            "searchSpace": [{"name": "x", "type": "float", "low": -5.0, "high": 5.0}],
+            "pruner": {"type": "Median"},
+            "template": {"image": "bench", "command": ["python", "cheap_trial.py"]},
+        }
+    )
+    storages = Storages()
+    key = StudyStore(storages.open(url, name), name).report_key()
+    service = ReportService(lambda study: target_of(spec, storages.shared(url, "report"), study))
+    server = ReportServer(service, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}", key
+    finally:
+        server.stop()
+        storages.dispose()
+
+
+def trial_process(url: str, work: Path, repeats: int, *, through_endpoint: bool) -> dict[str, Any]:
+    """One cheap trial process at a time: wall, CPU, and its own import/start/tell readings; through the
+    report endpoint, also the endpoint's own CPU per trial (this process's, the trials apart)."""
+    from hpo_operator.core import tokens
+
+    name = f"bench.scale.trial.{'endpoint' if through_endpoint else 'direct'}"
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
     script = work / "cheap_trial.py"
     script.write_text(TRIAL)
+    with contextlib.ExitStack() as stack:
+        report = stack.enter_context(endpoint(url, name)) if through_endpoint else None
+        rows = _trial_rows(study, url, name, script, repeats, report, tokens.trial_token)
+    keys = rows[0].keys()
+    return {k: statistics.median(r[k] for r in rows) for k in keys} | {"repeats": repeats}
+
+
+def _trial_rows(
+    study: optuna.Study,
+    url: str,
+    name: str,
+    script: Path,
+    repeats: int,
+    report: tuple[str, str] | None,
+    token: Callable[[str, str, int, int], str],
+) -> list[dict[str, float]]:
     rows = []
     for _ in range(repeats):
         t = study.ask({"x": X})
@@ -370,16 +418,23 @@ def trial_process(url: str, work: Path, repeats: int) -> dict[str, Any]:
             HPO_PRUNER=json.dumps({"type": "Median"}),
             HPO_TRAINER="{}",
         )
-        c, w = child_cpu(), time.perf_counter()
+        if report is not None:
+            env.update(HPO_REPORT_URL=report[0], HPO_REPORT_TOKEN=token(report[1], name, t.number, 0))
+        c, w, own_cpu = child_cpu(), time.perf_counter(), time.process_time()
         out = subprocess.run(
             [sys.executable, str(script)], env=env, capture_output=True, text=True, check=True
         )
-        wall, cpu = time.perf_counter() - w, child_cpu() - c
+        wall, cpu, endpoint_cpu = time.perf_counter() - w, child_cpu() - c, time.process_time() - own_cpu
         line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH "))
         own = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
-        rows.append({"wall_s": wall, "cpu_s": cpu, **{f"{k}_s": v for k, v in own.items()}})
-    keys = rows[0].keys()
-    return {k: statistics.median(r[k] for r in rows) for k in keys} | {"repeats": repeats}
+        state = study._storage.get_trial(t._trial_id).state
+        if state != optuna.trial.TrialState.COMPLETE:
+            raise RuntimeError(f"the cheap trial ended {state.name}: {out.stderr[-2000:]}")
+        row = {"wall_s": wall, "cpu_s": cpu, **{f"{k}_s": v for k, v in own.items()}}
+        if report is not None:
+            row["endpoint_cpu_s"] = endpoint_cpu
+        rows.append(row)
+    return rows
 
 
 def cheap_run(url: str, work: Path, trials: int, parallelism: int) -> dict[str, Any]:
@@ -535,12 +590,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 new_db(), args.sizes, args.parallelism, args.new_trials, args.samples
             )
         if "trial" not in args.skip:
-            r = trial_process(new_db(), work, args.trial_repeats)
-            results["trial_process"] = r
+            db = new_db()
+            for how, through in (("through the report endpoint", True), ("straight to the storage", False)):
+                r = trial_process(db, work, args.trial_repeats, through_endpoint=through)
+                results[f"trial_process_{'endpoint' if through else 'direct'}"] = r
+                served = f"; the endpoint's CPU {r['endpoint_cpu_s']:.3f} s" if through else ""
+                print(
+                    f"3a. one cheap trial process {how} (median of {r['repeats']}): {r['wall_s']:.2f} s "
+                    f"wall, {r['cpu_s']:.2f} CPU-s; inside it: import of the reporting API "
+                    f"{r['import_s']:.3f} s, current_trial() {r['start_s']:.3f} s, "
+                    f"report+should_prune+complete {r['tell_s']:.3f} s{served}",
+                    flush=True,
+                )
+            e, d = results["trial_process_endpoint"], results["trial_process_direct"]
             print(
-                f"3a. one cheap trial process (median of {r['repeats']}): {r['wall_s']:.2f} s wall, "
-                f"{r['cpu_s']:.2f} CPU-s; inside it: import of the reporting API {r['import_s']:.3f} s, "
-                f"current_trial() {r['start_s']:.3f} s, report+should_prune+complete {r['tell_s']:.3f} s",
+                f"3a. ratio, direct / endpoint: {d['cpu_s'] / e['cpu_s']:.1f}x the trial process's CPU, "
+                f"{d['wall_s'] / e['wall_s']:.1f}x its wall time",
                 flush=True,
             )
         if "cheap" not in args.skip:

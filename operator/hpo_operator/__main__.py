@@ -31,6 +31,8 @@ from hpo_operator.config import ConfigError, OperatorConfig
 if TYPE_CHECKING:
     from hpo_operator.shell.leader import LeaderElector
     from hpo_operator.shell.metrics import Metrics
+    from hpo_operator.shell.reports import ReportServer
+    from hpo_operator.shell.storage import Storages
 
 
 class TransientRetries(logging.Filter):
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     metrics.serve(config.metrics_port)
     memo = kopf.Memo(config=config, metrics=metrics)
+    if config.report_port:
+        memo.storages, memo.reports = _serve_reports(config)
     elector = None
     if config.leader_election is not None:
         elector = _lead(config, metrics)
@@ -146,6 +150,19 @@ def _lead(config: OperatorConfig, metrics: Metrics) -> LeaderElector | None:
     elector.keep()
     metrics.leader.set(1)
     return elector
+
+
+def _serve_reports(config: OperatorConfig) -> tuple[Storages, ReportServer]:
+    """The report endpoint, served from the start (a standby serves it as well as the leader: it needs
+    only the HPOStudy and its storage). Its storage engines are the driver's too."""
+    from hpo_operator.shell.kube import Kube, connect
+    from hpo_operator.shell.reports import ClusterStudies, ReportServer, ReportService
+    from hpo_operator.shell.storage import Storages
+
+    storages = Storages()
+    studies = ClusterStudies(Kube(connect(config.worker_threads)), storages, config.default_storage_url)
+    server = ReportServer(ReportService(studies), config.report_host, config.report_port)
+    return storages, server.start()
 
 
 def _idle(executor: ThreadPoolExecutor | None, timeout: float) -> bool:

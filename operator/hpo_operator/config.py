@@ -20,6 +20,11 @@
 ``HPO_LEASE_RETRY_PERIOD``     seconds between two tries to acquire or renew (default 2)
 ``HPO_IDENTITY``               this replica's name in the Lease (default the host name; the pod name
                                in the chart); a random suffix makes each process a candidate of its own
+``HPO_REPORT_PORT``            the report endpoint's port (default 0: none; trials then open the
+                               storage themselves); every replica serves it, standbys included
+``HPO_REPORT_URL``             the URL trial pods reach that port at (required with a port; the chart's
+                               Service: ``http://<release>-hpo-operator-report.<namespace>.svc:<port>``)
+``HPO_REPORT_HOST``            the address the endpoint listens on (default ``0.0.0.0``)
 =============================  ====================================================================
 """
 
@@ -56,6 +61,9 @@ class OperatorConfig:
     gpu_device_class: str = DEFAULT_GPU_DEVICE_CLASS
     leader_election: LeaderElection | None = None  # None: act alone (one replica)
     identity: str | None = None
+    report_port: int = 0  # 0: no report endpoint
+    report_url: str | None = None
+    report_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -91,7 +99,24 @@ class OperatorConfig:
         device_class = text("HPO_GPU_DEVICE_CLASS") or DEFAULT_GPU_DEVICE_CLASS
         if not _DNS_SUBDOMAIN.match(device_class) or len(device_class) > 253:
             raise ConfigError(f"HPO_GPU_DEVICE_CLASS must be a DeviceClass name, got {device_class!r}")
+        report_port = _number(env, "HPO_REPORT_PORT", "0", int)
+        if not 0 <= report_port <= 65535:
+            raise ConfigError(
+                f"HPO_REPORT_PORT must be a port number (0: no report endpoint), got {report_port}"
+            )
+        report_url = text("HPO_REPORT_URL")
+        if report_port and report_url is None:
+            raise ConfigError(
+                "HPO_REPORT_URL is required with HPO_REPORT_PORT: the URL trial pods reach it at"
+            )
+        if report_url is not None and not report_port:
+            raise ConfigError("HPO_REPORT_URL needs HPO_REPORT_PORT, the port the endpoint listens on")
+        if report_url is not None and not report_url.startswith(("http://", "https://")):
+            raise ConfigError(f"HPO_REPORT_URL must be an http:// URL, got {report_url!r}")
         return cls(
+            report_port=report_port,
+            report_url=report_url,
+            report_host=text("HPO_REPORT_HOST") or "0.0.0.0",
             default_storage_url=url,
             trial_image=text("HPO_TRIAL_IMAGE"),
             watch_namespaces=namespaces,

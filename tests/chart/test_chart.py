@@ -332,7 +332,7 @@ def test_operator_pod_is_single_replica_probed_and_locked_down(helm: Helm, chart
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"health": 8080, "metrics": 8000}
+    assert ports == {"health": 8080, "metrics": 8000, "report": 8090}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = operator_env([deployment])
@@ -429,3 +429,21 @@ def test_the_default_device_class_of_gpu_claims_is_a_chart_value(helm: Helm, cha
     docs = render(helm, chart, "gpu.deviceClassName=mig-1g.10gb.nvidia.com")
     assert operator_env(docs)["HPO_GPU_DEVICE_CLASS"] == {"value": "mig-1g.10gb.nvidia.com"}
     assert "at '/gpu/deviceClassName'" in schema_error(helm, chart, "gpu.deviceClassName=Not A Name")
+
+
+def test_trial_pods_reach_the_report_endpoint_through_a_service(helm: Helm, chart: Path) -> None:
+    docs = render(helm, chart, "operator.replicas=2")
+    service = one(docs, "Service", "rel-hpo-operator-report")
+    deployment = one(docs, "Deployment", "rel-hpo-operator")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # Every replica (standbys too) is behind it.
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "report", "port": 8090, "targetPort": "report", "protocol": "TCP"}
+    ]
+    env = operator_env(docs)
+    assert env["HPO_REPORT_PORT"] == {"value": "8090"}
+    assert env["HPO_REPORT_URL"] == {"value": "http://rel-hpo-operator-report.hpo-system.svc:8090"}
+    off = render(helm, chart, "reports.enabled=false")
+    assert not [d for d in off if d["kind"] == "Service" and d["metadata"]["name"].endswith("-report")]
+    assert "HPO_REPORT_PORT" not in operator_env(off) and "HPO_REPORT_URL" not in operator_env(off)

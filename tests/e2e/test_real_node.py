@@ -340,6 +340,76 @@ def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNod
     )
 
 
+# A custom container's program: the public reporting API only. It checks that it reported through the
+# operator's report endpoint without loading a database client or Optuna, and exits 1 otherwise.
+LIGHT_TRIAL = """
+import sys
+from hpo_trial import reporting
+trial = reporting.current_trial()
+x = float(trial.params["x"])
+for step in range(3):
+    trial.report(-((x - 1.0) ** 2) - (2 - step), step)
+    if trial.should_prune():
+        trial.prune()
+        break
+else:
+    trial.complete(-((x - 1.0) ** 2))
+heavy = sorted(m for m in ("optuna", "sqlalchemy", "psycopg2") if m in sys.modules)
+print("reported through", type(trial).__name__, "loaded:", heavy or "no database client", flush=True)
+sys.exit(1 if heavy or type(trial).__name__ != "RemoteTrial" else 0)
+"""
+
+
+def test_custom_trials_report_through_the_operators_endpoint(real_node: RealNodeCluster) -> None:
+    # The chart's report Service fronts the operator; trial pods reach it by its DNS name (CoreDNS,
+    # kube-proxy) from their own network namespaces, each with the token of its own attempt.
+    name = "light"
+    _apply(
+        real_node,
+        {
+            "apiVersion": "hpo.dev/v1alpha1",
+            "kind": "HPOStudy",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "objective": [{"metric": "score", "direction": "maximize"}],
+                "searchSpace": [{"name": "x", "type": "float", "low": -5.0, "high": 5.0}],
+                "trials": {"total": 4, "parallelism": 2, "maxFailed": 0},
+                "sampler": {"type": "Random", "seed": 3},
+                "pruner": {"type": "Median", "nStartupTrials": 1, "nWarmupSteps": 0},
+                "template": {
+                    "command": ["python", "-c", LIGHT_TRIAL],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                },
+            },
+        },
+    )
+    study = _wait(
+        "the light study to finish",
+        lambda: (
+            (s := _get(real_node, "hpostudy", "-n", NS, name)).get("status", {}).get("phase")
+            in ("Succeeded", "Failed")
+            and s
+        ),
+        timeout=600,
+    )
+    status = study["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status)[-3000:]
+    counts = status["trials"]
+    assert counts["complete"] + counts["pruned"] == 4 and counts["failed"] == 0, counts
+    trial_pods = _get(real_node, "pods", "-n", NS, "-l", f"hpo.dev/study={name}")["items"]
+    assert len(trial_pods) == 4, [p["metadata"]["name"] for p in trial_pods]
+    tokens = set()
+    for pod in trial_pods:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["HPO_REPORT_URL"] == f"http://{RELEASE}-report.{SYSTEM_NS}.svc:8090", env
+        tokens.add(env["HPO_REPORT_TOKEN"])
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        log = real_node.kubectl("logs", "-n", NS, pod["metadata"]["name"])
+        assert "reported through RemoteTrial loaded: no database client" in log, log[-2000:]
+    assert len(tokens) == 4  # one per attempt
+    real_node.kubectl("delete", "hpostudy", "-n", NS, name, "--wait=true", "--timeout=120s")
+
+
 def test_helm_uninstall_and_teardown_leave_nothing(real_node: RealNodeCluster) -> None:
     real_node.helm("uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", "--timeout", "5m", timeout=400)
     _wait(

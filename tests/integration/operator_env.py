@@ -37,14 +37,22 @@ def free_port() -> int:
 
 
 class Operator:
-    """``python -m hpo_operator`` as a subprocess; ``kill()`` is a SIGKILL, ``start()`` a fresh process."""
+    """``python -m hpo_operator`` as a subprocess; ``kill()`` is a SIGKILL, ``start()`` a fresh process.
 
-    def __init__(self, cluster: Any, namespace: str, storage_url: str, log_path: Path) -> None:
+    Its trials report through its report endpoint on loopback (the stand-in node runs them as this
+    machine's processes). Replicas given the same ``report_port`` share it, as a Service in front of
+    them would: the kernel spreads the connections over every process listening on it (SO_REUSEPORT).
+    """
+
+    def __init__(
+        self, cluster: Any, namespace: str, storage_url: str, log_path: Path, report_port: int | None = None
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_path = log_path
         self.metrics_port = free_port()
         self.liveness_port = free_port()
+        self.report_port = report_port or free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("HPO_")},
             "KUBECONFIG": str(cluster.kubeconfig),
@@ -54,6 +62,9 @@ class Operator:
             "HPO_METRICS_PORT": str(self.metrics_port),
             "HPO_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
             "HPO_RECONCILE_INTERVAL": "1",
+            "HPO_REPORT_PORT": str(self.report_port),
+            "HPO_REPORT_HOST": "127.0.0.1",
+            "HPO_REPORT_URL": f"http://127.0.0.1:{self.report_port}",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

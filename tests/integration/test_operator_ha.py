@@ -24,6 +24,7 @@ from tests.integration.operator_env import (
     Pods,
     apply,
     assert_no_secret,
+    free_port,
     get_study,
     load_study,
     study_manifest,
@@ -79,8 +80,12 @@ class LeaseWatch:
         self._watch.stop()
 
 
+REPORT_PORTS: dict[str, int] = {}  # the replicas of a namespace share their report port (as a Service)
+
+
 def replica(cluster: Any, namespace: str, storage_url: str, tmp_path: Path, n: int) -> Operator:
-    op = Operator(cluster, namespace, storage_url, tmp_path / f"replica-{n}.log")
+    port = REPORT_PORTS.setdefault(namespace, free_port())
+    op = Operator(cluster, namespace, storage_url, tmp_path / f"replica-{n}.log", report_port=port)
     op.env.update(
         {
             "HPO_LEADER_ELECTION": "true",
@@ -99,13 +104,14 @@ def leader_gauge(op: Operator) -> float | None:
 
 
 def acting_lines(log: str) -> list[str]:
-    """The log lines of kopf and of the operator's handlers and driver (not the Lease's own lines)."""
+    """The log lines of kopf and of the operator's handlers and driver (not the Lease's own lines, nor
+    the report endpoint's, which every replica serves, standbys included)."""
     return [
         line
         for line in log.splitlines()
         if (m := LINE.match(line))
         and m.group(2).startswith(("kopf", "hpo_operator"))
-        and not m.group(2).startswith("hpo_operator.leader")
+        and not m.group(2).startswith(("hpo_operator.leader", "hpo_operator.reports"))
     ]
 
 

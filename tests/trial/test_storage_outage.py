@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy.exc
-from hpo_trial import reporting
+from hpo_trial import policy
 from hpo_trial.callback import CONTINUE, SUPERSEDED, TrialCallback
 from hpo_trial.contract import ATTR_FAIL_REASON, STORAGE_RETRY_SECONDS, Objective, TrialContract
 from hpo_trial.reporting import TrialHandle
@@ -56,7 +56,7 @@ class OutageStorage(optuna.storages.InMemoryStorage):
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retry the final tell for 1 s (HPO_STORAGE_RETRY_SECONDS), from 0.01 s apart, not 300 s from 1 s."""
-    monkeypatch.setattr(reporting, "RETRY_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(policy, "RETRY_FIRST_DELAY", 0.01)
     monkeypatch.setenv(STORAGE_RETRY_SECONDS, "1")
 
 

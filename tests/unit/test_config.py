@@ -48,6 +48,10 @@ def test_every_variable_is_read() -> None:
         ({"HPO_WATCH_NAMESPACES": "Team_A"}, "HPO_WATCH_NAMESPACES"),
         ({"HPO_LIVENESS_ENDPOINT": "0.0.0.0:8080"}, "HPO_LIVENESS_ENDPOINT"),
         ({"HPO_DEFAULT_STORAGE_URL": "db.example.com"}, "HPO_DEFAULT_STORAGE_URL"),
+        ({"HPO_REPORT_PORT": "8090"}, "HPO_REPORT_URL"),
+        ({"HPO_REPORT_URL": "http://op:8090"}, "HPO_REPORT_URL"),
+        ({"HPO_REPORT_PORT": "8090", "HPO_REPORT_URL": "op:8090"}, "HPO_REPORT_URL"),
+        ({"HPO_REPORT_PORT": "-1", "HPO_REPORT_URL": "http://op"}, "HPO_REPORT_PORT"),
     ],
 )
 def test_a_bad_variable_is_named(env: dict[str, str], variable: str) -> None:
@@ -86,3 +90,13 @@ def test_the_default_device_class_of_gpu_claims() -> None:
     assert config.gpu_device_class == "mig-1g.10gb.nvidia.com"
     with pytest.raises(ConfigError, match="HPO_GPU_DEVICE_CLASS"):
         OperatorConfig.from_env({"HPO_GPU_DEVICE_CLASS": "Not A Class"})
+
+
+def test_the_report_endpoint_is_off_unless_configured() -> None:
+    assert OperatorConfig.from_env({}).report_port == 0
+    config = OperatorConfig.from_env({"HPO_REPORT_PORT": "8090", "HPO_REPORT_URL": "http://op.hpo:8090"})
+    assert (config.report_port, config.report_url, config.report_host) == (
+        8090,
+        "http://op.hpo:8090",
+        "0.0.0.0",
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from hpo_operator.core import names
+from hpo_operator.core import names, tokens
 from hpo_operator.core.parse import parse_spec
 from hpo_operator.core.pods import (
     DEFAULT_COMMAND,
@@ -19,6 +19,7 @@ from hpo_operator.core.pods import (
     SecretKey,
     render_pod,
     render_storage_secret,
+    report_env,
     storage_secret,
 )
 from hpo_trial import contract
@@ -219,3 +220,33 @@ def test_rendered_objects_are_valid_kubernetes_objects(attempt: int) -> None:
     version = kubernetes_validate.latest_version()
     kubernetes_validate.validate(pod_for(spec, attempt=attempt), version, strict=True)
     kubernetes_validate.validate(render_storage_secret(OWNER, "postgresql://x"), version, strict=True)
+
+
+def test_an_attempt_gets_the_report_endpoint_and_its_own_token() -> None:
+    spec = seed_spec()
+    key = tokens.new_key()
+    envs = []
+    for trial, attempt in ((13, 0), (13, 1), (14, 0)):
+        pod = render_pod(
+            spec,
+            owner=OWNER,
+            optuna_study=OPTUNA_STUDY,
+            trial=trial,
+            attempt=attempt,
+            params=PARAMS,
+            secret=storage_secret(spec, OWNER.name),
+            default_image=None,
+            report=report_env("http://op.hpo-system.svc:8090", key, OPTUNA_STUDY, trial, attempt),
+        )
+        envs.append(env_of(pod))
+    for (trial, attempt), env in zip(((13, 0), (13, 1), (14, 0)), envs, strict=True):
+        assert env["HPO_REPORT_URL"] == "http://op.hpo-system.svc:8090"
+        assert tokens.token_matches(key, OPTUNA_STUDY, trial, attempt, env["HPO_REPORT_TOKEN"])
+        assert key not in json.dumps(env)  # the pod gets its token, never the study's key
+    assert len({e["HPO_REPORT_TOKEN"] for e in envs}) == 3
+    # The contract a trial reads from them needs no storage URL.
+    resolved = {k: v for k, v in envs[0].items() if isinstance(v, str)}
+    c = contract.TrialContract.from_env(resolved)
+    assert (c.report_url, c.storage_url) == ("http://op.hpo-system.svc:8090", "")
+    # Without an endpoint, none of it.
+    assert "HPO_REPORT_URL" not in env_of(pod_for(spec))

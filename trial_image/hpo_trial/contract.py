@@ -17,6 +17,11 @@ receives these variables:
 ``HPO_OUTPUT_DIR``         Optional: where the trial may write its model and checkpoints.
 ``HPO_RUN_NAME``           Optional: ``<study>-trial-<number>`` (the HPOStudy's name), the name of
                            the trial's run in an experiment tracker (``report_to``).
+``HPO_REPORT_URL``         Optional: the operator's (or ``hpo run``'s) report endpoint; with it,
+                           :func:`hpo_trial.reporting.current_trial` reports through it instead
+                           of opening the storage (``HPO_STORAGE_URL`` is then not required).
+``HPO_REPORT_TOKEN``       With ``HPO_REPORT_URL``: this attempt's token, good for its own trial
+                           and attempt only.
 ========================  ===============================================================
 
 Set by the user (``template.env``), not by the operator:
@@ -27,7 +32,8 @@ Set by the user (``template.env``), not by the operator:
                                 doubling delays; default 300 (5 minutes), 0 tries once.
 =============================  ==========================================================
 
-Reporting is done straight against the storage (see :mod:`hpo_trial.reporting`): intermediate values
+Reporting is done through the report endpoint, or straight against the storage without one (see
+:mod:`hpo_trial.reporting`): intermediate values
 with ``trial.report`` so the study's pruner can stop the trial, and the final value(s) with ``study.tell``.
 A storage that does not answer skips an intermediate report; the final tell is retried for
 ``HPO_STORAGE_RETRY_SECONDS``.
@@ -52,6 +58,8 @@ TRAINER = "HPO_TRAINER"
 TRIAL_ATTEMPT = "HPO_TRIAL_ATTEMPT"
 OUTPUT_DIR = "HPO_OUTPUT_DIR"
 RUN_NAME = "HPO_RUN_NAME"
+REPORT_URL = "HPO_REPORT_URL"
+REPORT_TOKEN = "HPO_REPORT_TOKEN"
 STORAGE_RETRY_SECONDS = "HPO_STORAGE_RETRY_SECONDS"
 DEFAULT_STORAGE_RETRY_SECONDS = 300.0
 
@@ -90,6 +98,8 @@ class TrialContract:
     attempt: int = 0
     output_dir: str | None = None
     run_name: str | None = None
+    report_url: str | None = None
+    report_token: str | None = field(default=None, repr=False)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that carry this contract (the storage URL included)."""
@@ -107,12 +117,19 @@ class TrialContract:
             env[OUTPUT_DIR] = self.output_dir
         if self.run_name:
             env[RUN_NAME] = self.run_name
+        if self.report_url:
+            env[REPORT_URL] = self.report_url
+            env[REPORT_TOKEN] = self.report_token or ""
         return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrialContract:
         env = os.environ if environ is None else environ
-        missing = [k for k in REQUIRED if not env.get(k)]
+        report_url = env.get(REPORT_URL) or None
+        required = [k for k in REQUIRED if not (k == STORAGE_URL and report_url)]
+        if report_url:
+            required.append(REPORT_TOKEN)
+        missing = [k for k in required if not env.get(k)]
         if missing:
             raise ContractError(
                 f"missing trial contract variable(s): {', '.join(missing)}; "
@@ -140,7 +157,7 @@ class TrialContract:
         trainer = _json(env, TRAINER, dict) if env.get(TRAINER) else {}
         attempt = int(env.get(TRIAL_ATTEMPT) or 0)
         return cls(
-            storage_url=env[STORAGE_URL],
+            storage_url=env.get(STORAGE_URL, ""),
             study_name=env[STUDY_NAME],
             trial_number=number,
             params=params,
@@ -150,6 +167,8 @@ class TrialContract:
             attempt=attempt,
             output_dir=env.get(OUTPUT_DIR) or None,
             run_name=env.get(RUN_NAME) or None,
+            report_url=report_url,
+            report_token=env.get(REPORT_TOKEN) or None,
         )
 
 

@@ -61,10 +61,11 @@ from hpo_operator.core.plan import (
     Plan,
     PostEvent,
 )
-from hpo_operator.core.pods import DEFAULT_COMMAND, trial_env
+from hpo_operator.core.pods import DEFAULT_COMMAND, report_env, trial_env
 from hpo_operator.shell.apply import Study, observe, step
 from hpo_operator.shell.kube import CreateResult
 from hpo_operator.shell.metrics import Metrics
+from hpo_operator.shell.reports import Refused, ReportServer, ReportService, ReportTarget, target_of
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StudyStore
 
 POLL_SECONDS = 0.5  # the longest sleep between looks; a trial process exiting ends it at once
@@ -116,6 +117,7 @@ class LocalStudy:
         self.storages = Storages()
         self.metrics = Metrics()  # what the operator would export; nothing serves it here
         self.store: StudyStore  # opened by run()
+        self.reports: ReportServer | None = None  # the report endpoint, started by run()
         self.exists = False  # whether the study was in the storage when this session started
         self.previous_phase: str | None = None
         self.stop_requests = 0
@@ -138,6 +140,8 @@ class LocalStudy:
                 self._prepare_volumes()
                 self.store = StudyStore(self.storages.open(self.url, self.study_name), self.study_name)
                 self.exists = self.store.view() is not None
+                # Trial processes report through this process (on loopback, with their own tokens).
+                self.reports = ReportServer(ReportService(self._report_target), "127.0.0.1", 0).start()
                 orphans = self.runs.stop_orphans()
                 if orphans:
                     self._release(orphans)
@@ -154,6 +158,8 @@ class LocalStudy:
                     raise CLIError(f"the storage failed: {e}") from None
                 raise
             finally:
+                if self.reports is not None:
+                    self.reports.stop()
                 self.storages.dispose()
 
     @contextlib.contextmanager
@@ -367,6 +373,9 @@ class LocalStudy:
             )
         )
         env[contract.STORAGE_URL] = self.url
+        if self.reports is not None:
+            url = f"http://127.0.0.1:{self.reports.port}"
+            env.update(report_env(url, self.store.report_key(), self.study_name, number, attempt))
         if self.spec.trainer and self.volumes.mounts:  # a recipe's files on a mounted volume
             env[contract.TRAINER] = json.dumps(
                 self.volumes.rewrite_all(dict(self.spec.trainer)), sort_keys=True
@@ -382,6 +391,11 @@ class LocalStudy:
             env.setdefault(var, str(threads))
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         return env
+
+    def _report_target(self, study: str) -> ReportTarget:
+        if study != self.study_name:
+            raise Refused(404, f"this `hpo run` serves the study {self.study_name} only")
+        return target_of(self.spec, self.storages.shared(self.url, "report"), study)
 
     # --------------------------------------------------------------------------------- interrupts
 

@@ -28,6 +28,16 @@ def optuna_study_name(namespace: str, name: str, uid: str) -> str:
     return f"{namespace}.{name}.{uid}"
 
 
+def parse_optuna_study_name(study: str) -> tuple[str, str, str]:
+    """``(namespace, name, uid)`` of an Optuna study the operator named; ValueError for any other name.
+    A namespace has no dot and a uid none; a name may have some."""
+    namespace, _, rest = study.partition(".")
+    name, _, uid = rest.rpartition(".")
+    if not (namespace and name and uid):
+        raise ValueError(f"{study!r} is not an HPOStudy's Optuna study (<namespace>.<name>.<uid>)")
+    return namespace, name, uid
+
+
 def pod_name(study: str, trial: int, attempt: int = 0) -> str:
     base = f"{study}-trial-{trial}"
     return base if attempt == 0 else f"{base}-r{attempt}"

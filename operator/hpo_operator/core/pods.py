@@ -24,7 +24,7 @@ from typing import Any
 
 from hpo_trial import contract
 
-from hpo_operator.core import names
+from hpo_operator.core import names, tokens
 from hpo_operator.core.spec import KUEUE_QUEUE_LABEL, StudySpec
 
 DEFAULT_COMMAND = ("python", "-m", "hpo_trial")
@@ -113,6 +113,14 @@ def trial_env(
     return env
 
 
+def report_env(url: str, key: str, optuna_study: str, trial: int, attempt: int) -> dict[str, str]:
+    """The variables that send one attempt's reports through the report endpoint, with its own token."""
+    return {
+        contract.REPORT_URL: url,
+        contract.REPORT_TOKEN: tokens.trial_token(key, optuna_study, trial, attempt),
+    }
+
+
 def render_pod(
     spec: StudySpec,
     *,
@@ -123,8 +131,10 @@ def render_pod(
     params: Mapping[str, Any],
     secret: SecretKey,
     default_image: str | None,
+    report: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The pod that runs ``attempt`` (0-based) of ``trial`` with ``params``."""
+    """The pod that runs ``attempt`` (0-based) of ``trial`` with ``params``; ``report``: the variables
+    of :func:`report_env` (none: the trial opens the storage itself)."""
     t = spec.template
     image = t.image or default_image
     if not image:
@@ -138,7 +148,7 @@ def render_pod(
     contract_env = trial_env(
         spec, optuna_study=optuna_study, trial=trial, attempt=attempt, params=params, study=owner.name
     )
-    env += [{"name": k, "value": v} for k, v in contract_env.items()]
+    env += [{"name": k, "value": v} for k, v in {**contract_env, **(report or {})}.items()]
     env += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": p}}} for k, p in DOWNWARD_ENV.items()]
     env += [dict(e) for e in t.env]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +80,7 @@ class Target:
     secret: SecretKey
     default_image: str | None
     device_class: str | None = None  # the operator's default DeviceClass for shared GPU claims
+    report_url: str | None = None  # the report endpoint trials are given (None: they open the storage)
 
     @property
     def owner_ref(self) -> dict[str, str]:
@@ -93,9 +94,13 @@ class PodRuns:
     target: Target
     kube: Kube
     kind: str = "pod"
+    report_key: Callable[[], str] | None = None  # the study's key for the report endpoint's tokens
 
     def create(self, name: str, trial: int, attempt: int, params: Mapping[str, Any]) -> CreateResult:
         t = self.target
+        report = None
+        if t.report_url and self.report_key is not None:
+            report = pods.report_env(t.report_url, self.report_key(), t.optuna_study, trial, attempt)
         pod = pods.render_pod(
             t.spec,
             owner=t.owner,
@@ -105,6 +110,7 @@ class PodRuns:
             params=dict(params),
             secret=t.secret,
             default_image=t.default_image,
+            report=report,
         )
         assert pod["metadata"]["name"] == name, (pod["metadata"]["name"], name)
         if t.spec.gpu_claims:  # its GPU from a ResourceClaim shared with up to perGPU trials

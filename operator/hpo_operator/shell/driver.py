@@ -48,6 +48,7 @@ from hpo_operator.shell.kube import (
     SecretProblem,
 )
 from hpo_operator.shell.metrics import Metrics
+from hpo_operator.shell.reports import study_storage_url
 from hpo_operator.shell.storage import Storages, StorageUnavailable, StorageURLInvalid, StudyStore
 
 log = logging.getLogger("hpo_operator")
@@ -138,7 +139,7 @@ class Driver:
             url = self._urls.get(uid)
         if url is None:
             try:
-                url = self._storage_url(spec, ns)
+                url = study_storage_url(self.kube, spec, ns, self.config.default_storage_url)
             except SecretProblem as e:
                 event = verdict.study_not_deleted(study_name, str(e))
                 log.warning("%s/%s: %s", ns, name, event.message)
@@ -283,6 +284,7 @@ class Driver:
             secret=pods.storage_secret(spec, name),
             default_image=self.config.trial_image,
             device_class=self.config.gpu_device_class,
+            report_url=self.config.report_url,
         )
         # The whole spec is checked before anything is made for the study: its trial pod by a dry run
         # (once per generation), then its storage Secret and Optuna study.
@@ -291,7 +293,7 @@ class Driver:
             if refused is not None:
                 return self._refused(body, state, refused)
             state.checked_generation = generation
-        url = self._storage_url(spec, ns)
+        url = study_storage_url(self.kube, spec, ns, self.config.default_storage_url)
         self._ensure_default_secret(body, spec, url, state)
         if state.store is None or state.store_url != url:
             self._release_store(state)
@@ -309,7 +311,7 @@ class Driver:
         phase = verdict.previous_phase(previous)
         refusal = verdict.previous_refusal(previous)
         study = Study(name, spec, generation, state.store, self.metrics, uid)
-        runs = PodRuns(target, self.kube)
+        runs = PodRuns(target, self.kube, report_key=state.store.report_key)
         last: Step | None = None
         for _ in range(MAX_PASSES):
             last = step(study, runs, previous_phase=phase, previous_refusal=refusal)
@@ -369,16 +371,6 @@ class Driver:
             raise Waiting(report.message, report.retry_in)
         phase = report.phase or ""
         return Outcome(phase, report.terminal or gone)
-
-    def _storage_url(self, spec: StudySpec, ns: str) -> str:
-        """The study's storage URL: from its Secret, or the operator's default (registered for redaction)."""
-        if spec.storage is not None and spec.storage.secret_ref is not None:
-            ref = spec.storage.secret_ref
-            return self.kube.read_secret_value(ns, ref.name, ref.key)
-        url = self.config.default_storage_url
-        if url is None:  # check_spec refused this already
-            raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
-        return url
 
     def _ensure_default_secret(
         self, body: Mapping[str, Any], spec: StudySpec, url: str, state: StudyState

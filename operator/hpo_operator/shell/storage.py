@@ -29,7 +29,7 @@ from hpo_trial.contract import ATTR_ATTEMPTS, ATTR_FAIL_REASON, engine_kwargs
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from hpo_operator.core import search_space
+from hpo_operator.core import search_space, tokens
 from hpo_operator.core.ledger import Ledger, Summary
 from hpo_operator.core.observe import (
     ATTR_ANNOUNCED,
@@ -109,6 +109,10 @@ class Storages:
 
     def open(self, url: str, study_name: str) -> optuna.storages.BaseStorage:
         """A cached storage for ``study_name`` on ``url`` (the URL's engine is created on first use)."""
+        return optuna.storages.get_storage(self.shared(url, study_name))  # a new cache, this study's alone
+
+    def shared(self, url: str, user: str) -> optuna.storages.RDBStorage:
+        """The URL's one RDBStorage, uncached (the report endpoint writes through it), for ``user``."""
         redact.register(url)
         with self._lock:
             rdb = self._by_url.get(url)
@@ -117,8 +121,8 @@ class Storages:
                 with storage_errors("cannot open the storage"):
                     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
                 self._by_url[url] = rdb
-            self._users.setdefault(url, set()).add(study_name)
-            return optuna.storages.get_storage(rdb)  # a new Optuna cache, this study's alone
+            self._users.setdefault(url, set()).add(user)
+            return rdb
 
     def release(self, url: str, study_name: str) -> None:
         """``study_name`` no longer uses ``url``; dispose of the URL's engine if no study does."""
@@ -162,6 +166,7 @@ class StudyStore:
     def _forget(self) -> None:
         """Drop what was read (the study was created or deleted, or it vanished)."""
         self._study_id: int | None = None
+        self._report_key: str | None = None
         self._views: list[TrialView] = []  # every trial read, by number (Optuna numbers are 0, 1, ...)
         self._live: set[int] = set()  # the numbers of the trials that can still change
         self._ledger: Ledger | None = None
@@ -278,6 +283,18 @@ class StudyStore:
             trial = optuna.Trial(study, self._trial_id(number))
             for name, dist in search_space.distributions(spec).items():
                 _suggest(trial, name, dist)
+
+    def report_key(self) -> str:
+        """The study's key for the report endpoint's tokens, made the first time it is asked for."""
+        if self._report_key is None:
+            with storage_errors("cannot read the study's report key"):
+                study_id = self._id()
+                key = self.storage.get_study_system_attrs(study_id).get(tokens.ATTR_REPORT_KEY)
+                if not isinstance(key, str):
+                    key = tokens.new_key()
+                    self.storage.set_study_system_attr(study_id, tokens.ATTR_REPORT_KEY, key)
+            self._report_key = key
+        return self._report_key
 
     def set_attempt(self, number: int, attempt: int) -> bool:
         """Record the attempt about to run (user attribute ``hpo:attempts`` = attempts so far)."""

@@ -1,0 +1,353 @@
+"""The report endpoint: trial processes report through it instead of opening the storage themselves.
+
+A trial given ``HPO_REPORT_URL`` and its token (:mod:`hpo_operator.core.tokens`) reports with
+:class:`hpo_trial.remote.RemoteTrial`: the standard library's HTTP client, no database driver, no Optuna.
+Here, on the operator's side (or ``hpo run``'s), each request runs what the direct path runs in the
+trial process, :class:`hpo_trial.direct.TrialHandle`, for the attempt the token names, on the study's
+storage; the trial process keeps the outage policy and retries.
+
+* :class:`ReportService` answers one request (blocking: storage calls): it finds the study
+  (a ``resolve`` function: the cluster's HPOStudies for the operator, the one study for ``hpo run``),
+  checks the token against the study's key, and keeps one handle per attempt (an LRU; one it had not seen,
+  after a restart or on another replica, is adopted: the trial sends what the handle kept).
+* :class:`ReportServer` serves it over HTTP with aiohttp, on a thread and loop of its own, so neither
+  kopf's loop nor ``hpo run``'s loop waits on it, and a standby replica serves as well as the leader.
+* :class:`ClusterStudies` resolves a study from its HPOStudy, as the operator's driver does.
+
+Answers: 200; 400 a malformed request; 403 a token that is not this attempt's; 404 a study this
+endpoint does not serve; 409 the attempt no longer owns its trial (``superseded``); 503 the storage (or
+the API server) does not answer, which the trial treats as an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from aiohttp import web
+from hpo_trial import contract
+from hpo_trial.direct import STORAGE_ERRORS, TrialHandle
+from hpo_trial.policy import AttemptSuperseded, first_line
+from hpo_trial.remote import API
+from optuna.trial import TrialState
+
+from hpo_operator.core import names, tokens
+from hpo_operator.core.spec import SpecError, StudySpec, parse_fields
+from hpo_operator.shell import redact
+from hpo_operator.shell.kube import Kube, KubeUnavailable, SecretProblem
+from hpo_operator.shell.storage import Storages, StorageUnavailable, storage_errors
+
+log = logging.getLogger("hpo_operator.reports")
+
+SESSIONS = 4096  # attempts whose handles are kept (a handle is a few KB; an evicted one is adopted again)
+RESOLVED_S = 30.0  # how long a resolved study is trusted before its HPOStudy is read again
+MAX_BODY = 1 << 20
+# The user attributes a trial may set through the endpoint: its own, and the model it saved; the other
+# ``hpo:`` attributes are the operator's (the attempt fencing reads ``hpo:attempts``).
+TRIAL_SETTABLE_HPO_ATTRS = (contract.ATTR_MODEL_PATH,)
+
+
+class Refused(Exception):
+    """A request answered with an error status; the message is the answer's ``error``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ReportTarget:
+    """What the endpoint needs of a study: its storage, its key, and what a trial's handle is built with."""
+
+    storage: optuna.storages.BaseStorage
+    key: str
+    objectives: tuple[contract.Objective, ...]
+    pruner: dict[str, Any]
+
+
+def target_of(spec: StudySpec, storage: optuna.storages.BaseStorage, study: str) -> ReportTarget:
+    """The :class:`ReportTarget` of ``study`` (stored on ``storage``) run with ``spec``; 404 when the
+    study is not stored or has no key yet (no attempt of it was given a token)."""
+    with storage_errors("cannot read the study"):
+        try:
+            study_id = storage.get_study_id_from_name(study)
+        except KeyError:
+            raise Refused(404, f"study {study} is not in its storage") from None
+        key = storage.get_study_system_attrs(study_id).get(tokens.ATTR_REPORT_KEY)
+    if not isinstance(key, str):
+        raise Refused(404, f"study {study} has given no trial a report token")
+    objectives = tuple(contract.Objective(o.metric, o.direction) for o in spec.objective)
+    return ReportTarget(storage, key, objectives, spec.pruner.config())
+
+
+@dataclass
+class _Session:
+    handle: TrialHandle
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ReportService:
+    """Answers the report endpoint's requests; thread-safe (the server calls it from a thread pool)."""
+
+    def __init__(self, resolve: Callable[[str], ReportTarget], *, sessions: int = SESSIONS) -> None:
+        self.resolve = resolve
+        self.max_sessions = sessions
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[tuple[str, int, int], _Session] = OrderedDict()
+        self._targets: dict[str, tuple[float, ReportTarget]] = {}
+
+    def handle(self, op: str, token: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """``(status, answer)`` for one request."""
+        try:
+            return 200, self._answer(op, token, body)
+        except AttemptSuperseded as e:
+            return 409, {"superseded": e.reason}
+        except Refused as e:
+            return e.status, {"error": str(e)}
+        except (StorageUnavailable, KubeUnavailable) as e:
+            return 503, {"error": redact.redact(str(e))}
+        except STORAGE_ERRORS as e:
+            return 503, {"error": redact.redact(first_line(e))}
+
+    def _answer(self, op: str, token: str, body: Any) -> dict[str, Any]:
+        act = OPS.get(op)
+        if act is None:
+            raise Refused(404, f"no such call: {op!r} (the calls: {', '.join(OPS)})")
+        if not isinstance(body, Mapping):
+            raise Refused(400, "the request must be a JSON object")
+        study, trial, attempt = body.get("study"), body.get("trial"), body.get("attempt")
+        if not isinstance(study, str) or not _whole(trial) or not _whole(attempt):
+            raise Refused(400, "the request must name the study (a string), the trial and the attempt")
+        target = self._target(study)
+        if not tokens.token_matches(target.key, study, trial, attempt, token):
+            target = self._target(study, fresh=True)  # the study may have been replaced since
+            if not tokens.token_matches(target.key, study, trial, attempt, token):
+                raise Refused(403, f"the token is not that of trial {trial}, attempt {attempt} of {study}")
+        session = self._session(study, trial, attempt, target)
+        with session.lock:
+            try:
+                return act(session.handle, body)
+            except (TypeError, ValueError, KeyError) as e:
+                raise Refused(400, f"{op}: {e}") from None
+
+    def _target(self, study: str, *, fresh: bool = False) -> ReportTarget:
+        now = time.monotonic()
+        with self._lock:
+            known = self._targets.get(study)
+        if known is not None and not fresh and now - known[0] < RESOLVED_S:
+            return known[1]
+        target = self.resolve(study)
+        with self._lock:
+            self._targets[study] = (now, target)
+        return target
+
+    def _session(self, study: str, trial: int, attempt: int, target: ReportTarget) -> _Session:
+        key = (study, trial, attempt)
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None and session.handle.storage is target.storage:
+                self._sessions.move_to_end(key)
+                return session
+        c = contract.TrialContract(
+            storage_url="",
+            study_name=study,
+            trial_number=trial,
+            params={},
+            objectives=target.objectives,
+            pruner=target.pruner,
+            attempt=attempt,
+        )
+        # One try at each storage call: the trial process retries. Adopted: whether the attempt still
+        # owns its trial is checked by the call (``open`` checks it at once).
+        try:
+            handle = TrialHandle(c, storage=target.storage, retry_seconds=0, adopt=True)
+        except KeyError:
+            raise Refused(404, f"study {study} has no trial {trial}") from None
+        session = _Session(handle)
+        with self._lock:
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return session
+
+    def forget(self, study: str) -> None:
+        """Drop what is kept of ``study`` (it was deleted)."""
+        with self._lock:
+            self._targets.pop(study, None)
+            for key in [k for k in self._sessions if k[0] == study]:
+                del self._sessions[key]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _own(handle: TrialHandle, body: Mapping[str, Any]) -> None:
+    """What the trial process kept of its attempt: its own reports and the rungs earlier attempts left."""
+    reported = body.get("reported") or {}
+    handle.reported = {int(k): float(v) for k, v in dict(reported).items()}
+    handle._earlier_rungs = dict(body.get("earlierRungs") or {})
+
+
+def _open(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    h._current()
+    # A retry's pruner does not see the rungs earlier attempts completed: those the handle found (as
+    # the direct path does when it opens), which the trial sends back with each pruning question.
+    return {"earlierRungs": h._earlier_rungs}
+
+
+def _report(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    h.report_once(float(body["value"]), int(body["step"]))
+    return {}
+
+
+def _should_prune(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    _own(h, body)
+    return {"prune": bool(h._should_prune())}
+
+
+def _prune(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    _own(h, body)
+    h._finish(state=TrialState.PRUNED)
+    return {}
+
+
+def _complete(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    values = [float(v) for v in body["values"]]
+    if len(values) != len(h.contract.objectives) or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{len(h.contract.objectives)} finite value(s) expected, got {values}")
+    h._finish(values=values)
+    return {}
+
+
+def _fail(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    missing = body.get("missingMetric")
+    h.missing_metric = str(missing) if missing is not None else None
+    return {"told": h.fail(str(body["reason"])[:1000])}
+
+
+def _set_attr(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    key = str(body["key"])
+    if key.startswith("hpo:") and key not in TRIAL_SETTABLE_HPO_ATTRS:
+        raise ValueError(f"the user attribute {key!r} is the operator's; a trial sets its own names")
+    h.set_attr(key, body.get("value"))
+    return {}
+
+
+OPS: dict[str, Callable[[TrialHandle, Mapping[str, Any]], dict[str, Any]]] = {
+    "open": _open,
+    "report": _report,
+    "should_prune": _should_prune,
+    "prune": _prune,
+    "complete": _complete,
+    "fail": _fail,
+    "set_attr": _set_attr,
+}
+
+
+class ReportServer:
+    """:class:`ReportService` over HTTP (aiohttp) on a thread and event loop of its own."""
+
+    def __init__(self, service: ReportService, host: str, port: int, *, workers: int = 16) -> None:
+        self.service = service
+        # SO_REUSEPORT: replicas on one host (the test harness's) may share a port, as a Service spreads
+        # connections over the replicas of a cluster; a restarted process binds again at once.
+        self._sock = socket.create_server((host, port), reuse_port=True)
+        self.port: int = self._sock.getsockname()[1]
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpo-report")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="hpo-report-server", daemon=True)
+        self._started = threading.Event()
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> ReportServer:
+        self._thread.start()
+        if not self._started.wait(30):  # pragma: no cover - a loop that cannot start a server
+            raise RuntimeError("the report endpoint did not start")
+        log.info("serving trial reports on port %d", self.port)
+        return self
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post(API + "/{op}", self._request)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.SockSite(self._runner, self._sock).start())
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _request(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else ""
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request must be a JSON object"}, status=400)
+        loop = asyncio.get_running_loop()
+        call = self.service.handle
+        status, answer = await loop.run_in_executor(
+            self._executor, call, request.match_info["op"], token, body
+        )
+        return web.json_response(answer, status=status)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            runner = self._runner
+
+            async def close() -> None:
+                if runner is not None:
+                    await runner.cleanup()
+                self._loop.stop()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop)
+            self._thread.join(10)
+        self._sock.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ClusterStudies:
+    """Resolves an Optuna study the operator named to its HPOStudy's :class:`ReportTarget`: the study's
+    spec and storage as the driver finds them (the storage Secret, or the operator's default)."""
+
+    def __init__(self, kube: Kube, storages: Storages, default_url: str | None) -> None:
+        self.kube = kube
+        self.storages = storages
+        self.default_url = default_url
+
+    def __call__(self, study: str) -> ReportTarget:
+        try:
+            namespace, name, uid = names.parse_optuna_study_name(study)
+        except ValueError as e:
+            raise Refused(404, str(e)) from None
+        body = self.kube.read_study(namespace, name)
+        if body is None or (body.get("metadata") or {}).get("uid") != uid:
+            raise Refused(404, f"no {names.KIND} {namespace}/{name} with uid {uid}")
+        try:
+            spec = parse_fields(body.get("spec"))
+            url = study_storage_url(self.kube, spec, namespace, self.default_url)
+        except SpecError as e:
+            raise Refused(404, f"{names.KIND} {namespace}/{name} has an invalid spec: {e}") from None
+        except SecretProblem as e:  # the study waits for its Secret; so do its trials
+            raise Refused(503, str(e)) from None
+        return target_of(spec, self.storages.shared(url, f"report:{study}"), study)
+
+
+def study_storage_url(kube: Kube, spec: StudySpec, namespace: str, default_url: str | None) -> str:
+    """The study's storage URL: from its Secret, or the operator's default (registered for redaction)."""
+    if spec.storage is not None and spec.storage.secret_ref is not None:
+        ref = spec.storage.secret_ref
+        return kube.read_secret_value(namespace, ref.name, ref.key)
+    if default_url is None:  # check_spec refused this already
+        raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
+    return default_url
