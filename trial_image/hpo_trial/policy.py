@@ -146,6 +146,9 @@ class TrialBase:
     checks made before a final value is told. Subclasses write to the study."""
 
     contract: TrialContract
+    # Whether the outcome is said in this process's log (the report endpoint's handles say nothing: the
+    # trial process says it, and the operator posts its Events).
+    says_outcome = True
     reported: dict[int, float]  # what THIS attempt reported (and the storage took)
     missing_metric: str | None  # told with FAIL (ATTR_MISSING_METRIC)
 
@@ -217,6 +220,8 @@ class TrialBase:
         return values
 
     def _told(self, told: bool, reason: str) -> None:
+        if not self.says_outcome:
+            return
         if told:
             log.error("Trial %d failed: %s", self.number, reason)
         else:

@@ -173,6 +173,7 @@ class ReportService:
             handle = TrialHandle(c, storage=target.storage, retry_seconds=0, adopt=True)
         except KeyError:
             raise Refused(404, f"study {study} has no trial {trial}") from None
+        handle.says_outcome = False
         session = _Session(handle)
         with self._lock:
             self._sessions[key] = session
