@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,21 +26,20 @@ from kubernetes import client
 
 from tests.harness.handle import ClusterHandle
 
+from .conftest import free_port
 from .release import Release
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pod_environment(release: Release, pod_name: str | None = None) -> dict[str, str]:
     """The operator container's environment as the kubelet would build it for pod ``pod_name`` (Secrets
-    resolved; ``pod_name`` is needed where the chart passes the pod's name, as with leader election)."""
-    (deployment,) = [d for d in release.manifests() if d["kind"] == "Deployment"]
+    resolved; ``pod_name`` is needed where the chart passes the pod's name, as with leader election).
+
+    The stand-in node runs trials as this host's processes, without the cluster's DNS: the report URL,
+    the chart's Service, is checked and then pointed at the operator's own port on loopback."""
+    manifests = release.manifests()
+    (deployment,) = [d for d in manifests if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {}
     for var in container["env"]:
@@ -55,6 +53,14 @@ def pod_environment(release: Release, pod_name: str | None = None) -> dict[str, 
             ref = var["valueFrom"]["secretKeyRef"]
             secret = release.cluster.core().read_namespaced_secret(ref["name"], release.namespace)
             env[var["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+    if "HPO_REPORT_URL" in env:
+        (service,) = [
+            d for d in manifests if d["kind"] == "Service" and d["metadata"]["name"].endswith("-report")
+        ]
+        port = env["HPO_REPORT_PORT"]
+        assert service["spec"]["ports"][0]["port"] == int(port)
+        assert env["HPO_REPORT_URL"] == f"http://{service['metadata']['name']}.{release.namespace}.svc:{port}"
+        env |= {"HPO_REPORT_URL": f"http://127.0.0.1:{port}", "HPO_REPORT_HOST": "127.0.0.1"}
     return env
 
 
