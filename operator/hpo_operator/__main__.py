@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from hpo_operator.shell.leader import LeaderElector
     from hpo_operator.shell.metrics import Metrics
     from hpo_operator.shell.reports import ReportServer
-    from hpo_operator.shell.storage import Storages
 
 
 class TransientRetries(logging.Filter):
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics.serve(config.metrics_port)
     memo = kopf.Memo(config=config, metrics=metrics)
     if config.report_port:
-        memo.storages, memo.reports = _serve_reports(config)
+        memo.reports = _serve_reports(config)
     elector = None
     if config.leader_election is not None:
         elector = _lead(config, metrics)
@@ -152,9 +151,10 @@ def _lead(config: OperatorConfig, metrics: Metrics) -> LeaderElector | None:
     return elector
 
 
-def _serve_reports(config: OperatorConfig) -> tuple[Storages, ReportServer]:
+def _serve_reports(config: OperatorConfig) -> ReportServer:
     """The report endpoint, served from the start (a standby serves it as well as the leader: it needs
-    only the HPOStudy and its storage). Its storage engines are the driver's too."""
+    only the HPOStudy and its storage). Its storage engines are its own: a burst of reports does not
+    take the connections the reconciles need."""
     from hpo_operator.shell.kube import Kube, connect
     from hpo_operator.shell.reports import ClusterStudies, ReportServer, ReportService
     from hpo_operator.shell.storage import Storages
@@ -162,7 +162,7 @@ def _serve_reports(config: OperatorConfig) -> tuple[Storages, ReportServer]:
     storages = Storages()
     studies = ClusterStudies(Kube(connect(config.worker_threads)), storages, config.default_storage_url)
     server = ReportServer(ReportService(studies), config.report_host, config.report_port)
-    return storages, server.start()
+    return server.start()
 
 
 def _idle(executor: ThreadPoolExecutor | None, timeout: float) -> bool:

@@ -24,7 +24,8 @@
                                storage themselves); every replica serves it, standbys included
 ``HPO_REPORT_URL``             the URL trial pods reach that port at (required with a port; the chart's
                                Service: ``http://<release>-hpo-operator-report.<namespace>.svc:<port>``)
-``HPO_REPORT_HOST``            the address the endpoint listens on (default ``0.0.0.0``)
+``HPO_REPORT_HOST``            the address the endpoint listens on (default: every address, IPv6 and
+                               IPv4)
 =============================  ====================================================================
 """
 
@@ -63,7 +64,7 @@ class OperatorConfig:
     identity: str | None = None
     report_port: int = 0  # 0: no report endpoint
     report_url: str | None = None
-    report_host: str = "0.0.0.0"
+    report_host: str = ""  # every address
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -116,7 +117,7 @@ class OperatorConfig:
         return cls(
             report_port=report_port,
             report_url=report_url,
-            report_host=text("HPO_REPORT_HOST") or "0.0.0.0",
+            report_host=text("HPO_REPORT_HOST") or "",
             default_storage_url=url,
             trial_image=text("HPO_TRIAL_IMAGE"),
             watch_namespaces=namespaces,

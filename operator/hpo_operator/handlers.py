@@ -68,8 +68,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics = Metrics()
         metrics.serve(memo.config.metrics_port)
     memo.executor = ThreadPoolExecutor(max_workers=memo.config.worker_threads, thread_name_prefix="hpo-work")
-    storages = memo.get("storages") or Storages()  # the report endpoint's, where it is served
-    memo.driver = Driver(memo.config, Kube(connect(memo.config.worker_threads)), storages, metrics)
+    memo.driver = Driver(memo.config, Kube(connect(memo.config.worker_threads)), Storages(), metrics)
     memo.wakers = {}
     await _until_served(memo)
 

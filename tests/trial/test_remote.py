@@ -72,6 +72,7 @@ class Endpoint:
             trial_number=number,
             params=self.study.trials[number].params if number < len(self.study.trials) else {},
             objectives=(Objective("score", "maximize"),),
+            pruner=self.spec.pruner.config(),
             attempt=attempt,
             report_url=f"http://127.0.0.1:{self.port}",
             report_token=token or tokens.trial_token(self.key, STUDY, number, attempt),
@@ -117,7 +118,7 @@ def test_a_trial_reports_prunes_and_completes_through_the_endpoint(endpoint: End
     assert stored.state == TrialState.COMPLETE and stored.value == 0.97
     assert stored.intermediate_values == {0: 0.95}
 
-    # The study's Median pruner (from its spec, not from the trial) stops the bad one.
+    # The study's Median pruner (the attempt's HPO_PRUNER, as on the direct path) stops the bad one.
     trial = endpoint.trial(bad.number)
     assert trial.report(0.1, 0) is True
     assert trial.should_prune() is True
@@ -262,3 +263,70 @@ def test_a_custom_container_loads_no_database_client(endpoint: Endpoint, tmp_pat
         [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.startswith("TrialHandle ['numpy', 'optuna', 'sqlalchemy'"), out.stdout + out.stderr
+
+
+def test_replicas_answering_in_turn_decide_on_every_report(endpoint: Endpoint, tmp_path: Path) -> None:
+    """Two replicas on one storage, the trial's requests alternating between them (as a Service spreads
+    its connections): each reads the attempt's reports as stored, not as it last saw them."""
+    for _ in range(2):  # finished trials that start low and end high: medians 0.1, then 0.9
+        f = endpoint.study.ask({"x": optuna.distributions.FloatDistribution(-5, 5)})
+        for step, v in enumerate((0.1, 0.9, 0.9)):
+            f.report(v, step)
+        endpoint.study.tell(f, 0.9)
+    t = endpoint.study.ask({"x": optuna.distributions.FloatDistribution(-5, 5)})
+    other = ReportServer(ReportService(endpoint.resolve), "127.0.0.1", 0).start()
+    try:
+        urls = [f"http://127.0.0.1:{endpoint.port}", f"http://127.0.0.1:{other.port}"]
+        trial = endpoint.trial(t.number)  # opened on the first
+        assert trial.report(0.5, 0) and not trial.should_prune()  # above step 0's median
+        trial.url = urls[1]
+        assert trial.report(0.6, 1)  # the second replica takes step 1, below its median...
+        trial.url = urls[0]
+        assert trial.report(0.7, 0)  # ...the first, a repeated step 0 (the first value stays)...
+        assert trial.should_prune() is True  # ...and decides at step 1, which it did not take
+        trial.prune()
+        stored = endpoint.stored(t.number)
+        assert stored.intermediate_values == {0: 0.5, 1: 0.6}
+        assert stored.state == TrialState.PRUNED and stored.value == 0.6
+    finally:
+        other.stop()
+
+
+def test_what_the_endpoint_keeps_and_refuses(endpoint: Endpoint) -> None:
+    service = ReportService(endpoint.resolve)
+    a, b = (endpoint.study.ask({"x": optuna.distributions.FloatDistribution(-5, 5)}) for _ in range(2))
+
+    def call(op: str, number: int, token: str | None = None, **body: Any) -> tuple[int, dict[str, Any]]:
+        token = token if token is not None else tokens.trial_token(endpoint.key, STUDY, number, 0)
+        return service.handle(op, token, {"study": STUDY, "trial": number, "attempt": 0, **body})
+
+    # A token that is no token is refused before anything is read, never an error of the endpoint's.
+    resolved = endpoint.resolved
+    for token in ("é", "", "x" * 64, "A" * 64):
+        status, answer = call("open", a.number, token=token)
+        assert (status, answer) == (403, {"error": "the request carries no trial token (HPO_REPORT_TOKEN)"})
+    assert endpoint.resolved == resolved
+    # Wrong tokens do not make it read the study at will.
+    for _ in range(5):
+        assert call("open", a.number, token="0" * 64)[0] == 403
+    assert endpoint.resolved == resolved + 1
+    # Attempts of one study share one cache of it; an attempt's handle goes once it ended its trial.
+    assert call("open", a.number) == (200, {"earlierRungs": {}})
+    assert call("open", b.number)[0] == 200
+    handles = [s.handle for s in service._sessions.values()]
+    assert len(handles) == 2 and handles[0].storage is handles[1].storage
+    assert call("complete", a.number, values=[0.5]) == (200, {})
+    assert [k[1] for k in service._sessions] == [b.number]
+    # A FAIL told again (its answer lost) is still this attempt's own.
+    assert call("fail", b.number, reason="diverged") == (200, {"told": True})
+    assert call("fail", b.number, reason="diverged") == (200, {"told": True})
+    assert call("fail", a.number, reason="late") == (200, {"told": False})  # finished as COMPLETE: kept
+    assert endpoint.stored(a.number).state == TrialState.COMPLETE
+    assert not service._sessions
+    # Malformed requests are the caller's (400), named.
+    c = endpoint.study.ask({"x": optuna.distributions.FloatDistribution(-5, 5)})
+    status, answer = call("complete", c.number, values=[float("nan")])
+    assert status == 400 and "finite value" in answer["error"]
+    status, answer = call("report", c.number, value="high", step=0)
+    assert status == 400 and answer["error"].startswith("report:")
+    assert call("nothing", c.number)[0] == 404

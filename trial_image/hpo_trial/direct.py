@@ -122,6 +122,11 @@ class TrialHandle(TrialBase):
         trial_id = opened.get_trial_id_from_study_id_trial_number(study_id, contract.trial_number)
         return opened, study, trial_id, opened.get_trial(trial_id)
 
+    def refresh(self) -> None:
+        """Read the trial afresh (what Optuna's Trial keeps of it: its reports), for a handle that is not
+        the trial's only writer (the report endpoint's, where several replicas answer)."""
+        self._trial = optuna.Trial(self.study, self.trial_id)
+
     def _check_current(self, trial: optuna.trial.FrozenTrial) -> None:
         """Raise :class:`AttemptSuperseded` unless this attempt still owns ``trial`` (as just read)."""
         if self.superseded is not None:

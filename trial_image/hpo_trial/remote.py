@@ -38,9 +38,9 @@ log = logging.getLogger("hpo_trial")
 T = TypeVar("T")
 
 API = "/v1/trials"
-# A request's time limit: longer than the database statement timeout the endpoint's storage has (60 s),
-# so a slow database answers (or fails) before the trial gives up on the request.
-TIMEOUT_S = 90.0
+# A request's time limit: a call is a few statements, each under the endpoint's database statement
+# timeout (60 s), so a slow database answers (or fails) before the trial gives up on the request.
+TIMEOUT_S = 150.0
 # What an endpoint that does not answer raises here (its own outage, or the storage's behind it).
 ENDPOINT_ERRORS: tuple[type[BaseException], ...] = (EndpointUnavailable, StorageUnavailable)
 
@@ -153,7 +153,14 @@ class RemoteTrial(TrialBase):
         if self.superseded is not None:
             raise AttemptSuperseded(self.superseded)  # said once already
         c = self.contract
-        body = {"study": c.study_name, "trial": c.trial_number, "attempt": c.attempt, **args}
+        # The pruner the attempt was started with (HPO_PRUNER) decides, as on the direct path.
+        body = {
+            "study": c.study_name,
+            "trial": c.trial_number,
+            "attempt": c.attempt,
+            "pruner": c.pruner,
+            **args,
+        }
         request = urllib.request.Request(
             f"{self.url}{API}/{op}",
             data=json.dumps(body).encode(),
@@ -163,7 +170,10 @@ class RemoteTrial(TrialBase):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 answer = json.loads(response.read() or b"{}")
-                return answer if isinstance(answer, dict) else {}
+        except ValueError:  # a 200 that is not the endpoint's (a proxy's page): not there yet
+            raise EndpointUnavailable(
+                f"the report endpoint {self.url} answered with no JSON object"
+            ) from None
         except urllib.error.HTTPError as e:
             payload = _payload(e)
             why = str(payload.get("error") or payload.get("superseded") or e.reason)
@@ -181,6 +191,9 @@ class RemoteTrial(TrialBase):
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             reason = e.reason if isinstance(e, urllib.error.URLError) else e
             raise EndpointUnavailable(f"the report endpoint {self.url} does not answer: {reason}") from None
+        if not isinstance(answer, dict):
+            raise EndpointUnavailable(f"the report endpoint {self.url} answered with no JSON object")
+        return answer
 
     def _retried(self, call: Callable[[], T], what: str) -> T:
         return with_storage_retries(call, what, self.retry_seconds, ENDPOINT_ERRORS)

@@ -27,4 +27,4 @@ def trial_token(key: str, study: str, trial: int, attempt: int) -> str:
 
 
 def token_matches(key: str, study: str, trial: int, attempt: int, token: str) -> bool:
-    return hmac.compare_digest(trial_token(key, study, trial, attempt), token)
+    return hmac.compare_digest(trial_token(key, study, trial, attempt).encode(), token.encode())

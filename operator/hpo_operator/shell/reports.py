@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ from hpo_trial import contract
 from hpo_trial.direct import STORAGE_ERRORS, TrialHandle
 from hpo_trial.policy import AttemptSuperseded, first_line
 from hpo_trial.remote import API
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from hpo_operator.core import names, tokens
@@ -49,9 +51,15 @@ from hpo_operator.shell.storage import Storages, StorageUnavailable, storage_err
 
 log = logging.getLogger("hpo_operator.reports")
 
-SESSIONS = 4096  # attempts whose handles are kept (a handle is a few KB; an evicted one is adopted again)
+SESSIONS = 1024  # running attempts whose handles are kept (an evicted one is adopted again)
 RESOLVED_S = 30.0  # how long a resolved study is trusted before its HPOStudy is read again
+FRESH_S = 5.0  # a study is read again (a token that does not match, a study not served) at most this often
+TOKEN = re.compile(r"[0-9a-f]{64}")
+# The calls after which the attempt has nothing more to write.
+ENDINGS = frozenset({"prune", "complete", "fail"})
 MAX_BODY = 1 << 20
+# Threads for the endpoint's storage calls: fewer than its engine's pool holds (5, and 10 more at need).
+WORKERS = 8
 # The user attributes a trial may set through the endpoint: its own, and the model it saved; the other
 # ``hpo:`` attributes are the operator's (the attempt fencing reads ``hpo:attempts``).
 TRIAL_SETTABLE_HPO_ATTRS = (contract.ATTR_MODEL_PATH,)
@@ -67,7 +75,8 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class ReportTarget:
-    """What the endpoint needs of a study: its storage, its key, and what a trial's handle is built with."""
+    """What the endpoint needs of a study: its storage (uncached: the endpoint keeps one cache per
+    study), its key, and what a trial's handle is built with (the pruner: unless the trial names its own)."""
 
     storage: optuna.storages.BaseStorage
     key: str
@@ -97,14 +106,20 @@ class _Session:
 
 
 class ReportService:
-    """Answers the report endpoint's requests; thread-safe (the server calls it from a thread pool)."""
+    """Answers the report endpoint's requests; thread-safe (the server calls it from a thread pool).
+
+    Each study gets one Optuna cache in front of its storage, shared by the handles of its attempts
+    (a pruner reads the study's finished trials: once per study, not once per attempt). A handle is kept
+    while its attempt runs and dropped once it ended the trial or was superseded.
+    """
 
     def __init__(self, resolve: Callable[[str], ReportTarget], *, sessions: int = SESSIONS) -> None:
         self.resolve = resolve
         self.max_sessions = sessions
         self._lock = threading.Lock()
         self._sessions: OrderedDict[tuple[str, int, int], _Session] = OrderedDict()
-        self._targets: dict[str, tuple[float, ReportTarget]] = {}
+        self._targets: dict[str, tuple[float, ReportTarget | Refused]] = {}
+        self._caches: dict[str, tuple[optuna.storages.BaseStorage, optuna.storages.BaseStorage]] = {}
 
     def handle(self, op: str, token: str, body: Any) -> tuple[int, dict[str, Any]]:
         """``(status, answer)`` for one request."""
@@ -112,6 +127,8 @@ class ReportService:
             return 200, self._answer(op, token, body)
         except AttemptSuperseded as e:
             return 409, {"superseded": e.reason}
+        except UpdateFinishedTrialError:  # told between this attempt's check and its write
+            return 409, {"superseded": "the trial finished meanwhile; this attempt writes nothing more"}
         except Refused as e:
             return e.status, {"error": str(e)}
         except (StorageUnavailable, KubeUnavailable) as e:
@@ -128,34 +145,64 @@ class ReportService:
         study, trial, attempt = body.get("study"), body.get("trial"), body.get("attempt")
         if not isinstance(study, str) or not _whole(trial) or not _whole(attempt):
             raise Refused(400, "the request must name the study (a string), the trial and the attempt")
+        if not TOKEN.fullmatch(token):  # checked before anything is read for the request
+            raise Refused(403, "the request carries no trial token (HPO_REPORT_TOKEN)")
         target = self._target(study)
         if not tokens.token_matches(target.key, study, trial, attempt, token):
             target = self._target(study, fresh=True)  # the study may have been replaced since
             if not tokens.token_matches(target.key, study, trial, attempt, token):
                 raise Refused(403, f"the token is not that of trial {trial}, attempt {attempt} of {study}")
-        session = self._session(study, trial, attempt, target)
-        with session.lock:
-            try:
-                return act(session.handle, body)
-            except (TypeError, ValueError, KeyError) as e:
-                raise Refused(400, f"{op}: {e}") from None
+        key = (study, trial, attempt)
+        try:
+            session = self._session(key, target, body.get("pruner"))
+            with session.lock:
+                answer = act(session.handle, body)
+        except (AttemptSuperseded, UpdateFinishedTrialError):
+            self._drop(key)
+            raise
+        except (TypeError, ValueError, KeyError, NotImplementedError) as e:
+            raise Refused(400, f"{op}: {e}") from None
+        if op in ENDINGS:
+            self._drop(key)
+        return answer
 
     def _target(self, study: str, *, fresh: bool = False) -> ReportTarget:
+        """The study as resolved within :data:`RESOLVED_S` (a refusal: :data:`FRESH_S`); ``fresh``: read
+        again unless it was read within :data:`FRESH_S` (wrong tokens cannot make it read at will)."""
         now = time.monotonic()
         with self._lock:
             known = self._targets.get(study)
-        if known is not None and not fresh and now - known[0] < RESOLVED_S:
-            return known[1]
-        target = self.resolve(study)
+        if known is not None:
+            at, target = known
+            if now - at < (FRESH_S if fresh or isinstance(target, Refused) else RESOLVED_S):
+                if isinstance(target, Refused):
+                    raise target
+                return target
+        try:
+            target = self.resolve(study)
+        except Refused as e:
+            with self._lock:
+                self._targets[study] = (now, e)
+            raise
         with self._lock:
             self._targets[study] = (now, target)
         return target
 
-    def _session(self, study: str, trial: int, attempt: int, target: ReportTarget) -> _Session:
-        key = (study, trial, attempt)
+    def _cache(self, study: str, storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+        """The study's one Optuna cache in front of ``storage`` (a new one if its storage changed)."""
+        with self._lock:
+            known = self._caches.get(study)
+            if known is None or known[0] is not storage:
+                known = (storage, optuna.storages.get_storage(storage))
+                self._caches[study] = known
+            return known[1]
+
+    def _session(self, key: tuple[str, int, int], target: ReportTarget, pruner: Any) -> _Session:
+        study, trial, attempt = key
+        storage = self._cache(study, target.storage)
         with self._lock:
             session = self._sessions.get(key)
-            if session is not None and session.handle.storage is target.storage:
+            if session is not None and session.handle.storage is storage:
                 self._sessions.move_to_end(key)
                 return session
         c = contract.TrialContract(
@@ -164,27 +211,35 @@ class ReportService:
             trial_number=trial,
             params={},
             objectives=target.objectives,
-            pruner=target.pruner,
+            # The pruner the attempt was started with (its HPO_PRUNER, as on the direct path): a spec
+            # edited since does not change a running attempt's decisions. It decides for this trial only.
+            pruner=pruner if isinstance(pruner, dict) else target.pruner,
             attempt=attempt,
         )
         # One try at each storage call: the trial process retries. Adopted: whether the attempt still
         # owns its trial is checked by the call (``open`` checks it at once).
         try:
-            handle = TrialHandle(c, storage=target.storage, retry_seconds=0, adopt=True)
+            handle = TrialHandle(c, storage=storage, retry_seconds=0, adopt=True)
         except KeyError:
             raise Refused(404, f"study {study} has no trial {trial}") from None
         handle.says_outcome = False
-        session = _Session(handle)
         with self._lock:
-            self._sessions[key] = session
+            session = self._sessions.get(key)
+            if session is None or session.handle.storage is not storage:  # not made meanwhile
+                session = self._sessions[key] = _Session(handle)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         return session
+
+    def _drop(self, key: tuple[str, int, int]) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)
 
     def forget(self, study: str) -> None:
         """Drop what is kept of ``study`` (it was deleted)."""
         with self._lock:
             self._targets.pop(study, None)
+            self._caches.pop(study, None)
             for key in [k for k in self._sessions if k[0] == study]:
                 del self._sessions[key]
 
@@ -207,13 +262,24 @@ def _open(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"earlierRungs": h._earlier_rungs}
 
 
+def _single(h: TrialHandle) -> None:
+    if len(h.contract.objectives) > 1:
+        raise ValueError(
+            "a multi-objective study takes no intermediate values (Optuna prunes single-objective ones)"
+        )
+
+
 def _report(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    _single(h)
+    h.refresh()  # as stored now: another replica may have taken this attempt's earlier reports
     h.report_once(float(body["value"]), int(body["step"]))
     return {}
 
 
 def _should_prune(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
+    _single(h)
     _own(h, body)
+    h.refresh()
     return {"prune": bool(h._should_prune())}
 
 
@@ -234,7 +300,12 @@ def _complete(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
 def _fail(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
     missing = body.get("missingMetric")
     h.missing_metric = str(missing) if missing is not None else None
-    return {"told": h.fail(str(body["reason"])[:1000])}
+    reason = str(body["reason"])[:1000]
+    told = h.fail(reason)
+    if not told:  # a retry of a request whose answer was lost: this attempt's own FAIL is told already
+        t = h.storage.get_trial(h.trial_id)
+        told = t.state == TrialState.FAIL and t.user_attrs.get(contract.ATTR_FAIL_REASON) == reason
+    return {"told": told}
 
 
 def _set_attr(h: TrialHandle, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,11 +330,9 @@ OPS: dict[str, Callable[[TrialHandle, Mapping[str, Any]], dict[str, Any]]] = {
 class ReportServer:
     """:class:`ReportService` over HTTP (aiohttp) on a thread and event loop of its own."""
 
-    def __init__(self, service: ReportService, host: str, port: int, *, workers: int = 16) -> None:
+    def __init__(self, service: ReportService, host: str, port: int, *, workers: int = WORKERS) -> None:
         self.service = service
-        # SO_REUSEPORT: replicas on one host (the test harness's) may share a port, as a Service spreads
-        # connections over the replicas of a cluster; a restarted process binds again at once.
-        self._sock = socket.create_server((host, port), reuse_port=True)
+        self._sock = listen(host, port)
         self.port: int = self._sock.getsockname()[1]
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpo-report")
         self._loop = asyncio.new_event_loop()
@@ -317,6 +386,17 @@ class ReportServer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The endpoint's socket: on ``host``, or (``""``) every address, IPv6 and IPv4 where the host has
+    both. SO_REUSEPORT: processes of one user on one host (the test harness's replicas) may share a port,
+    as a Service spreads connections over a cluster's replicas; only the same user can join it."""
+    if not host and socket.has_dualstack_ipv6():
+        return socket.create_server(
+            ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=True
+        )
+    return socket.create_server((host or "0.0.0.0", port), reuse_port=True)
+
+
 class ClusterStudies:
     """Resolves an Optuna study the operator named to its HPOStudy's :class:`ReportTarget`: the study's
     spec and storage as the driver finds them (the storage Secret, or the operator's default)."""
@@ -337,11 +417,13 @@ class ClusterStudies:
         try:
             spec = parse_fields(body.get("spec"))
             url = study_storage_url(self.kube, spec, namespace, self.default_url)
-        except SpecError as e:
-            raise Refused(404, f"{names.KIND} {namespace}/{name} has an invalid spec: {e}") from None
-        except SecretProblem as e:  # the study waits for its Secret; so do its trials
-            raise Refused(503, str(e)) from None
-        return target_of(spec, self.storages.shared(url, f"report:{study}"), study)
+        except SpecError:  # the operator says what is wrong, in the study's status
+            raise Refused(404, f"{names.KIND} {namespace}/{name} has an invalid spec") from None
+        except SecretProblem:  # the study waits for its Secret; so do its trials
+            raise Refused(
+                503, f"the storage Secret of {names.KIND} {namespace}/{name} is not readable"
+            ) from None
+        return target_of(spec, self.storages.shared(url, "report"), study)
 
 
 def study_storage_url(kube: Kube, spec: StudySpec, namespace: str, default_url: str | None) -> str:

@@ -291,8 +291,9 @@ class StudyStore:
                 study_id = self._id()
                 key = self.storage.get_study_system_attrs(study_id).get(tokens.ATTR_REPORT_KEY)
                 if not isinstance(key, str):
-                    key = tokens.new_key()
-                    self.storage.set_study_system_attr(study_id, tokens.ATTR_REPORT_KEY, key)
+                    self.storage.set_study_system_attr(study_id, tokens.ATTR_REPORT_KEY, tokens.new_key())
+                    # As stored: of two writers at once (a leader and its successor), the last one's.
+                    key = self.storage.get_study_system_attrs(study_id)[tokens.ATTR_REPORT_KEY]
             self._report_key = key
         return self._report_key
 
