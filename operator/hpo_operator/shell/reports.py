@@ -391,9 +391,12 @@ def listen(host: str, port: int) -> socket.socket:
     both. SO_REUSEPORT: processes of one user on one host (the test harness's replicas) may share a port,
     as a Service spreads connections over a cluster's replicas; only the same user can join it."""
     if not host and socket.has_dualstack_ipv6():
-        return socket.create_server(
-            ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=True
-        )
+        try:
+            return socket.create_server(
+                ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=True
+            )
+        except OSError:  # IPv6 switched off where it runs: IPv4 alone
+            pass
     return socket.create_server((host or "0.0.0.0", port), reuse_port=True)
 
 
