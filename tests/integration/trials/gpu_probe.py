@@ -28,8 +28,8 @@ def main() -> int:
         f"trial {trial.number} attempt {contract.attempt}: CUDA_VISIBLE_DEVICES={cuda} devices={devices}",
         flush=True,
     )
-    trial.storage.set_trial_user_attr(trial.trial_id, f"cuda_visible_devices_{contract.attempt}", cuda)
-    trial.storage.set_trial_user_attr(trial.trial_id, f"devices_{contract.attempt}", devices)
+    trial.set_attr(f"cuda_visible_devices_{contract.attempt}", cuda)
+    trial.set_attr(f"devices_{contract.attempt}", devices)
     if os.environ.get("CRASH_TRIAL") == str(trial.number) and contract.attempt == 0:
         time.sleep(float(os.environ.get("CRASH_AFTER_SECONDS", "0")))
         print(
