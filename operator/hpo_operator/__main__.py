@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     import hpo_operator.handlers  # noqa: F401  (registers the handlers)
-    from hpo_operator.shell.metrics import Metrics
 
-    metrics = Metrics()
-    metrics.serve(config.metrics_port)
+    metrics = serve_metrics(config)
     memo = kopf.Memo(config=config, metrics=metrics)
     if config.report_port:
         memo.reports = _serve_reports(config)
@@ -116,6 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         if elector is not None and _idle(memo.get("executor"), timeout=10.0):
             elector.release()  # nothing of ours runs any more: a standby may take over now
     return 0
+
+
+def serve_metrics(config: OperatorConfig) -> Metrics:
+    """``/metrics``, served from the start. A candidate for the Lease exports ``hpo_operator_leader 0``
+    from its first scrape: it acts only once it holds the Lease (a 1 before the election starts would
+    show two leaders, or a leader that holds no Lease)."""
+    from hpo_operator.shell.metrics import Metrics
+
+    metrics = Metrics()
+    if config.leader_election is not None:
+        metrics.leader.set(0)
+    metrics.serve(config.metrics_port)
+    return metrics
 
 
 def _lead(config: OperatorConfig, metrics: Metrics) -> LeaderElector | None:

@@ -43,6 +43,11 @@ def leader_gauge(port: int) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def on_standby(ports: tuple[int, int]) -> bool:
+    health, metrics = ports
+    return leader_gauge(metrics) == 0 and http_ok(f"http://127.0.0.1:{health}/healthz")
+
+
 @pytest.mark.timeout(300)
 def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
     install, cluster: ClusterHandle, namespace: str, postgres_url: str, tmp_path: Path
@@ -86,7 +91,8 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
         wait_until("replica 0 to lead", lambda: leader_gauge(ports[0][1]) == 1, 60, logs[0])
         assert holder().startswith(f"{release.name}-0_")
         start(1)
-        wait_until("replica 1 on standby", lambda: leader_gauge(ports[1][1]) == 0, 60, logs[1])
+        # A candidate exports 0 from its first scrape; on standby once its health endpoint answers too.
+        wait_until("replica 1 on standby", lambda: on_standby(ports[1]), 60, logs[1])
         assert http_ok(f"http://127.0.0.1:{ports[1][0]}/healthz")  # the standby is alive and ready
         assert http_ok(f"http://127.0.0.1:{ports[0][0]}/healthz")  # kopf's endpoint on the leader
 
@@ -100,7 +106,7 @@ def test_the_charts_lease_rbac_lets_one_replica_lead_and_hand_over(
 
         # A standby stops at once when told to (SIGTERM), without ever having acted.
         start(2)
-        wait_until("replica 2 on standby", lambda: leader_gauge(ports[2][1]) == 0, 60, logs[2])
+        wait_until("replica 2 on standby", lambda: on_standby(ports[2]), 60, logs[2])
         procs[2].terminate()
         assert procs[2].wait(timeout=10) == 0
         assert holder().startswith(f"{release.name}-1_")

@@ -99,6 +99,14 @@ def replica(cluster: Any, namespace: str, storage_url: str, tmp_path: Path, n: i
     return op
 
 
+def answers(op: Operator) -> bool:
+    """Whether its health endpoint answers (a standby's, or kopf's)."""
+    try:
+        return op.get(op.liveness_port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
 def leader_gauge(op: Operator) -> float | None:
     return scrape(op).get(("hpo_operator_leader", ()))
 
@@ -130,7 +138,8 @@ def test_killing_the_active_replica_hands_the_study_to_the_standby_without_a_dup
         first.start()
         wait_for("replica-0 to lead", lambda: (lease.holder or "").startswith("replica-0_"), timeout=60)
         second.start()
-        wait_for("replica-1 on standby", lambda: leader_gauge(second) == 0, timeout=60)
+        # A candidate exports 0 from its first scrape; on standby once its health endpoint answers too.
+        wait_for("replica-1 on standby", lambda: leader_gauge(second) == 0 and answers(second), timeout=60)
         assert leader_gauge(first) == 1
         assert second.get(second.liveness_port, "/healthz")[0] == 200  # a standby is alive and ready
 

@@ -139,3 +139,17 @@ def test_a_studys_series_are_labelled_by_namespace_and_study_and_go_when_it_is_f
     assert not [k for k in after if k[0].startswith("hpo_study_") and ("namespace", "team-a") in k[1]]
     assert after[other] == 1  # the other study keeps its series
     assert after[key("hpo_studies", phase="Running")] == 0
+
+
+def test_a_candidate_for_the_lease_never_exports_itself_as_leader_before_it_holds_it() -> None:
+    from hpo_operator.__main__ import serve_metrics
+    from hpo_operator.config import OperatorConfig
+
+    alone = serve_metrics(OperatorConfig.from_env({"HPO_METRICS_PORT": "0"}))
+    assert alone.registry.get_sample_value("hpo_operator_leader") == 1.0
+    candidate = serve_metrics(
+        OperatorConfig.from_env(
+            {"HPO_METRICS_PORT": "0", "HPO_LEADER_ELECTION": "true", "HPO_LEADER_ELECTION_LEASE": "hpo/lead"}
+        )
+    )
+    assert candidate.registry.get_sample_value("hpo_operator_leader") == 0.0
