@@ -240,7 +240,18 @@ def test_chart_runs_a_builtin_recipe_study_in_real_containers(real_node: RealNod
     assert live.status == 200
     svc = _get(real_node, "service", "-n", SYSTEM_NS, f"{RELEASE}-metrics")
     port = svc["spec"]["ports"][0]["port"]
-    metrics = urllib.request.urlopen(f"http://{svc['spec']['clusterIP']}:{port}/metrics", timeout=10).read()
+
+    def scraped() -> bytes | None:
+        # A Service answers once kube-proxy has programmed the ready pod's endpoint, a moment after
+        # the pod is Ready (until then it refuses the connection).
+        try:
+            return urllib.request.urlopen(
+                f"http://{svc['spec']['clusterIP']}:{port}/metrics", timeout=10
+            ).read()
+        except OSError:
+            return None
+
+    metrics = _wait("the metrics Service to answer", scraped, timeout=60, interval=1)
     assert b"hpo_" in metrics
 
     # The study keeps its best model on a claim bound to a volume on the node's disk, writable by the

@@ -37,7 +37,13 @@ def seed_spec(**template: Any) -> Any:
     return parse_spec(raw)
 
 
-def pod_for(spec: Any, trial: int = 13, attempt: int = 0, default_image: str | None = None) -> dict[str, Any]:
+def pod_for(
+    spec: Any,
+    trial: int = 13,
+    attempt: int = 0,
+    default_image: str | None = None,
+    report: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return render_pod(
         spec,
         owner=OWNER,
@@ -47,6 +53,7 @@ def pod_for(spec: Any, trial: int = 13, attempt: int = 0, default_image: str | N
         params=PARAMS,
         secret=storage_secret(spec, OWNER.name),
         default_image=default_image,
+        report=report,
     )
 
 
@@ -227,18 +234,8 @@ def test_an_attempt_gets_the_report_endpoint_and_its_own_token() -> None:
     key = tokens.new_key()
     envs = []
     for trial, attempt in ((13, 0), (13, 1), (14, 0)):
-        pod = render_pod(
-            spec,
-            owner=OWNER,
-            optuna_study=OPTUNA_STUDY,
-            trial=trial,
-            attempt=attempt,
-            params=PARAMS,
-            secret=storage_secret(spec, OWNER.name),
-            default_image=None,
-            report=report_env("http://op.hpo-system.svc:8090", key, OPTUNA_STUDY, trial, attempt),
-        )
-        envs.append(env_of(pod))
+        report = report_env("http://op.hpo-system.svc:8090", key, OPTUNA_STUDY, trial, attempt)
+        envs.append(env_of(pod_for(spec, trial, attempt, report=report)))
     for (trial, attempt), env in zip(((13, 0), (13, 1), (14, 0)), envs, strict=True):
         assert env["HPO_REPORT_URL"] == "http://op.hpo-system.svc:8090"
         assert tokens.token_matches(key, OPTUNA_STUDY, trial, attempt, env["HPO_REPORT_TOKEN"])
