@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -31,14 +30,11 @@ from hpo_trial.policy import (
     OUTAGE_ERRORS,
     AttemptSuperseded,
     TrialBase,
-    skip_on_outage,
-    with_storage_retries,
 )
 from hpo_trial.pruners import build_pruner
 
 log = logging.getLogger("hpo_trial")
 
-T = TypeVar("T")
 
 # What a storage that does not answer raises: Optuna wraps most database errors in StorageInternalError,
 # and a connection that cannot be made or is cut surfaces as SQLAlchemy's (or the socket's) own error.
@@ -75,6 +71,8 @@ class TrialHandle(TrialBase):
     own reports and its earlier rungs come from the trial process, and whether it still owns its trial is
     checked at each write instead of at the start.
     """
+
+    outage_errors = STORAGE_ERRORS
 
     def __init__(
         self,
@@ -152,28 +150,6 @@ class TrialHandle(TrialBase):
     def state(self) -> TrialState:
         return self.storage.get_trial(self.trial_id).state
 
-    def report(self, value: float, step: int) -> bool:
-        """Report the first objective's intermediate value at a progress step (same units in every trial).
-
-        Returns whether the storage took it: a storage that does not answer skips this report with a
-        warning (the next report tries again). A retry's report replaces the earlier attempt's value at
-        the same step. Multi-objective studies report nothing (Optuna prunes single-objective ones only).
-        """
-        if len(self.contract.objectives) > 1:
-            return False
-        value, step = float(value), int(step)
-
-        def report() -> bool:
-            self.report_once(value, step)
-            return True
-
-        taken = skip_on_outage(
-            report, f"Trial {self.number}: the report at step {step} is skipped", False, STORAGE_ERRORS
-        )
-        if taken:
-            self._took(step, value)
-        return taken
-
     def report_once(self, value: float, step: int) -> None:
         """One try at a report; a storage that does not answer raises (the endpoint's trial retries)."""
         self._current()
@@ -191,17 +167,6 @@ class TrialHandle(TrialBase):
         if step < 0:
             raise ValueError(f"`step={step}` must be non-negative.")
         self.storage.set_trial_intermediate_value(self.trial_id, step, value)
-
-    def should_prune(self) -> bool:
-        """The study's pruner's decision on this attempt's reports; False during a storage outage."""
-        if len(self.contract.objectives) > 1:
-            return False
-        # bool(): pruners answer numpy booleans
-        return bool(
-            skip_on_outage(
-                self._should_prune, f"Trial {self.number}: no pruning check", False, STORAGE_ERRORS
-            )
-        )
 
     def _should_prune(self) -> bool:
         try:
@@ -282,6 +247,3 @@ class TrialHandle(TrialBase):
         what = "telling the final value" if values is not None else f"telling {state.name if state else ''}"
         self._retried(tell, f"Trial {self.number}: {what}")
         self.finished = True
-
-    def _retried(self, call: Callable[[], T], what: str) -> T:
-        return with_storage_retries(call, what, self.retry_seconds, STORAGE_ERRORS)

@@ -146,6 +146,9 @@ class TrialBase:
     checks made before a final value is told. Subclasses write to the study."""
 
     contract: TrialContract
+    retry_seconds: float  # how long the final tell (and opening) is retried
+    # What a storage (or report endpoint) that does not answer raises on this way to the study.
+    outage_errors: tuple[type[BaseException], ...] = OUTAGE_ERRORS
     # Whether the outcome is said in this process's log (the report endpoint's handles say nothing: the
     # trial process says it, and the operator posts its Events).
     says_outcome = True
@@ -177,10 +180,49 @@ class TrialBase:
             self.reported[step] = value
 
     def report(self, value: float, step: int) -> bool:
-        raise NotImplementedError
+        """Report the first objective's intermediate value at a progress step (same units in every trial).
+
+        Returns whether the study took it: a storage (or endpoint) that does not answer skips this report
+        with a warning (the next report tries again). A retry's report replaces the earlier attempt's
+        value at the same step. Multi-objective studies report nothing (Optuna prunes single-objective
+        ones only).
+        """
+        if len(self.contract.objectives) > 1:
+            return False
+        value, step = float(value), int(step)
+
+        def report() -> bool:
+            self.report_once(value, step)
+            return True
+
+        taken = skip_on_outage(
+            report, f"Trial {self.number}: the report at step {step} is skipped", False, self.outage_errors
+        )
+        if taken:
+            self._took(step, value)
+        return taken
 
     def should_prune(self) -> bool:
+        """The study's pruner's decision on this attempt's reports; False during an outage."""
+        if len(self.contract.objectives) > 1:
+            return False
+        # bool(): pruners answer numpy booleans
+        return bool(
+            skip_on_outage(
+                self._should_prune, f"Trial {self.number}: no pruning check", False, self.outage_errors
+            )
+        )
+
+    def report_once(self, value: float, step: int) -> None:
+        """One try at a report; an outage raises (:meth:`report` skips it)."""
         raise NotImplementedError
+
+    def _should_prune(self) -> bool:
+        """One try at the pruner's decision; an outage raises (:meth:`should_prune` answers False)."""
+        raise NotImplementedError
+
+    def _retried(self, call: Callable[[], T], what: str) -> T:
+        return with_storage_retries(call, what, self.retry_seconds, self.outage_errors)
 
     def fail(self, reason: str) -> bool:
         raise NotImplementedError

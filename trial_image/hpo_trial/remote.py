@@ -21,8 +21,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from hpo_trial.contract import TrialContract, storage_retry_seconds
 from hpo_trial.policy import (
@@ -30,12 +29,9 @@ from hpo_trial.policy import (
     EndpointUnavailable,
     StorageUnavailable,
     TrialBase,
-    skip_on_outage,
-    with_storage_retries,
 )
 
 log = logging.getLogger("hpo_trial")
-T = TypeVar("T")
 
 API = "/v1/trials"
 # A request's time limit: a call is a few statements, each under the endpoint's database statement
@@ -59,6 +55,8 @@ class RemoteTrial(TrialBase):
     another replica of it, decides the same.
     """
 
+    outage_errors = ENDPOINT_ERRORS
+
     def __init__(self, contract: TrialContract, retry_seconds: float | None = None) -> None:
         if not contract.report_url or not contract.report_token:
             raise ValueError("a RemoteTrial needs the contract's report URL and token")
@@ -76,34 +74,11 @@ class RemoteTrial(TrialBase):
 
     # ---------------------------------------------------------------------------------- the calls
 
-    def report(self, value: float, step: int) -> bool:
-        """Report the first objective's intermediate value at a progress step; whether the study took it
-        (an endpoint or storage that does not answer skips it with a warning)."""
-        if len(self.contract.objectives) > 1:
-            return False
-        value, step = float(value), int(step)
-        answer = skip_on_outage(
-            lambda: self._call("report", step=step, value=value),
-            f"Trial {self.number}: the report at step {step} is skipped",
-            None,
-            ENDPOINT_ERRORS,
-        )
-        if answer is None:
-            return False
-        self._took(step, value)
-        return True
+    def report_once(self, value: float, step: int) -> None:
+        self._call("report", step=step, value=value)
 
-    def should_prune(self) -> bool:
-        """The study's pruner's decision on this attempt's reports; False during an outage."""
-        if len(self.contract.objectives) > 1:
-            return False
-        answer = skip_on_outage(
-            lambda: self._call("should_prune", **self._own()),
-            f"Trial {self.number}: no pruning check",
-            None,
-            ENDPOINT_ERRORS,
-        )
-        return bool(answer and answer.get("prune"))
+    def _should_prune(self) -> bool:
+        return bool(self._call("should_prune", **self._own()).get("prune"))
 
     def prune(self) -> None:
         """End the trial as PRUNED (retried while the endpoint or storage does not answer)."""
@@ -194,9 +169,6 @@ class RemoteTrial(TrialBase):
         if not isinstance(answer, dict):
             raise EndpointUnavailable(f"the report endpoint {self.url} answered with no JSON object")
         return answer
-
-    def _retried(self, call: Callable[[], T], what: str) -> T:
-        return with_storage_retries(call, what, self.retry_seconds, ENDPOINT_ERRORS)
 
 
 def _payload(error: urllib.error.HTTPError) -> dict[str, Any]:
