@@ -48,8 +48,13 @@ from hpo_operator.shell.kube import (
     SecretProblem,
 )
 from hpo_operator.shell.metrics import Metrics
-from hpo_operator.shell.reports import study_storage_url
-from hpo_operator.shell.storage import Storages, StorageUnavailable, StorageURLInvalid, StudyStore
+from hpo_operator.shell.storage import (
+    Storages,
+    StorageUnavailable,
+    StorageURLInvalid,
+    StudyStore,
+    study_storage_url,
+)
 
 log = logging.getLogger("hpo_operator")
 

@@ -47,7 +47,7 @@ from hpo_operator.core import names, tokens
 from hpo_operator.core.spec import SpecError, StudySpec, parse_fields
 from hpo_operator.shell import redact
 from hpo_operator.shell.kube import Kube, KubeUnavailable, SecretProblem
-from hpo_operator.shell.storage import Storages, StorageUnavailable, storage_errors
+from hpo_operator.shell.storage import Storages, StorageUnavailable, storage_errors, study_storage_url
 
 log = logging.getLogger("hpo_operator.reports")
 
@@ -427,13 +427,3 @@ class ClusterStudies:
                 503, f"the storage Secret of {names.KIND} {namespace}/{name} is not readable"
             ) from None
         return target_of(spec, self.storages.shared(url, "report"), study)
-
-
-def study_storage_url(kube: Kube, spec: StudySpec, namespace: str, default_url: str | None) -> str:
-    """The study's storage URL: from its Secret, or the operator's default (registered for redaction)."""
-    if spec.storage is not None and spec.storage.secret_ref is not None:
-        ref = spec.storage.secret_ref
-        return kube.read_secret_value(namespace, ref.name, ref.key)
-    if default_url is None:  # check_spec refused this already
-        raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
-    return default_url

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy.exc
@@ -41,8 +41,11 @@ from hpo_operator.core.observe import (
     study_view,
     trial_view,
 )
-from hpo_operator.core.spec import StudySpec
+from hpo_operator.core.spec import SpecError, StudySpec
 from hpo_operator.shell import redact
+
+if TYPE_CHECKING:
+    from hpo_operator.shell.kube import Kube
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -92,6 +95,16 @@ def storage_errors(doing: str) -> Iterator[None]:
         first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
         detail = first[0] if first else type(cause).__name__
         raise StorageUnavailable(redact.redact(f"{doing}: {type(cause).__name__}: {detail}")) from None
+
+
+def study_storage_url(kube: Kube, spec: StudySpec, namespace: str, default_url: str | None) -> str:
+    """The study's storage URL: from its Secret, or the operator's default (registered for redaction)."""
+    if spec.storage is not None and spec.storage.secret_ref is not None:
+        ref = spec.storage.secret_ref
+        return kube.read_secret_value(namespace, ref.name, ref.key)
+    if default_url is None:  # check_spec refused this already
+        raise SpecError.at("spec.storage.secretRef", "required: the operator has no default storage")
+    return default_url
 
 
 class Storages:
